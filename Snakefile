@@ -1,0 +1,23 @@
+# Trax: reproducible speech pipeline. See README.md and config/README.md.
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Jobs import the trax package from this checkout, also inside --use-conda environments.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")]))
+
+
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/normalize.smk"
+include: "workflow/rules/transcribe.smk"
+
+
+rule all:
+    input:
+        all_outputs,
+    default_target: True

@@ -1,0 +1,77 @@
+"""The shared evaluation set (``../shared/benchdata``): which items to score and their references.
+
+Tests and benchmarks read the audio in place; nothing from it is copied into the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCHDATA_ENV = "TRAX_BENCHDATA"
+
+#: Left out of the WER set: a derived copy of jfk.flac (same speech twice), and the stereo file whose
+#: "reference" is Whisper-tiny's own output per channel, not a human transcript of the mono mix.
+EXCLUDED_FROM_WER = frozenset({"faster-whisper/jfk.16k.wav", "faster-whisper/stereo_diarization.wav"})
+
+
+def benchdata_dir() -> Path:
+    """``$TRAX_BENCHDATA``, else ``shared/benchdata`` beside the repository checkout."""
+    override = os.environ.get(BENCHDATA_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "shared" / "benchdata"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scored recording: its audio and its reference text."""
+
+    path: Path
+    reference: str
+
+
+def read_manifest(root: Path | None = None) -> list[dict[str, str]]:
+    """Rows of ``manifest.tsv``."""
+    root = root or benchdata_dir()
+    with open(root / "manifest.tsv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def reference_text(audio: Path) -> str:
+    """The human reference for an audio file, whatever format its source repository used."""
+    if audio.parent.name == "cards":
+        return _sphinx_transcript(audio.parent / "cards.transcription")[audio.stem]
+    for suffix in (".txt", ".lab"):
+        candidate = audio.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip()
+    if audio.name == "jfk.flac":
+        return (audio.parent / "jfk.txt").read_text(encoding="utf-8").strip()
+    raise FileNotFoundError(f"{audio}: no reference transcript found")
+
+
+def _sphinx_transcript(path: Path) -> dict[str, str]:
+    entries = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.fullmatch(r"\s*<s>(.*)</s>\s*\((\S+)\)\s*", line)
+        if match:
+            entries[match.group(2)] = " ".join(match.group(1).split())
+    return entries
+
+
+def wer_items(root: Path | None = None) -> list[Item]:
+    """The dev category-a recordings with exact references (see :data:`EXCLUDED_FROM_WER`)."""
+    root = root or benchdata_dir()
+    items = []
+    for row in read_manifest(root):
+        if row["split"] != "dev" or "a" not in row["category"].split("/") or not row["duration_s"]:
+            continue
+        if row["path"] in EXCLUDED_FROM_WER:
+            continue
+        audio = root / row["path"]
+        items.append(Item(path=audio, reference=reference_text(audio)))
+    return items

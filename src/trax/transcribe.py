@@ -1,0 +1,251 @@
+"""Transcription with faster-whisper into typed, byte-stable transcript files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import wave
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trax.errors import TraxError
+from trax.jsonio import write_json_atomic
+from trax.models import ModelSource, resolve_whisper
+from trax.provenance import provenance, sha256_file
+
+log = logging.getLogger(__name__)
+
+#: Decimal places kept in output files: milliseconds for times, 4 digits for probabilities.
+#: Rounding keeps files readable and diffs meaningful; it is far below Whisper's 20 ms resolution.
+TIME_DIGITS = 3
+PROB_DIGITS = 4
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Decoding settings (the ``transcribe_fast`` config section).
+
+    Attributes:
+        model: Model spec, see :mod:`trax.models`.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        compute_type: CTranslate2 compute type; ``int8`` is the robust CPU choice (float32 slowed
+            12x when another job held a core).
+        cpu_threads: Threads for one decode. Fixed from config (never from ``--cores``) because the
+            thread count may change int8 results in the last bits.
+        beam_size: Beam width; 5 is Whisper's reference setting.
+        temperature: Sampling temperature; 0 (greedy/beam, no fallback) keeps output deterministic.
+        word_timestamps: Align words with cross-attention (needed by merge and subtitles).
+        vad_filter: Skip non-speech with Silero VAD before decoding.
+        language: ISO code, or None to detect (English-only models always use ``en``).
+        condition_on_previous_text: Feed the previous window's text as prompt. Off by default (as
+            in WhisperX): with it on, tiny.en fell into a "first, first, first…" loop on the silent
+            tail of LJ001-0012 and dev-set WER went from 5.3 % to 30.4 %.
+        initial_prompt: Optional text to bias the first window.
+    """
+
+    model: str = "embedded:tiny.en"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 5
+    temperature: float = 0.0
+    word_timestamps: bool = True
+    vad_filter: bool = False
+    language: str | None = None
+    condition_on_previous_text: bool = False
+    initial_prompt: str | None = None
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> TranscribeOptions:
+        """Build options from a config section; unknown keys were already rejected by the schema."""
+        return cls(**settings)
+
+
+@dataclass
+class Word:
+    """One word with its time span (seconds) and Whisper's probability for it."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass
+class Segment:
+    """One decoded segment.
+
+    Attributes:
+        avg_logprob: Mean token log-probability. faster-whisper computes it per 30 s decoding
+            window, so every segment of a window shares the value: it cannot rank segments.
+        no_speech_prob: Probability of the no-speech token for the window.
+        compression_ratio: gzip ratio of the text; high values flag repetition loops.
+    """
+
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    """A transcript file (``transcript.*.json``)."""
+
+    sample_id: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: list[Segment]
+    provenance: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """All segment texts joined by single spaces."""
+        return " ".join(segment.text for segment in self.segments if segment.text)
+
+    def serialize(self) -> dict[str, Any]:
+        """JSON-ready dict matching ``workflow/schemas/transcript.schema.yaml``."""
+        data = asdict(self)
+        data["text"] = self.text
+        return data
+
+
+def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a normalized 16 kHz mono s16 WAV as float32 in [-1, 1) (what faster-whisper expects)."""
+    with wave.open(str(path), "rb") as handle:
+        if handle.getframerate() != 16000 or handle.getnchannels() != 1 or handle.getsampwidth() != 2:
+            raise TraxError(path, "expected 16 kHz mono 16-bit PCM (run normalize first)")
+        frames = handle.readframes(handle.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def load_whisper(source: ModelSource, options: TranscribeOptions):  # -> faster_whisper.WhisperModel
+    """Load a faster-whisper model; a hub name that cannot be fetched is a clear error."""
+    from faster_whisper import WhisperModel
+
+    device = options.device
+    compute_type = options.compute_type
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = "float16" if device == "cuda" else compute_type
+    try:
+        return WhisperModel(
+            source.name,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=options.cpu_threads,
+            num_workers=1,
+        )
+    except Exception as exc:  # faster-whisper raises many types (HTTP, OS, RuntimeError)
+        raise TraxError(source.spec, f"cannot load Whisper model ({type(exc).__name__}: {exc})") from None
+
+
+ProgressHook = Callable[[float, float], None]
+
+
+def transcribe_audio(
+    model: Any,
+    audio: np.ndarray,
+    options: TranscribeOptions,
+    progress: ProgressHook | None = None,
+) -> tuple[list[Segment], str, float]:
+    """Decode ``audio`` and return (segments, language, language probability).
+
+    Args:
+        model: A loaded ``faster_whisper.WhisperModel``.
+        audio: 16 kHz mono float32 samples.
+        options: Decoding settings.
+        progress: Called with (seconds done, total seconds) after each segment.
+    """
+    total = len(audio) / 16000
+    segments_iter, info = model.transcribe(
+        audio,
+        language=options.language,
+        beam_size=options.beam_size,
+        temperature=options.temperature,
+        word_timestamps=options.word_timestamps,
+        vad_filter=options.vad_filter,
+        condition_on_previous_text=options.condition_on_previous_text,
+        initial_prompt=options.initial_prompt,
+    )
+    segments = []
+    for index, raw in enumerate(segments_iter):
+        segments.append(_segment(index, raw))
+        if progress is not None:
+            progress(min(raw.end, total), total)
+    return segments, info.language, round(float(info.language_probability), PROB_DIGITS)
+
+
+def _segment(index: int, raw: Any) -> Segment:
+    words = [
+        Word(
+            start=round(w.start, TIME_DIGITS),
+            end=round(w.end, TIME_DIGITS),
+            word=w.word.strip(),
+            probability=round(float(w.probability), PROB_DIGITS),
+        )
+        for w in (raw.words or [])
+    ]
+    return Segment(
+        id=index,
+        start=round(raw.start, TIME_DIGITS),
+        end=round(raw.end, TIME_DIGITS),
+        text=raw.text.strip(),
+        avg_logprob=round(float(raw.avg_logprob), PROB_DIGITS),
+        no_speech_prob=round(float(raw.no_speech_prob), PROB_DIGITS),
+        compression_ratio=round(float(raw.compression_ratio), PROB_DIGITS),
+        words=words,
+    )
+
+
+def log_progress(done: float, total: float) -> None:
+    """Progress hook that logs percent of audio decoded."""
+    log.info("transcribed %.1f / %.1f s (%.0f%%)", done, total, 100.0 * done / total if total else 100.0)
+
+
+def transcribe_file(
+    wav_path: str,
+    output_path: str,
+    sample_id: str,
+    settings: dict[str, Any],
+    model: Any | None = None,
+) -> Transcript:
+    """Transcribe a normalized WAV into ``output_path`` (``transcript.fast.json``).
+
+    Args:
+        wav_path: ``audio.wav`` from normalize.
+        output_path: Destination JSON.
+        sample_id: The recording's id.
+        settings: The ``transcribe_fast`` config section (also recorded in provenance).
+        model: An already loaded model to reuse; loaded here when None.
+    """
+    options = TranscribeOptions.from_config(settings)
+    source = resolve_whisper(options.model)
+    if model is None:
+        model = load_whisper(source, options)
+    audio = load_wav(wav_path)
+    segments, language, language_probability = transcribe_audio(model, audio, options, log_progress)
+    transcript = Transcript(
+        sample_id=sample_id,
+        language=language,
+        language_probability=language_probability,
+        duration=round(len(audio) / 16000, TIME_DIGITS),
+        segments=segments,
+        provenance=provenance(
+            config=settings,
+            input_sha256=sha256_file(wav_path),
+            models={"asr": source.describe()},
+        ),
+    )
+    write_json_atomic(output_path, transcript.serialize(), schema="transcript")
+    return transcript

@@ -1,0 +1,20 @@
+rule normalize:
+    input:
+        source=source_file,
+    output:
+        wav="results/{sample}/audio.wav",
+        info="results/{sample}/audio.json",
+    params:
+        source=source_path,
+        settings=config["normalize"],
+    log:
+        "logs/normalize/{sample}.log",
+    benchmark:
+        "benchmarks/normalize/{sample}.tsv"
+    threads: 1
+    resources:
+        mem_mb=config["resources"]["normalize_mem_mb"],
+    conda:
+        "../../envs/trax.yaml"
+    script:
+        "../../scripts/normalize.py"

@@ -1,0 +1,18 @@
+rule transcribe_fast:
+    input:
+        wav="results/{sample}/audio.wav",
+    output:
+        transcript="results/{sample}/transcript.fast.json",
+    params:
+        settings=transcribe_fast_settings,
+    log:
+        "logs/transcribe_fast/{sample}.log",
+    benchmark:
+        "benchmarks/transcribe_fast/{sample}.tsv"
+    threads: config["transcribe_fast"]["cpu_threads"]
+    resources:
+        mem_mb=config["resources"]["transcribe_fast_mem_mb"],
+    conda:
+        "../../envs/trax.yaml"
+    script:
+        "../../scripts/transcribe_fast.py"
