@@ -6,7 +6,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 # Jobs import the trax package from this checkout, also inside --use-conda environments.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [f"{workflow.basedir}/src", os.getenv("PYTHONPATH")])))
 
 
 configfile: f"{workflow.basedir}/config/config.yaml"
@@ -15,6 +15,10 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/transcribe.smk"
+
+
+onstart:
+    start_model_server(log)
 
 
 rule all:

@@ -9,8 +9,9 @@ Rows (medians over ``--repeats`` runs, each in fresh processes):
 * ``bare faster-whisper`` — one Python process that imports faster-whisper, loads tiny.en and
   transcribes the file with the workflow's settings (the floor).
 * ``snakemake start-up`` — a zero-job run of the finished workflow (parse, validate, DAG, exit).
-* ``workflow (cold)`` — ``snakemake --cores 2`` from an empty results folder (normalize + transcribe_fast).
-* ``workflow - start-up`` — the difference, compared with the bare run in the last column.
+* ``workflow (cold), server on|off`` — ``snakemake --cores 2`` from an empty results folder
+  (normalize + transcribe_fast), with the model server (default config) and without it.
+* ``... - start-up`` — the same minus start-up, compared with the bare run in the last column.
 * ``normalize`` / ``transcribe_fast`` — Snakemake's own ``benchmark:`` numbers per job.
 """
 
@@ -51,6 +52,12 @@ print(json.dumps({"wall": time.perf_counter() - start, "rss_mb": resource.getrus
 """
 
 
+def stop_server(workdir: Path) -> None:
+    code = "import contextlib; from trax.client import request, ServerUnavailable\n" \
+           "with contextlib.suppress(ServerUnavailable): request('shutdown')"
+    subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True)
+
+
 def snakemake(workdir: Path, config: Path) -> float:
     command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--configfile", str(config), "--cores", "2", "--quiet", "all"]
@@ -77,37 +84,44 @@ def main() -> None:
          "import sys, wave; w = wave.open(sys.argv[1]); print(w.getnframes() / w.getframerate())", str(args.audio)],
         check=True, capture_output=True, text=True).stdout)
 
-    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in
-        ("bare faster-whisper", "snakemake start-up", "workflow (cold)", "workflow - start-up", "normalize", "transcribe_fast")}
+    names = ["bare faster-whisper", "snakemake start-up"]
+    for server in ("on", "off"):
+        names += [f"workflow (cold), server {server}", f"  - start-up, server {server}",
+                  f"  normalize, server {server}", f"  transcribe_fast, server {server}"]
+    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     for _ in range(args.repeats):
         out = json.loads(subprocess.run([sys.executable, "-c", BARE, str(args.audio), json.dumps(settings)],
                                         check=True, capture_output=True, text=True, env=env).stdout)
         rows["bare faster-whisper"].append((out["wall"], out["rss_mb"]))
 
-        workdir = Path(tempfile.mkdtemp(prefix="trax-bench-"))
-        config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump({"inputs": str(args.audio)}))
-        cold = snakemake(workdir, config)
-        startup = snakemake(workdir, config)  # nothing to do: pure start-up cost
-        normalize_s, normalize_rss = benchmark_row(workdir, "normalize")
-        transcribe_s, transcribe_rss = benchmark_row(workdir, "transcribe_fast")
-        rows["snakemake start-up"].append((startup, float("nan")))
-        rows["workflow (cold)"].append((cold, max(normalize_rss, transcribe_rss)))
-        rows["workflow - start-up"].append((cold - startup, float("nan")))
-        rows["normalize"].append((normalize_s, normalize_rss))
-        rows["transcribe_fast"].append((transcribe_s, transcribe_rss))
-        shutil.rmtree(workdir)
+        for server in ("on", "off"):
+            workdir = Path(tempfile.mkdtemp(prefix="trax-bench-"))
+            config = workdir / "config.yaml"
+            config.write_text(yaml.safe_dump({"inputs": str(args.audio), "server": {"enabled": server == "on"}}))
+            cold = snakemake(workdir, config)
+            startup = snakemake(workdir, config)  # nothing to do: pure start-up cost
+            stop_server(workdir)
+            normalize_s, normalize_rss = benchmark_row(workdir, "normalize")
+            transcribe_s, transcribe_rss = benchmark_row(workdir, "transcribe_fast")
+            rows["snakemake start-up"].append((startup, float("nan")))
+            rows[f"workflow (cold), server {server}"].append((cold, float("nan")))
+            rows[f"  - start-up, server {server}"].append((cold - startup, float("nan")))
+            rows[f"  normalize, server {server}"].append((normalize_s, normalize_rss))
+            rows[f"  transcribe_fast, server {server}"].append((transcribe_s, transcribe_rss))
+            shutil.rmtree(workdir)
 
     bare = statistics.median(w for w, _ in rows["bare faster-whisper"])
     print(f"audio: {args.audio.name}, {duration:.1f} s; {args.repeats} repeats, medians; cpu_threads={settings['cpu_threads']}")
-    print(f"{'row':24s} {'wall s':>8s} {'RTF':>7s} {'peak RSS MB':>12s} {'vs bare s':>10s}")
+    print("RSS: peak of the job process (Snakemake benchmark); with the server on, the decode's memory is")
+    print("in the server (see bench/batch.py), not in the transcribe_fast job.")
+    print(f"{'row':34s} {'wall s':>8s} {'RTF':>7s} {'peak RSS MB':>12s} {'vs bare s':>10s}")
     for name, values in rows.items():
         wall = statistics.median(w for w, _ in values)
         rss_values = [r for _, r in values if r == r]
         rss = f"{statistics.median(rss_values):12.0f}" if rss_values else f"{'-':>12s}"
-        delta = f"{wall - bare:+10.2f}" if name in ("workflow - start-up",) else f"{'':>10s}"
-        print(f"{name:24s} {wall:8.2f} {wall / duration:7.3f} {rss} {delta}")
+        delta = f"{wall - bare:+10.2f}" if "start-up, server" in name else f"{'':>10s}"
+        print(f"{name:34s} {wall:8.2f} {wall / duration:7.3f} {rss} {delta}")
 
 
 if __name__ == "__main__":

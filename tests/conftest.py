@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from trax.benchdata import benchdata_dir
+from trax.client import ServerDied, ServerUnavailable, request
 from trax.media import find_ffmpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,11 +56,14 @@ class Workflow:
     def write_config(self, config: dict) -> None:
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
+    def command(self, *args: str, cores: int = 2) -> list[str]:
+        return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(self.workdir), "--configfile",
+                str(self.config_path), "--cores", str(cores), *args]
+
     def run(self, *args: str, cores: int = 2, check: bool = True) -> SnakemakeRun:
-        command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(self.workdir), "--configfile",
-                   str(self.config_path), "--cores", str(cores), *args]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=self.workdir)
+        proc = subprocess.run(self.command(*args, cores=cores), capture_output=True, text=True, env=env,
+                              cwd=self.workdir)
         run = SnakemakeRun(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake failed ({proc.returncode}):\n{run.output[-6000:]}")
@@ -68,14 +73,41 @@ class Workflow:
         return self.workdir / "results" / sample_id / name
 
 
+    def server(self, method: str, params: dict | None = None):
+        """Call the model server of this workflow directory."""
+        with in_dir(self.workdir):
+            return request(method, params)
+
+    def stop_server(self) -> None:
+        with in_dir(self.workdir), contextlib.suppress(ServerUnavailable, ServerDied):
+            request("shutdown")
+
+
+@contextlib.contextmanager
+def in_dir(path: Path):
+    """Run client calls in ``path`` (the client talks to the server of its working directory)."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture
 def make_workflow(tmp_path: Path):
+    created: list[Workflow] = []
+
     def factory(inputs, name: str = "wf", **sections) -> Workflow:
         workdir = tmp_path / name
         workdir.mkdir()
-        return Workflow(workdir, {"inputs": inputs, **sections})
+        workflow = Workflow(workdir, {"inputs": inputs, **sections})
+        created.append(workflow)
+        return workflow
 
-    return factory
+    yield factory
+    for workflow in created:
+        workflow.stop_server()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_dev_set_wer_and_byte_identical_reruns(make_workflow, tmp_path) -> None:
+def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, tmp_path) -> None:
     items = wer_items()
     sheet = tmp_path / "dev.tsv"
     sheet.write_text("id\tpath\n" + "".join(f"{sample_id_from_name(i.path)}\t{i.path}\n" for i in items))
@@ -28,9 +28,16 @@ def test_dev_set_wer_and_byte_identical_reruns(make_workflow, tmp_path) -> None:
     assert result.reference_words > 400
     assert result.wer <= MAX_CORPUS_WER
 
-    # Same inputs and config, a fresh directory, one core: every output byte-identical.
-    second = make_workflow(str(sheet), name="cores1")
+    # The model server served all of them with each model loaded exactly once.
+    stats = first.server("stats")
+    assert stats["requests"]["transcribe"] == len(items) >= 20
+    assert [model["loads"] for model in stats["models"]] == [1]
+
+    # Same inputs and config, a fresh directory, one core, models loaded in-process: every output
+    # byte-identical.
+    second = make_workflow(str(sheet), name="cores1", server={"enabled": False})
     second.run(cores=1)
+    assert not (second.workdir / ".trax" / "server.sock").exists()
     first_tree, second_tree = _tree(first.workdir / "results"), _tree(second.workdir / "results")
     assert len(first_tree) == 3 * len(items) and first_tree.keys() == second_tree.keys()
     differing = [name for name in first_tree if first_tree[name] != second_tree[name]]

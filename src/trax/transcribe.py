@@ -7,14 +7,17 @@ import os
 import wave
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic
+from trax.manager import ModelKey
 from trax.models import ModelSource, resolve_whisper
+from trax.protocol import ServerSettings
 from trax.provenance import provenance, sha256_file
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ class Transcript:
 
 def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a normalized 16 kHz mono s16 WAV as float32 in [-1, 1) (what faster-whisper expects)."""
+    import numpy as np
+
     with wave.open(str(path), "rb") as handle:
         if handle.getframerate() != 16000 or handle.getnchannels() != 1 or handle.getsampwidth() != 2:
             raise TraxError(path, "expected 16 kHz mono 16-bit PCM (run normalize first)")
@@ -127,24 +132,61 @@ def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def load_whisper(source: ModelSource, options: TranscribeOptions):  # -> faster_whisper.WhisperModel
-    """Load a faster-whisper model; a hub name that cannot be fetched is a clear error."""
+def pin_blas_threads() -> None:
+    """Run numpy's BLAS (OpenBLAS) single-threaded in this process, for good.
+
+    faster-whisper computes log-mel features with a numpy matrix product, and OpenBLAS sums in
+    another order with more threads: with ``OMP_NUM_THREADS=1`` (which Snakemake sets for a
+    one-thread job) pocketsphinx 001 decoded to avg_logprob -0.5313, with 2 threads to -0.5575.
+    One thread everywhere makes results independent of ``--cores``, the environment and the model
+    server. It is process-wide and never restored, so concurrent server requests cannot flip it
+    under each other; the product is small, so the cost is negligible.
+    """
+    import numpy  # noqa: F401 - threadpoolctl only finds BLAS libraries already loaded
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def resolve_device(options: TranscribeOptions) -> tuple[str, str]:
+    """(device, compute_type) after resolving ``device: auto`` (CUDA with float16 when present)."""
+    if options.device != "auto":
+        return options.device, options.compute_type
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", options.compute_type
+
+
+def whisper_model_key(source: ModelSource, options: TranscribeOptions) -> ModelKey:
+    """Cache key of a loaded Whisper model (see :class:`trax.manager.ModelKey`)."""
+    device, compute_type = resolve_device(options)
+    revision = ""
+    if source.path is not None:
+        weights = (source.path / "model.bin").stat()
+        revision = f"{weights.st_size}-{weights.st_mtime_ns}"
+    return ModelKey(kind="whisper", model=source.name, compute_type=compute_type, device=device, revision=revision)
+
+
+def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: int = 1):  # -> WhisperModel
+    """Load a faster-whisper model; a hub name that cannot be fetched is a clear error.
+
+    Args:
+        source: The resolved model.
+        options: Decoding settings (device, compute type, threads).
+        num_workers: Decodes this model may run at once (the server's worker count).
+    """
     from faster_whisper import WhisperModel
 
-    device = options.device
-    compute_type = options.compute_type
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        compute_type = "float16" if device == "cuda" else compute_type
+    device, compute_type = resolve_device(options)
     try:
         return WhisperModel(
             source.name,
             device=device,
             compute_type=compute_type,
             cpu_threads=options.cpu_threads,
-            num_workers=1,
+            num_workers=num_workers,
         )
     except Exception as exc:  # faster-whisper raises many types (HTTP, OS, RuntimeError)
         raise TraxError(source.spec, f"cannot load Whisper model ({type(exc).__name__}: {exc})") from None
@@ -213,26 +255,19 @@ def log_progress(done: float, total: float) -> None:
     log.info("transcribed %.1f / %.1f s (%.0f%%)", done, total, 100.0 * done / total if total else 100.0)
 
 
-def transcribe_file(
+def transcribe_wav(
     wav_path: str,
-    output_path: str,
     sample_id: str,
     settings: dict[str, Any],
-    model: Any | None = None,
-) -> Transcript:
-    """Transcribe a normalized WAV into ``output_path`` (``transcript.fast.json``).
+    model: Any,
+    source: ModelSource,
+) -> dict[str, Any]:
+    """Transcribe a normalized WAV with a loaded model; return the serialized transcript.
 
-    Args:
-        wav_path: ``audio.wav`` from normalize.
-        output_path: Destination JSON.
-        sample_id: The recording's id.
-        settings: The ``transcribe_fast`` config section (also recorded in provenance).
-        model: An already loaded model to reuse; loaded here when None.
+    The one function both the in-process path and the model server run, so their bytes agree.
     """
     options = TranscribeOptions.from_config(settings)
-    source = resolve_whisper(options.model)
-    if model is None:
-        model = load_whisper(source, options)
+    pin_blas_threads()
     audio = load_wav(wav_path)
     segments, language, language_probability = transcribe_audio(model, audio, options, log_progress)
     transcript = Transcript(
@@ -247,5 +282,38 @@ def transcribe_file(
             models={"asr": source.describe()},
         ),
     )
-    write_json_atomic(output_path, transcript.serialize(), schema="transcript")
+    return transcript.serialize()
+
+
+def transcribe_file(
+    wav_path: str,
+    output_path: str,
+    sample_id: str,
+    settings: dict[str, Any],
+    server: ServerSettings | None = None,
+) -> dict[str, Any]:
+    """Transcribe a normalized WAV into ``output_path`` (``transcript.fast.json``).
+
+    Args:
+        wav_path: ``audio.wav`` from normalize (relative to the workflow directory).
+        output_path: Destination JSON.
+        sample_id: The recording's id.
+        settings: The ``transcribe_fast`` config section (also recorded in provenance).
+        server: Model server settings; when enabled the decode runs in the server (started on
+            demand), otherwise the model is loaded in this process. Outputs are identical.
+    """
+    server = server if server is not None else ServerSettings.from_env()
+    if server.enabled:
+        from trax.client import call_server
+
+        log.info("transcribing %s via the model server", wav_path)
+        transcript = call_server(
+            "transcribe", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings}, server
+        )
+    else:
+        options = TranscribeOptions.from_config(settings)
+        source = resolve_whisper(options.model)
+        model = load_whisper(source, options)
+        transcript = transcribe_wav(wav_path, sample_id, settings, model=model, source=source)
+    write_json_atomic(output_path, transcript, schema="transcript")
     return transcript

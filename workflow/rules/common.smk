@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from trax.errors import TraxError
+from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
 
 
@@ -24,6 +25,13 @@ def load_samples():
 
 
 SAMPLES = load_samples()
+
+# Server settings change no output byte, so they reach jobs through the environment, not params
+# (a params change would rerun jobs for nothing).
+SERVER = ServerSettings(**config["server"])
+os.environ[SETTINGS_ENV] = SERVER.to_env()
+#: Rules whose jobs send model work to the server.
+MODEL_RULES = {"transcribe_fast"}
 
 
 wildcard_constraints:
@@ -58,6 +66,22 @@ def transcribe_fast_settings(wildcards):
     if language:
         settings["language"] = language
     return settings
+
+
+def model_threads(rule_threads):
+    """Threads a model job claims: 1 when the server does the work (its own worker pool bounds
+    the decoding), else the decode's own CPU threads."""
+    return 1 if SERVER.enabled else rule_threads
+
+
+def start_model_server(log):
+    """onstart hook: when this run has model jobs, start the server and warm the fast model
+    in the background, so loading overlaps with normalize. Zero-job and dry runs never get here."""
+    if not SERVER.enabled or not any(job.rule.name in MODEL_RULES for job in workflow.dag.needrun_jobs()):
+        return
+    from trax.client import start_in_background
+
+    start_in_background(SERVER, preload=[{"protocol": 1, "method": "warm", "params": {"settings": config["transcribe_fast"]}}])
 
 
 def all_outputs(wildcards):

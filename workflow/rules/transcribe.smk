@@ -9,7 +9,7 @@ rule transcribe_fast:
         "logs/transcribe_fast/{sample}.log",
     benchmark:
         "benchmarks/transcribe_fast/{sample}.tsv"
-    threads: config["transcribe_fast"]["cpu_threads"]
+    threads: model_threads(config["transcribe_fast"]["cpu_threads"])
     resources:
         mem_mb=config["resources"]["transcribe_fast_mem_mb"],
     conda:

@@ -1,0 +1,182 @@
+"""Client side of the model server: start it on demand, send requests, survive its death.
+
+Every call runs in the workflow's working directory (Snakemake jobs do), where the server's
+socket is ``.trax/server.sock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import trax
+from trax import protocol
+from trax.errors import TraxError
+from trax.protocol import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVER_LOG = Path("logs") / "model_server.log"
+
+
+class ServerUnavailable(Exception):
+    """Nothing is listening on the socket."""
+
+
+class ServerDied(Exception):
+    """The connection dropped before a reply arrived."""
+
+
+class ServerError(TraxError):
+    """The server answered with an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        Exception.__init__(self, message)
+        self.code = code
+        self.subject, _, self.reason = message.partition(": ")
+
+
+def socket_path() -> str:
+    return os.path.join(protocol.RUNTIME_DIR, protocol.SOCKET_NAME)
+
+
+def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    """Send one request and return its result.
+
+    Raises:
+        ServerUnavailable: No server listens here.
+        ServerDied: The server closed the connection without replying.
+        ServerError: The server replied with an error.
+        TraxError: No reply within ``timeout`` seconds.
+    """
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        try:
+            conn.connect(socket_path())
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ServerUnavailable(str(exc)) from None
+        message = {"protocol": protocol.PROTOCOL_VERSION, "method": method, "params": params or {}}
+        try:
+            conn.sendall(protocol.encode(message))
+            data = _read_line(conn)
+        except TimeoutError:
+            raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ServerDied(str(exc)) from None
+    finally:
+        conn.close()
+    reply = json.loads(data)
+    if not reply.get("ok"):
+        raise ServerError(reply["error"]["code"], reply["error"]["message"])
+    return reply["result"]
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            raise ServerDied("connection closed before the reply ended")
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+
+
+def _server_is_ours() -> bool:
+    """True when a compatible server for this directory answers; stops an incompatible one."""
+    try:
+        info = request("ping", timeout=5.0)
+    except (ServerUnavailable, ServerDied):
+        return False
+    if info.get("trax_version") == trax.__version__ and Path(info.get("workdir", "")) == Path.cwd().resolve():
+        return True
+    log.warning("stopping incompatible model server %s", info)
+    try:
+        request("shutdown", timeout=5.0)
+    except (ServerUnavailable, ServerDied, ServerError):
+        pass
+    _wait_until(lambda: not os.path.exists(socket_path()), 10.0)
+    return False
+
+
+def _wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def ensure_server(settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
+    """Make sure a server for this directory is up, starting one if needed.
+
+    A lock file serializes starters, so concurrent jobs start exactly one server; a stale socket
+    from a crashed server is removed by the new server before it binds.
+    """
+    if _server_is_ours():
+        return
+    runtime = Path(protocol.RUNTIME_DIR)
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    with open(runtime / protocol.LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _server_is_ours():
+            return
+        process = _spawn(settings, preload)
+        started = _wait_until(lambda: process.poll() is not None or _server_is_ours(), settings.start_timeout_s)
+        if process.poll() is not None:
+            raise TraxError("model server", f"exited at start with code {process.returncode}; see {SERVER_LOG}")
+        if not started:
+            process.kill()
+            raise TraxError("model server", f"did not answer within {settings.start_timeout_s:g} s (server.start_timeout_s)")
+
+
+def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None) -> subprocess.Popen:
+    SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "trax.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
+    if preload:
+        command += ["--preload", json.dumps(preload)]
+    with open(SERVER_LOG, "a", encoding="utf-8") as server_log:
+        # A new session and no inherited pipes: the server outlives the job that started it, and
+        # Snakemake never waits on it.
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+
+
+def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -> Any:
+    """Run ``method`` on the server, starting it if needed and restarting it once if it dies."""
+    for attempt in (1, 2):
+        ensure_server(settings)
+        try:
+            return request(method, params, timeout=settings.request_timeout_s)
+        except ServerUnavailable:
+            log.warning("model server vanished before '%s' (attempt %d); starting a new one", method, attempt)
+        except ServerDied:
+            log.warning("model server died during '%s' (attempt %d); starting a new one", method, attempt)
+    raise TraxError("model server", f"died twice while handling '{method}'; see {SERVER_LOG}")
+
+
+def start_in_background(settings: ServerSettings, preload: list[dict[str, Any]]) -> threading.Thread:
+    """Start the server (and warm models) from a thread, so the caller does not wait for it.
+
+    The Snakefile calls this when a run has model jobs, so models load while normalize runs.
+    """
+    def start() -> None:
+        try:
+            ensure_server(settings, preload)
+        except TraxError as exc:
+            log.warning("could not pre-start the model server: %s", exc)
+
+    thread = threading.Thread(target=start, name="trax-server-start", daemon=True)
+    thread.start()
+    return thread

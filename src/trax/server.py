@@ -1,0 +1,278 @@
+"""The model server: a long-lived process that keeps models loaded for the workflow's jobs.
+
+Started on demand by :func:`trax.client.ensure_server` (or by hand with
+``python scripts/model_server.py``) in the workflow's working directory; it listens on
+``.trax/server.sock`` (mode 0600) and exits after ``idle_timeout_s`` without requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import socketserver
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trax
+from trax import protocol
+from trax.errors import TraxError
+from trax.manager import ModelManager, process_rss_mb
+from trax.protocol import ErrorCode, ServerSettings
+
+log = logging.getLogger("trax.server")
+
+
+class RequestError(Exception):
+    """A request the server refuses; becomes an error reply with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Threaded Unix-socket server; model work is bounded by ``settings.workers``."""
+
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, socket_path: str, workdir: Path, settings: ServerSettings) -> None:
+        self.workdir = workdir.resolve()
+        self.settings = settings
+        self.manager = ModelManager(max_memory_mb=settings.max_memory_gb * 1024)
+        self.work_slots = threading.BoundedSemaphore(settings.workers)
+        self.started = time.monotonic()
+        self.last_activity = time.monotonic()
+        self.in_flight = 0
+        self.stopping = False
+        self.counts: Counter[str] = Counter()
+        self.peak_rss_mb = process_rss_mb()
+        self._state = threading.Lock()
+        self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": self.ping,
+            "stats": self.stats,
+            "transcribe": self.transcribe,
+            "warm": self.warm,
+            "shutdown": self.request_shutdown,
+        }
+        old_umask = os.umask(0o177)  # socket file mode 0600: only this user may connect
+        try:
+            super().__init__(socket_path, _Handler)
+        finally:
+            os.umask(old_umask)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def begin(self, method: str) -> None:
+        with self._state:
+            self.in_flight += 1
+            self.counts[method] += 1
+            self.last_activity = time.monotonic()
+
+    def end(self) -> None:
+        with self._state:
+            self.in_flight -= 1
+            self.last_activity = time.monotonic()
+            self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb())
+
+    def idle_for(self) -> float:
+        with self._state:
+            return 0.0 if self.in_flight else time.monotonic() - self.last_activity
+
+    # --- methods -----------------------------------------------------------------------------
+    def ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "trax_version": trax.__version__, "workdir": str(self.workdir),
+                "protocol": protocol.PROTOCOL_VERSION}
+
+    def stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        rss = process_rss_mb()
+        with self._state:
+            self.peak_rss_mb = max(self.peak_rss_mb, rss)
+            counts = dict(self.counts)
+        return {
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "requests": counts,
+            "rss_mb": round(rss, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "models": self.manager.stats(),
+        }
+
+    def request_shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.stopping = True  # the handler stops the server after this reply is sent
+        return {"stopping": True}
+
+    def whisper(self, settings: dict[str, Any]) -> tuple[Any, Any]:
+        """The (model, source) for a transcribe_* settings dict, loaded once per key."""
+        from trax.models import resolve_whisper
+        from trax.transcribe import TranscribeOptions, load_whisper, whisper_model_key
+
+        try:
+            options = TranscribeOptions.from_config({**settings, "cpu_threads": self.settings.cpu_threads})
+        except TypeError as exc:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        source = resolve_whisper(options.model)
+        key = whisper_model_key(source, options)
+        return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers)), source
+
+    def warm(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.whisper(_require(params, "settings", dict))
+        return {"warm": True}
+
+    def transcribe(self, params: dict[str, Any]) -> dict[str, Any]:
+        from trax.transcribe import transcribe_wav
+
+        wav_path = self.checked_path(params, "wav_path")
+        settings = _require(params, "settings", dict)
+        sample_id = _require(params, "sample_id", str)
+        with self.work_slots:
+            model, source = self.whisper(settings)
+            return transcribe_wav(wav_path, sample_id, settings, model=model, source=source)
+
+    def checked_path(self, params: dict[str, Any], name: str) -> str:
+        """A path parameter that must resolve inside the workflow directory."""
+        value = _require(params, name, str)
+        resolved = (self.workdir / value).resolve()
+        if not resolved.is_relative_to(self.workdir):
+            raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is outside the workflow directory")
+        return str(resolved)
+
+    def dispatch(self, raw: bytes) -> dict[str, Any]:
+        try:
+            request = protocol_request(raw)
+            method = self.methods.get(request["method"])
+            if method is None:
+                raise RequestError(ErrorCode.UNKNOWN_METHOD, f"unknown method {request['method']!r}")
+            self.begin(request["method"])
+            try:
+                return protocol.ok(method(request.get("params") or {}))
+            finally:
+                self.end()
+        except RequestError as exc:
+            return protocol.error(exc.code, str(exc))
+        except TraxError as exc:
+            return protocol.error(ErrorCode.INPUT_ERROR, str(exc))
+        except Exception as exc:  # keep serving whatever one request did
+            log.exception("request failed")
+            return protocol.error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+def _require(params: dict[str, Any], name: str, kind: type) -> Any:
+    value = params.get(name)
+    if not isinstance(value, kind):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"parameter {name!r} must be a {kind.__name__}")
+    return value
+
+
+def protocol_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check one request line."""
+    import json
+
+    try:
+        request = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(ErrorCode.BAD_REQUEST, f"malformed JSON: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        raise RequestError(ErrorCode.BAD_REQUEST, "request must be an object with a string 'method'")
+    if request.get("protocol") != protocol.PROTOCOL_VERSION:
+        raise RequestError(ErrorCode.UNSUPPORTED_PROTOCOL,
+                           f"protocol {request.get('protocol')!r} not supported (server speaks {protocol.PROTOCOL_VERSION})")
+    if not isinstance(request.get("params", {}), dict):
+        raise RequestError(ErrorCode.BAD_REQUEST, "'params' must be an object")
+    return request
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: ModelServer
+    timeout = 30  # a client that connects and sends nothing does not hold a thread forever
+
+    def handle(self) -> None:
+        try:
+            raw = self.rfile.readline(protocol.MAX_REQUEST_BYTES + 1)
+        except TimeoutError:
+            return
+        if len(raw) > protocol.MAX_REQUEST_BYTES:
+            reply = protocol.error(ErrorCode.BAD_REQUEST, "request too large")
+        else:
+            reply = self.server.dispatch(raw)
+        try:
+            self.wfile.write(protocol.encode(reply))
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            log.warning("client went away before the reply")
+        if self.server.stopping:
+            threading.Thread(target=self.server.shutdown, daemon=True).start()
+
+
+def _watch_idle(server: ModelServer) -> None:
+    while True:
+        time.sleep(min(1.0, server.settings.idle_timeout_s / 4))
+        if server.idle_for() >= server.settings.idle_timeout_s:
+            log.info("idle for %.0f s: exiting", server.settings.idle_timeout_s)
+            server.shutdown()
+            return
+
+
+def remove_stale_socket(socket_path: str) -> None:
+    """Delete a socket file nobody listens on (left by a crashed server)."""
+    if not os.path.exists(socket_path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(socket_path)
+    except (ConnectionRefusedError, FileNotFoundError, OSError):
+        os.unlink(socket_path)
+    else:
+        raise SystemExit(f"another model server is already listening on {socket_path}")
+    finally:
+        probe.close()
+
+
+def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
+    """Run the server in ``workdir`` until idle or shut down."""
+    os.chdir(workdir)
+    runtime = Path(protocol.RUNTIME_DIR)
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    socket_path = str(runtime / protocol.SOCKET_NAME)
+    remove_stale_socket(socket_path)
+    server = ModelServer(socket_path, Path.cwd(), settings)
+    socket_inode = os.stat(socket_path).st_ino
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    threading.Thread(target=_watch_idle, args=(server,), daemon=True).start()
+    for request in preload or []:
+        threading.Thread(target=server.dispatch, args=(protocol.encode(request),), daemon=True).start()
+    log.info("pid %d serving on %s/%s (trax %s)", os.getpid(), workdir, socket_path, trax.__version__)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        # Remove our socket only: a successor may already have bound a new one at this path.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(socket_path).st_ino == socket_inode:
+                os.unlink(socket_path)
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m trax.server --workdir DIR [--settings JSON]``."""
+    import json
+
+    parser = argparse.ArgumentParser(description="Trax model server")
+    parser.add_argument("--workdir", type=Path, default=Path.cwd())
+    parser.add_argument("--settings", default=None, help="server settings as JSON (default: $TRAX_SERVER_CONFIG)")
+    parser.add_argument("--preload", default=None, help="JSON list of requests to run at start (warms models)")
+    args = parser.parse_args(argv)
+    settings = ServerSettings(**json.loads(args.settings)) if args.settings else ServerSettings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    serve(args.workdir, settings, json.loads(args.preload) if args.preload else None)
+
+
+if __name__ == "__main__":
+    main()
