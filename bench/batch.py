@@ -40,6 +40,7 @@ VARIANTS = {
     "server off": {"enabled": False},
     "server on (2 workers x 1 thread)": {"enabled": True, "workers": 2, "cpu_threads": 1},
     "server on (1 worker x 2 threads)": {"enabled": True, "workers": 1, "cpu_threads": 2},
+    "server on (2 workers x 2 threads)": {"enabled": True, "workers": 2, "cpu_threads": 2},
 }
 
 
@@ -77,6 +78,7 @@ def measure(sheet: Path, server: dict, files: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", default=None, help="run only the variants whose name contains this text")
     args = parser.parse_args()
     items = wer_items()
     sheet = Path(tempfile.mkdtemp(prefix="trax-batch-sheet-")) / "batch.tsv"
@@ -85,9 +87,10 @@ def main() -> None:
         "import sys, json; from trax.media import probe, find_ffmpeg; print(probe(sys.argv[1], 1, '').duration)",
         str(i.path)], check=True, capture_output=True, text=True).stdout) for i in items)
 
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    variants = {n: v for n, v in VARIANTS.items() if args.only is None or args.only in n or n == "server off"}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):
-        for name, server in VARIANTS.items():
+        for name, server in variants.items():
             results[name].append(measure(sheet, server, len(items)))
 
     off = statistics.median(r["wall"] for r in results["server off"])

@@ -69,7 +69,7 @@ class ServerSettings:
 
     enabled: bool = True
     workers: int = 2
-    cpu_threads: int = 1
+    cpu_threads: int = 2
     max_memory_gb: float = 6.0
     idle_timeout_s: float = 120.0
     request_timeout_s: float = 900.0
