@@ -33,6 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from fast_pass import media_duration  # noqa: E402
 from trax.benchdata import wer_items  # noqa: E402
 from trax.samples import sample_id_from_name  # noqa: E402
 
@@ -83,9 +84,7 @@ def main() -> None:
     items = wer_items()
     sheet = Path(tempfile.mkdtemp(prefix="trax-batch-sheet-")) / "batch.tsv"
     sheet.write_text("id\tpath\n" + "".join(f"{sample_id_from_name(i.path)}\t{i.path}\n" for i in items))
-    audio_s = sum(float(subprocess.run([sys.executable, "-c",
-        "import sys, json; from trax.media import probe, find_ffmpeg; print(probe(sys.argv[1], 1, '').duration)",
-        str(i.path)], check=True, capture_output=True, text=True).stdout) for i in items)
+    audio_s = sum(media_duration(i.path) for i in items)
 
     variants = {n: v for n, v in VARIANTS.items() if args.only is None or args.only in n or n == "server off"}
     results: dict[str, list[dict]] = {name: [] for name in variants}

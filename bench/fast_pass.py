@@ -35,6 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from trax.benchdata import benchdata_dir  # noqa: E402
+from trax.media import probe  # noqa: E402
+
+
+def media_duration(path: Path) -> float:
+    """Duration of any media file, as ffprobe reports it."""
+    return probe(path, path.stat().st_size, sha256="").duration
 
 BARE = r"""
 import json, resource, sys, time
@@ -79,10 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transcribe_fast"]
-    duration = float(subprocess.run(
-        [sys.executable, "-c",
-         "import sys, wave; w = wave.open(sys.argv[1]); print(w.getnframes() / w.getframerate())", str(args.audio)],
-        check=True, capture_output=True, text=True).stdout)
+    duration = media_duration(args.audio)
 
     names = ["bare faster-whisper", "snakemake start-up"]
     for server in ("on", "off"):

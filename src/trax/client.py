@@ -65,9 +65,8 @@ def request(method: str, params: dict[str, Any] | None = None, timeout: float = 
             conn.connect(socket_path())
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ServerUnavailable(str(exc)) from None
-        message = {"protocol": protocol.PROTOCOL_VERSION, "method": method, "params": params or {}}
         try:
-            conn.sendall(protocol.encode(message))
+            conn.sendall(protocol.encode(protocol.request(method, params)))
             data = _read_line(conn)
         except TimeoutError:
             raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
@@ -166,11 +165,17 @@ def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -
     raise TraxError("model server", f"died twice while handling '{method}'; see {SERVER_LOG}")
 
 
-def start_in_background(settings: ServerSettings, preload: list[dict[str, Any]]) -> threading.Thread:
-    """Start the server (and warm models) from a thread, so the caller does not wait for it.
+def start_in_background(settings: ServerSettings, warm: list[dict[str, Any]]) -> threading.Thread:
+    """Start the server from a thread, so the caller does not wait, and have it load models.
 
     The Snakefile calls this when a run has model jobs, so models load while normalize runs.
+
+    Args:
+        settings: Server settings.
+        warm: ``transcribe_*`` settings sections whose models the server loads at start.
     """
+    preload = [protocol.request("warm", {"settings": section}) for section in warm]
+
     def start() -> None:
         try:
             ensure_server(settings, preload)

@@ -40,16 +40,32 @@ class ModelSource:
     path: Path | None
     name: str
 
-    @functools.cached_property
+    @property
+    def revision(self) -> str:
+        """Size and mtime of ``model.bin`` ('' for a hub model not on disk): changes when weights
+        are rebuilt in place, so caches keyed on it never serve stale weights."""
+        if self.path is None:
+            return ""
+        weights = (self.path / "model.bin").stat()
+        return f"{weights.st_size}-{weights.st_mtime_ns}"
+
+    @property
     def weights_sha256(self) -> str | None:
         """sha256 of ``model.bin`` (None for a hub model that is not on disk)."""
         if self.path is None:
             return None
-        return sha256_file(self.path / "model.bin")
+        return _hash_weights(str(self.path / "model.bin"), self.revision)
 
     def describe(self) -> dict[str, Any]:
         """The provenance entry for this model."""
         return {"spec": self.spec, "id": self.id, "weights_sha256": self.weights_sha256}
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_weights(path: str, revision: str) -> str:
+    """Hash a weights file once per process and revision: the model server resolves the model
+    on every request, and re-reading 75-150 MB each time would sit on its hot path."""
+    return sha256_file(path)
 
 
 def _embedded_tiny_en() -> tuple[str, Path]:

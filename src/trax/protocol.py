@@ -11,6 +11,8 @@ Reply::    {"protocol": 1, "ok": true, "result": ...}
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import asdict, dataclass
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -36,6 +38,10 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
 
 
+def request(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"protocol": PROTOCOL_VERSION, "method": method, "params": params or {}}
+
+
 def ok(result: Any) -> dict[str, Any]:
     return {"protocol": PROTOCOL_VERSION, "ok": True, "result": result}
 
@@ -43,8 +49,6 @@ def ok(result: Any) -> dict[str, Any]:
 def error(code: str, message: str) -> dict[str, Any]:
     return {"protocol": PROTOCOL_VERSION, "ok": False, "error": {"code": code, "message": message}}
 
-
-from dataclasses import asdict, dataclass  # noqa: E402
 
 SETTINGS_ENV = "TRAX_SERVER_CONFIG"
 
@@ -78,8 +82,6 @@ class ServerSettings:
     @classmethod
     def from_env(cls) -> ServerSettings:
         """Settings from ``$TRAX_SERVER_CONFIG`` (JSON), defaults when unset."""
-        import os
-
         raw = os.environ.get(SETTINGS_ENV)
         return cls(**json.loads(raw)) if raw else cls()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -173,8 +174,6 @@ def _require(params: dict[str, Any], name: str, kind: type) -> Any:
 
 def protocol_request(raw: bytes) -> dict[str, Any]:
     """Parse and check one request line."""
-    import json
-
     try:
         request = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -262,8 +261,6 @@ def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]]
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m trax.server --workdir DIR [--settings JSON]``."""
-    import json
-
     parser = argparse.ArgumentParser(description="Trax model server")
     parser.add_argument("--workdir", type=Path, default=Path.cwd())
     parser.add_argument("--settings", default=None, help="server settings as JSON (default: $TRAX_SERVER_CONFIG)")

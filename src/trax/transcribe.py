@@ -162,11 +162,8 @@ def resolve_device(options: TranscribeOptions) -> tuple[str, str]:
 def whisper_model_key(source: ModelSource, options: TranscribeOptions) -> ModelKey:
     """Cache key of a loaded Whisper model (see :class:`trax.manager.ModelKey`)."""
     device, compute_type = resolve_device(options)
-    revision = ""
-    if source.path is not None:
-        weights = (source.path / "model.bin").stat()
-        revision = f"{weights.st_size}-{weights.st_mtime_ns}"
-    return ModelKey(kind="whisper", model=source.name, compute_type=compute_type, device=device, revision=revision)
+    return ModelKey(kind="whisper", model=source.name, compute_type=compute_type, device=device,
+                    revision=source.revision)
 
 
 def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: int = 1):  # -> WhisperModel

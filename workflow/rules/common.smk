@@ -81,7 +81,7 @@ def start_model_server(log):
         return
     from trax.client import start_in_background
 
-    start_in_background(SERVER, preload=[{"protocol": 1, "method": "warm", "params": {"settings": config["transcribe_fast"]}}])
+    start_in_background(SERVER, warm=[config["transcribe_fast"]])
 
 
 def all_outputs(wildcards):
