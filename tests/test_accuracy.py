@@ -1,5 +1,6 @@
 """Accuracy and reproducibility of the fast pass on the real dev set (category a)."""
 
+import re
 from pathlib import Path
 
 from trax.benchdata import wer_items
@@ -42,3 +43,8 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     assert len(first_tree) == 3 * len(items) and first_tree.keys() == second_tree.keys()
     differing = [name for name in first_tree if first_tree[name] != second_tree[name]]
     assert differing == []
+
+    # Progress reaches the job's own log whether the server or the job decoded the audio.
+    for workflow in (first, second):
+        log_text = (workflow.workdir / "logs" / "transcribe_fast" / f"{sample_id_from_name(items[0].path)}.log").read_text()
+        assert re.search(r"transcribe: [\d.]+ / [\d.]+ s of audio \(100%\)", log_text), log_text

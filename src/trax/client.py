@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trax
-from trax import protocol
+from trax import progress, protocol
 from trax.errors import TraxError
 from trax.protocol import ServerSettings
 
@@ -67,28 +67,33 @@ def request(method: str, params: dict[str, Any] | None = None, timeout: float = 
             raise ServerUnavailable(str(exc)) from None
         try:
             conn.sendall(protocol.encode(protocol.request(method, params)))
-            data = _read_line(conn)
+            reply = _read_reply(conn.makefile("rb"))
         except TimeoutError:
             raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ServerDied(str(exc)) from None
     finally:
         conn.close()
-    reply = json.loads(data)
     if not reply.get("ok"):
         raise ServerError(reply["error"]["code"], reply["error"]["message"])
     return reply["result"]
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    chunks = []
+def _read_reply(stream: BinaryIO) -> dict[str, Any]:
+    """Read messages until the reply; interim progress messages go to this job's log.
+
+    The socket timeout applies to each read, so a long request that keeps reporting progress
+    is not cut off, while a silent or hung server still is.
+    """
     while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
+        line = stream.readline()
+        if not line.endswith(b"\n"):
             raise ServerDied("connection closed before the reply ended")
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            return b"".join(chunks)
+        message = json.loads(line)
+        if "progress" not in message:
+            return message
+        update = message["progress"]
+        progress.log_progress(update["stage"], update["done"], update["total"])
 
 
 def _server_is_ours() -> bool:

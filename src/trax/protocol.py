@@ -50,6 +50,11 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"protocol": PROTOCOL_VERSION, "ok": False, "error": {"code": code, "message": message}}
 
 
+def progress(stage: str, done: float, total: float) -> dict[str, Any]:
+    """An interim message sent before the reply while a long request runs (no ``ok`` key)."""
+    return {"protocol": PROTOCOL_VERSION, "progress": {"stage": stage, "done": round(done, 3), "total": round(total, 3)}}
+
+
 SETTINGS_ENV = "TRAX_SERVER_CONFIG"
 
 

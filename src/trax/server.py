@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import trax
-from trax import protocol
+from trax import progress, protocol
 from trax.errors import TraxError
 from trax.manager import ModelManager, process_rss_mb
 from trax.protocol import ErrorCode, ServerSettings
@@ -200,7 +200,8 @@ class _Handler(socketserver.StreamRequestHandler):
         if len(raw) > protocol.MAX_REQUEST_BYTES:
             reply = protocol.error(ErrorCode.BAD_REQUEST, "request too large")
         else:
-            reply = self.server.dispatch(raw)
+            with progress.hooked(self.send_progress):
+                reply = self.server.dispatch(raw)
         try:
             self.wfile.write(protocol.encode(reply))
             self.wfile.flush()
@@ -208,6 +209,14 @@ class _Handler(socketserver.StreamRequestHandler):
             log.warning("client went away before the reply")
         if self.server.stopping:
             threading.Thread(target=self.server.shutdown, daemon=True).start()
+
+    def send_progress(self, stage: str, done: float, total: float) -> None:
+        """Stream a progress update to the waiting client, whose job log records it."""
+        try:
+            self.wfile.write(protocol.encode(protocol.progress(stage, done, total)))
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gone; the reply write reports it
 
 
 def _watch_idle(server: ModelServer) -> None:

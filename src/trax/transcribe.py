@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import wave
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trax import progress
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic
 from trax.manager import ModelKey
@@ -222,6 +224,8 @@ def transcribe_audio(
         segments.append(_segment(index, raw))
         if progress is not None:
             progress(min(raw.end, total), total)
+    if progress is not None:
+        progress(total, total)  # the tail after the last segment is done too
     return segments, info.language, round(float(info.language_probability), PROB_DIGITS)
 
 
@@ -247,11 +251,6 @@ def _segment(index: int, raw: Any) -> Segment:
     )
 
 
-def log_progress(done: float, total: float) -> None:
-    """Progress hook that logs percent of audio decoded."""
-    log.info("transcribed %.1f / %.1f s (%.0f%%)", done, total, 100.0 * done / total if total else 100.0)
-
-
 def transcribe_wav(
     wav_path: str,
     sample_id: str,
@@ -266,7 +265,7 @@ def transcribe_wav(
     options = TranscribeOptions.from_config(settings)
     pin_blas_threads()
     audio = load_wav(wav_path)
-    segments, language, language_probability = transcribe_audio(model, audio, options, log_progress)
+    segments, language, language_probability = transcribe_audio(model, audio, options, functools.partial(progress.report, "transcribe"))
     transcript = Transcript(
         sample_id=sample_id,
         language=language,
