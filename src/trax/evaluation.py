@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jiwer
 
@@ -51,3 +53,145 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResul
         insertions=out.insertions,
         reference_words=ref_words,
     )
+
+
+def wer_of(reference: str, hypothesis: str) -> WerResult | None:
+    """WER of one transcript; None when the normalized reference is empty (WER undefined)."""
+    if not normalize_text(reference):
+        return None
+    return corpus_wer([reference], [hypothesis])
+
+
+@dataclass(frozen=True)
+class DerResult:
+    """Diarization error, in seconds of the scored reference, with pyannote.metrics' components.
+
+    Attributes:
+        collar: Total collar width in seconds around each reference boundary that is not scored
+            (pyannote's convention: ``0.5`` forgives ±0.25 s).
+        skip_overlap: Whether overlapped reference speech was excluded (False: overlap is scored).
+    """
+
+    der: float
+    false_alarm: float
+    missed_detection: float
+    confusion: float
+    total: float
+    collar: float
+    skip_overlap: bool
+
+
+def _recording(path: str, loader, sample_id: str) -> object:
+    """The sample's recording in an RTTM/UEM file that may hold several.
+
+    Its uri is matched to the sample id directly or after the same file-name folding sample ids get
+    (``trñ00`` -> ``trn00``); a file holding one recording needs no match. ``None`` when a file holds
+    no line for it (nobody speaks).
+    """
+    from trax.errors import TraxError
+    from trax.samples import sample_id_from_name
+
+    by_uri = loader(path)
+    for uri, value in by_uri.items():
+        if uri == sample_id or sample_id_from_name(Path(uri)) == sample_id:
+            return value
+    if len(by_uri) == 1:
+        return next(iter(by_uri.values()))
+    if by_uri:
+        raise TraxError(path, f"no recording '{sample_id}' among {', '.join(sorted(by_uri))}")
+    return None
+
+
+def diarization_error(sample_id: str, reference_rttm: str, hypothesis_rttm: str, uem: str | None = None,
+                      collar: float = 0.0, skip_overlap: bool = False) -> DerResult:
+    """DER of a hypothesis RTTM against a reference RTTM with pyannote.metrics.
+
+    Without a UEM, the scored region is the extent of the reference and the hypothesis
+    (pyannote's default). An empty hypothesis scores every reference second as missed.
+    """
+    from pyannote.core import Annotation
+    from pyannote.database.util import load_rttm, load_uem
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference = _recording(reference_rttm, load_rttm, sample_id) or Annotation()
+    hypothesis = _recording(hypothesis_rttm, load_rttm, sample_id) or Annotation()
+    hypothesis.uri = reference.uri
+    scored = _recording(uem, load_uem, sample_id) if uem else None
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
+    with warnings.catch_warnings():  # pyannote warns that it derives the UEM when none is given
+        warnings.simplefilter("ignore")
+        components = metric(reference, hypothesis, uem=scored, detailed=True)
+    total = components["total"]
+    errors = components["false alarm"] + components["missed detection"] + components["confusion"]
+    return DerResult(
+        der=errors / total if total else 0.0,
+        false_alarm=components["false alarm"],
+        missed_detection=components["missed detection"],
+        confusion=components["confusion"],
+        total=total,
+        collar=collar,
+        skip_overlap=skip_overlap,
+    )
+
+
+def evaluate_file(
+    sample_id: str,
+    transcripts: dict[str, str],
+    output_path: str,
+    settings: dict,
+    reference_text: str | None = None,
+    reference_rttm: str | None = None,
+    reference_uem: str | None = None,
+    hypothesis_rttm: str | None = None,
+) -> dict:
+    """Write ``evaluation.json``: WER of each transcript stage and DER of the diarization.
+
+    Args:
+        sample_id: The recording's id (also picks its lines in multi-recording RTTM/UEM files).
+        transcripts: Stage name -> transcript JSON, in pipeline order; the last one is ``final``.
+        output_path: Destination JSON.
+        settings: The ``evaluate`` config section (``collar``, ``skip_overlap``).
+        reference_text: Plain-text reference transcript.
+        reference_rttm: Reference diarization; requires ``hypothesis_rttm``.
+        reference_uem: Scoring regions for DER; the reference/hypothesis extent when absent.
+        hypothesis_rttm: This run's ``diarization.rttm``.
+    """
+    from dataclasses import asdict
+
+    from trax.jsonio import read_json, write_json_atomic
+    from trax.provenance import provenance, sha256_file
+
+    from trax.errors import TraxError
+
+    for reference in (reference_text, reference_rttm, reference_uem):
+        if reference and not Path(reference).is_file():
+            raise TraxError(reference, "reference file not found (sample sheet)")
+    inputs = {name: sha256_file(path) for name, path in transcripts.items()}
+    wer = None
+    if reference_text:
+        reference = Path(reference_text).read_text(encoding="utf-8")
+        inputs["reference_text"] = sha256_file(reference_text)
+        scored = {name: wer_of(reference, read_json(path)["text"]) for name, path in transcripts.items()}
+        if all(result is not None for result in scored.values()):
+            wer = {name: _rounded(asdict(result)) for name, result in scored.items()}
+            wer["final"] = wer[list(transcripts)[-1]]
+    der = None
+    if reference_rttm:
+        inputs.update(reference_rttm=sha256_file(reference_rttm), hypothesis_rttm=sha256_file(hypothesis_rttm))
+        if reference_uem:
+            inputs["reference_uem"] = sha256_file(reference_uem)
+        der = _rounded(asdict(diarization_error(sample_id, reference_rttm, hypothesis_rttm, reference_uem,
+                                                collar=settings["collar"], skip_overlap=settings["skip_overlap"])))
+    result = {
+        "sample_id": sample_id,
+        "final_transcript": list(transcripts)[-1],
+        "wer": wer,
+        "der": der,
+        "provenance": provenance(config=settings, input_sha256=inputs),
+    }
+    write_json_atomic(output_path, result, schema="evaluation")
+    return result
+
+
+def _rounded(values: dict) -> dict:
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in values.items()}

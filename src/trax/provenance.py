@@ -23,12 +23,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def provenance(config: dict[str, Any], input_sha256: str, **extra: Any) -> dict[str, Any]:
+def provenance(config: dict[str, Any], input_sha256: str | dict[str, str], **extra: Any) -> dict[str, Any]:
     """Build the ``provenance`` block shared by every JSON output.
 
     Args:
         config: The config subset that shaped this output (the rule's params).
-        input_sha256: sha256 of the rule's main input file.
+        input_sha256: sha256 of the rule's main input file, or input name -> sha256 when several matter.
         **extra: Stage-specific facts, e.g. ``models`` or ``ffmpeg``.
     """
     return {"trax_version": trax.__version__, "config": config, "input_sha256": input_sha256, **extra}

@@ -160,10 +160,14 @@ def read_sheet(path: Path) -> pd.DataFrame:
     return sheet
 
 
+#: Sheet columns naming files; like ``path``, relative ones are relative to the sheet's folder.
+REFERENCE_COLUMNS = frozenset({"reference_text", "reference_rttm", "reference_uem"})
+
+
 def samples_from_sheet(sheet: pd.DataFrame, sheet_dir: Path) -> list[Sample]:
     """Build samples from a (validated) sample sheet.
 
-    Relative ``path`` cells are resolved against the sheet's own folder, so a sheet can travel
+    Relative ``path`` and reference cells are resolved against the sheet's own folder, so a sheet can travel
     with its data. A missing source file is *not* an error here: that recording's ``normalize`` job
     fails with a clear message while the others still run.
     """
@@ -173,6 +177,9 @@ def samples_from_sheet(sheet: pd.DataFrame, sheet_dir: Path) -> list[Sample]:
         if not source.is_absolute():
             source = sheet_dir / source
         options = {k: _plain(v) for k, v in record.items() if k not in ("id", "path") and not pd.isna(v)}
+        for column in REFERENCE_COLUMNS.intersection(options):
+            reference = Path(str(options[column]))
+            options[column] = str(reference if reference.is_absolute() else sheet_dir / reference)
         sample_id = record.get("id")
         if sample_id is None or pd.isna(sample_id):
             sample_id = sample_id_from_name(source)

@@ -84,5 +84,73 @@ def start_model_server(log):
     start_in_background(SERVER, warm=[config["transcribe_fast"]])
 
 
+#: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
+STAGES = ["normalize", "transcribe_fast"]
+#: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
+TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json"}
+FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
+#: Sample sheet columns that name reference files for the evaluate rule.
+REFERENCE_COLUMNS = ("reference_text", "reference_rttm", "reference_uem")
+
+
+def references_of(sample):
+    """Reference files a sample's sheet row names (column -> path)."""
+    return {column: sample.options[column] for column in REFERENCE_COLUMNS if sample.options.get(column)}
+
+
+EVALUATED = [sample_id for sample_id, sample in SAMPLES.items() if references_of(sample)]
+
+
+def evaluate_inputs(wildcards):
+    """Transcripts to score, this run's RTTM when a reference RTTM is given, and the reference
+    files that exist (so editing a reference reruns evaluate; a missing one fails that job only)."""
+    references = references_of(sample_of(wildcards))
+    inputs = {f"transcript_{name}": path for name, path in TRANSCRIPTS.items()}
+    if "reference_rttm" in references:
+        inputs["hypothesis_rttm"] = "results/{sample}/diarization.rttm"
+    inputs.update({column: path for column, path in references.items() if os.path.exists(path)})
+    return inputs
+
+
+def evaluate_references(wildcards):
+    return references_of(sample_of(wildcards))
+
+
+def figure_inputs(wildcards):
+    inputs = {"transcript": FINAL_TRANSCRIPT, "audio": "results/{sample}/audio.json"}
+    if "diarize" in STAGES:
+        inputs["rttm"] = "results/{sample}/diarization.rttm"
+    return inputs
+
+
+def metrics_inputs(wildcards):
+    inputs = {"audio": "results/{sample}/audio.json", "transcript": FINAL_TRANSCRIPT}
+    inputs.update({f"benchmark_{stage}": f"benchmarks/{stage}/{{sample}}.tsv" for stage in STAGES})
+    if "refine" in STAGES:
+        inputs["refined"] = "results/{sample}/transcript.refined.json"
+    if "diarize" in STAGES:
+        inputs["diarization"] = "results/{sample}/diarization.json"
+    return inputs
+
+
+def summary_inputs(wildcards):
+    return {
+        "metrics": expand("results/{sample}/metrics.json", sample=SAMPLES),
+        "evaluations": expand("results/{sample}/evaluation.json", sample=EVALUATED),
+    }
+
+
+def per_file_outputs():
+    """Every per-recording result (metrics and figures need all the stages, so this is the lot)."""
+    return expand(
+        ["results/{sample}/metrics.json", "results/{sample}/report/timeline.png",
+         "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"],
+        sample=SAMPLES,
+    )
+
+
 def all_outputs(wildcards):
-    return expand("results/{sample}/transcript.fast.json", sample=SAMPLES)
+    outputs = per_file_outputs() + expand("results/{sample}/evaluation.json", sample=EVALUATED)
+    if SAMPLES:
+        outputs += ["results/summary.tsv", "results/report/summary.html"]
+    return outputs

@@ -1,0 +1,134 @@
+"""Figures and previews for the Snakemake report: speaker timeline, confidence histogram,
+transcript preview. All deterministic: same inputs, same bytes (no timestamps in PNG metadata)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trax.jsonio import atomic_path, read_json
+
+#: PNG metadata matplotlib would otherwise fill with its version; dropping it keeps bytes stable
+#: across matplotlib patch releases too.
+PNG_METADATA = {"Software": None}
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stretch of speech on the timeline (a speaker turn, or a transcript segment)."""
+
+    start: float
+    end: float
+    label: str
+
+
+def read_rttm_turns(path: str | Path) -> list[Turn]:
+    """Speaker turns from an RTTM file (``SPEAKER uri chan start dur <NA> <NA> label ...``)."""
+    turns = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append(Turn(start, start + duration, fields[7]))
+    return turns
+
+
+def transcript_turns(transcript: Mapping[str, Any]) -> list[Turn]:
+    """Transcript segments as turns, labelled by their speaker when the transcript has one."""
+    segments = transcript.get("utterances") or transcript["segments"]
+    return [Turn(float(s["start"]), float(s["end"]), str(s.get("speaker") or "speech")) for s in segments]
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=DPI)
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
+    plt.close(fig)
+
+
+def timeline_png(turns: Sequence[Turn], duration: float, path: str | Path, title: str) -> None:
+    """One row per speaker (in order of first speech), a bar per turn."""
+    labels = list(dict.fromkeys(turn.label for turn in sorted(turns, key=lambda t: (t.start, t.label))))
+    fig, ax = _figure(10, 1.0 + 0.45 * max(len(labels), 1))
+    colors = [f"C{i % 10}" for i in range(len(labels))]
+    for row, label in enumerate(labels):
+        spans = [(t.start, t.end - t.start) for t in turns if t.label == label]
+        ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=colors[row])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(-0.6, max(len(labels), 1) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(duration, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_title(title if labels else f"{title}: no speech")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confidence_png(probabilities: Sequence[float], path: str | Path, title: str) -> None:
+    """Histogram of word probabilities (20 bins over 0..1)."""
+    fig, ax = _figure(6, 3)
+    ax.hist(probabilities, bins=20, range=(0.0, 1.0), color="C0", edgecolor="white")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("word probability")
+    ax.set_ylabel("words")
+    ax.set_title(f"{title}: {len(probabilities)} words" if probabilities else f"{title}: no words")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def preview_html(transcript: Mapping[str, Any], path: str | Path, title: str, max_segments: int) -> None:
+    """The first ``max_segments`` segments (or speaker utterances) as an HTML table."""
+    segments = transcript.get("utterances") or transcript["segments"]
+    rows = []
+    for segment in segments[:max_segments]:
+        words = segment.get("words", [])
+        confidence = sum(float(w["probability"]) for w in words) / len(words) if words else None
+        rows.append(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                f"{float(segment['start']):.2f}–{float(segment['end']):.2f}",
+                html.escape(str(segment.get("speaker") or "")),
+                html.escape(segment["text"].strip()),
+                "" if confidence is None else f"{confidence:.2f}",
+            )
+        )
+    more = len(segments) - max_segments
+    note = f"<p>… {more} more segments in the full transcript.</p>" if more > 0 else ""
+    body = "\n".join(rows) or '<tr><td colspan="4">(no speech)</td></tr>'
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif}} td{{padding:2px 8px;vertical-align:top}} td:first-child{{white-space:nowrap}}</style>
+</head><body><h2>{html.escape(title)}</h2>
+<table><thead><tr><th>time (s)</th><th>speaker</th><th>text</th><th>confidence</th></tr></thead>
+<tbody>
+{body}
+</tbody></table>{note}</body></html>
+"""
+    with atomic_path(path, suffix=".html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+
+
+def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: str | None,
+                 timeline: str, confidence: str, preview: str, max_segments: int) -> None:
+    """All report figures of one recording."""
+    transcript = read_json(transcript_json)
+    duration = float(read_json(audio_json)["audio"]["duration"])
+    turns = read_rttm_turns(rttm) if rttm else transcript_turns(transcript)
+    timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
+    probabilities = [float(w["probability"]) for s in transcript["segments"] for w in s.get("words", [])]
+    confidence_png(probabilities, confidence, f"{sample_id}: word confidence")
+    preview_html(transcript, preview, f"{sample_id}: transcript preview", max_segments)

@@ -1,0 +1,335 @@
+"""Per-file run metrics, the cross-file summary, and performance targets.
+
+``metrics.json`` is the one output that is *meant* to change between runs: it holds wall-clock and
+CPU times and memory, read from the ``benchmark:`` TSVs Snakemake writes for every job. Everything
+else it reports (speakers, refined share, confidence) is read from the deterministic outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import trax
+from trax.jsonio import read_json
+
+log = logging.getLogger(__name__)
+
+#: Seconds in the reference recording the speed target talks about ("5 minutes end to end").
+TARGET_RECORDING_S = 300.0
+DIGITS = 3
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    """One job's cost, from its Snakemake benchmark TSV.
+
+    Attributes:
+        wall_s: Wall-clock seconds of the job (column ``s``).
+        cpu_s: User + system CPU seconds of the job's processes (``cpu_time``).
+        max_rss_mb: Peak resident memory of the job's processes in MB (``max_rss``). Work the model
+            server does on the job's behalf is counted in the server's own peak, not here.
+        rtf: Real-time factor, ``wall_s`` / audio duration.
+    """
+
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    rtf: float
+
+
+def read_benchmark(path: str | Path, duration_s: float) -> StageMetrics:
+    """Read a Snakemake benchmark TSV (the last row, when ``repeat()`` wrote several)."""
+    import pandas as pd
+
+    row = pd.read_csv(path, sep="\t").iloc[-1]
+
+    def number(column: str) -> float:
+        value = row.get(column)
+        return 0.0 if value is None or pd.isna(value) or value == "-" else float(value)
+
+    wall = number("s")
+    return StageMetrics(
+        wall_s=round(wall, DIGITS),
+        cpu_s=round(number("cpu_time"), DIGITS),
+        max_rss_mb=round(number("max_rss"), 1),
+        rtf=round(wall / duration_s, 4) if duration_s > 0 else 0.0,
+    )
+
+
+def server_stats() -> dict[str, Any] | None:
+    """The model server's ``stats`` reply, or None when no server runs in this directory."""
+    from trax.client import ServerDied, ServerError, ServerUnavailable, request
+    from trax.errors import TraxError
+
+    with contextlib.suppress(ServerUnavailable, ServerDied, ServerError, TraxError, OSError):
+        return request("stats", timeout=5.0)
+    return None
+
+
+def _words(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [word for segment in transcript["segments"] for word in segment.get("words", [])]
+
+
+def share_words_refined(refined: Mapping[str, Any]) -> float | None:
+    """Share of words that lie in segments the refine stage replaced (None if it did not run)."""
+    segments = refined["segments"]
+    if not any("refined" in segment for segment in segments):
+        return None
+    total = sum(len(segment.get("words", [])) for segment in segments)
+    changed = sum(len(segment.get("words", [])) for segment in segments if segment.get("refined"))
+    return round(changed / total, 4) if total else 0.0
+
+
+def file_metrics(
+    sample_id: str,
+    audio_json: str,
+    transcript_json: str,
+    benchmarks: Mapping[str, str],
+    refined_json: str | None = None,
+    diarization_json: str | None = None,
+    server: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Collect ``metrics.json`` for one recording.
+
+    Args:
+        sample_id: The recording's id.
+        audio_json: ``audio.json`` from normalize (duration).
+        transcript_json: The final transcript (confidence and word counts).
+        benchmarks: Stage name -> benchmark TSV of that stage's job for this recording.
+        refined_json: ``transcript.refined.json`` when the DAG has a refine stage.
+        diarization_json: ``diarization.json`` when the DAG has a diarize stage.
+        server: The model server's ``stats`` reply when the server did the model work.
+
+    ``wall_s`` sums the stages, so it is an upper bound of the end-to-end time for this file when
+    stages (diarization and transcription) ran side by side.
+    """
+    duration = float(read_json(audio_json)["audio"]["duration"])
+    stages = {name: read_benchmark(path, duration) for name, path in benchmarks.items()}
+    wall = sum(stage.wall_s for stage in stages.values())
+    words = _words(read_json(transcript_json))
+    confidences = [float(word["probability"]) for word in words]
+    peak_job_rss = max((stage.max_rss_mb for stage in stages.values()), default=0.0)
+    server_peak = float(server["peak_rss_mb"]) if server else 0.0
+    return {
+        "sample_id": sample_id,
+        "trax_version": trax.__version__,
+        "duration_s": round(duration, DIGITS),
+        "wall_s": round(wall, DIGITS),
+        "cpu_s": round(sum(stage.cpu_s for stage in stages.values()), DIGITS),
+        "rtf": round(wall / duration, 4) if duration > 0 else 0.0,
+        "wall_s_per_5min": round(wall / duration * TARGET_RECORDING_S, DIGITS) if duration > 0 else 0.0,
+        # Jobs and the server run at the same time, so their peaks add up in the worst case.
+        "peak_rss_mb": round(peak_job_rss + server_peak, 1),
+        "stages": {name: asdict(stage) for name, stage in stages.items()},
+        "model_server": _server_summary(server),
+        "model_loads": _model_loads(server, stages),
+        "num_speakers": read_json(diarization_json)["num_speakers"] if diarization_json else None,
+        "share_words_refined": share_words_refined(read_json(refined_json)) if refined_json else None,
+        "words": len(words),
+        "mean_confidence": round(statistics.fmean(confidences), 4) if confidences else None,
+    }
+
+
+def _server_summary(server: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not server:
+        return None
+    return {
+        "pid": server["pid"],
+        "peak_rss_mb": server["peak_rss_mb"],
+        "requests": server["requests"],
+        "models": [{key: model.get(key) for key in ("key", "loads", "hits", "resident_mb")} for model in server["models"]],
+    }
+
+
+def _model_loads(server: Mapping[str, Any] | None, stages: Mapping[str, StageMetrics]) -> int:
+    """Model loads behind this file: the server's total (shared by the whole batch), or one per
+    model stage when each job loaded its model itself."""
+    if server:
+        return sum(int(model["loads"]) for model in server["models"])
+    from_stages = {"transcribe_fast", "refine", "diarize"}
+    return sum(1 for name in stages if name in from_stages)
+
+
+# --- summary across files ------------------------------------------------------------------------
+
+#: Per-file columns of summary.tsv, in order (stage columns follow).
+SUMMARY_COLUMNS = ["sample_id", "duration_s", "wall_s", "cpu_s", "rtf", "wall_s_per_5min", "peak_rss_mb",
+                   "model_loads", "num_speakers", "share_words_refined", "words", "mean_confidence"]
+#: Columns that are labels or counts, not measurements to aggregate.
+NOT_AGGREGATED = {"sample_id"}
+
+
+def summary_rows(metrics: Sequence[Mapping[str, Any]], evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per file: metrics, per-stage wall time and RTF, and WER/DER when evaluated."""
+    rows = []
+    for item in metrics:
+        row = {column: item.get(column) for column in SUMMARY_COLUMNS}
+        for stage, values in item["stages"].items():
+            row[f"{stage}_wall_s"] = values["wall_s"]
+            row[f"{stage}_rtf"] = values["rtf"]
+        evaluation = evaluations.get(item["sample_id"])
+        if evaluation:
+            final = evaluation.get("wer", {}).get("final")
+            row["wer"] = final["wer"] if final else None
+            row["der"] = evaluation["der"]["der"] if evaluation.get("der") else None
+        rows.append(row)
+    return rows
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """count, mean, median, min, max and sample stdev of every numeric column."""
+    columns = [column for row in rows for column in row if column not in NOT_AGGREGATED]
+    table = []
+    for column in dict.fromkeys(columns):
+        values = [float(row[column]) for row in rows if isinstance(row.get(column), (int, float))
+                  and not isinstance(row.get(column), bool) and not math.isnan(row[column])]
+        if not values:
+            continue
+        table.append({
+            "metric": column,
+            "count": len(values),
+            "mean": round(statistics.fmean(values), 4),
+            "median": round(statistics.median(values), 4),
+            "min": round(min(values), 4),
+            "max": round(max(values), 4),
+            "stdev": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        })
+    return table
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target from config, checked against the worst qualifying file.
+
+    Attributes:
+        name: What the target promises, e.g. "5-minute recording end to end under 25 s".
+        metric: A summary.tsv column, e.g. ``wall_s_per_5min`` or ``peak_rss_mb``.
+        max: The largest value that passes.
+        min_duration_s: Only files at least this long are checked, so a speed target about long
+            recordings is not failed by a 2-second clip whose fixed start-up cost dominates.
+    """
+
+    name: str
+    metric: str
+    max: float
+    min_duration_s: float = 0.0
+
+
+def check_targets(rows: Sequence[Mapping[str, Any]], targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """A pass/fail line per target: the worst value over the files the target applies to."""
+    lines = []
+    for target in targets:
+        values = [(float(row[target.metric]), row["sample_id"]) for row in rows
+                  if row.get(target.metric) is not None and float(row["duration_s"]) >= target.min_duration_s]
+        worst, worst_file = max(values) if values else (None, None)
+        lines.append({
+            "target": target.name,
+            "metric": target.metric,
+            "max": target.max,
+            "files": len(values),
+            "worst": worst,
+            "worst_file": worst_file,
+            "result": "n/a" if worst is None else ("pass" if worst <= target.max else "fail"),
+        })
+    return lines
+
+
+def evaluation_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-file WER/DER plus a pooled line: corpus WER (errors summed before dividing) and total DER."""
+    rows = []
+    totals = {"errors": 0, "words": 0, "der_errors": 0.0, "der_total": 0.0}
+    for sample_id, evaluation in sorted(evaluations.items()):
+        wer = evaluation.get("wer", {}).get("final")
+        der = evaluation.get("der")
+        if wer:
+            totals["errors"] += wer["substitutions"] + wer["deletions"] + wer["insertions"]
+            totals["words"] += wer["reference_words"]
+        if der:
+            totals["der_errors"] += der["false_alarm"] + der["missed_detection"] + der["confusion"]
+            totals["der_total"] += der["total"]
+        rows.append({"sample_id": sample_id, "wer": wer["wer"] if wer else None,
+                     "reference_words": wer["reference_words"] if wer else None,
+                     "der": der["der"] if der else None, "scored_s": der["total"] if der else None})
+    rows.append({
+        "sample_id": "ALL (corpus WER / total DER)",
+        "wer": round(totals["errors"] / totals["words"], 4) if totals["words"] else None,
+        "reference_words": totals["words"] or None,
+        "der": round(totals["der_errors"] / totals["der_total"], 4) if totals["der_total"] else None,
+        "scored_s": round(totals["der_total"], 3) if totals["der_total"] else None,
+    })
+    return rows
+
+
+def write_tsv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """Write rows as a TSV atomically (columns in first-seen order; empty cells for None)."""
+    import pandas as pd
+
+    from trax.jsonio import atomic_path
+
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    frame = pd.DataFrame(list(rows), columns=columns)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, na_rep="")
+
+
+def write_file_metrics(sample_id: str, inputs: Mapping[str, str], stages: Sequence[str], output_path: str,
+                       use_server: bool) -> dict[str, Any]:
+    """Collect and write ``metrics.json`` from a metrics job's named inputs."""
+    from trax.jsonio import write_json_atomic
+
+    result = file_metrics(
+        sample_id=sample_id,
+        audio_json=inputs["audio"],
+        transcript_json=inputs["transcript"],
+        benchmarks={stage: inputs[f"benchmark_{stage}"] for stage in stages},
+        refined_json=inputs.get("refined"),
+        diarization_json=inputs.get("diarization"),
+        server=server_stats() if use_server else None,
+    )
+    write_json_atomic(output_path, result, schema="metrics")
+    return result
+
+
+def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str], targets: Sequence[Mapping[str, Any]],
+                  summary_tsv: str, aggregate_tsv: str, targets_tsv: str, evaluation_tsv: str, html_path: str) -> None:
+    """Write the cross-file tables (TSV for tools, one HTML page for the report)."""
+    metrics = [read_json(path) for path in metrics_paths]
+    evaluations = {(e := read_json(path))["sample_id"]: e for path in evaluation_paths}
+    rows = summary_rows(metrics, evaluations)
+    tables = {
+        "Per-file metrics": (rows, summary_tsv),
+        "Aggregate over files": (aggregate(rows), aggregate_tsv),
+        "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), targets_tsv),
+        "Evaluation against references": (evaluation_rows(evaluations) if evaluations else [], evaluation_tsv),
+    }
+    for table_rows, path in tables.values():
+        write_tsv(table_rows, path)
+    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, html_path)
+
+
+def _write_html(tables: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:
+    import html
+
+    import pandas as pd
+
+    from trax.jsonio import atomic_path
+
+    sections = []
+    for title, rows in tables.items():
+        frame = pd.DataFrame(list(rows))
+        frame = frame.astype(object).where(frame.notna(), "")  # None/NaN cells show empty
+        body = frame.to_html(index=False, na_rep="", border=0, classes="trax") if rows else "<p>(none)</p>"
+        sections.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Trax summary</title>"
+            "<style>body{font-family:sans-serif} table.trax{border-collapse:collapse} "
+            "table.trax td,table.trax th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
+            "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+    with atomic_path(path, suffix=".html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
