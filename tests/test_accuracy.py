@@ -40,7 +40,7 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     second.run(cores=1)
     assert not (second.workdir / ".trax" / "server.sock").exists()
     first_tree, second_tree = _tree(first.workdir / "results"), _tree(second.workdir / "results")
-    assert len(first_tree) == 3 * len(items) and first_tree.keys() == second_tree.keys()
+    assert len(first_tree) == 4 * len(items) and first_tree.keys() == second_tree.keys()
     differing = [name for name in first_tree if first_tree[name] != second_tree[name]]
     assert differing == []
 

@@ -63,7 +63,7 @@ def test_reruns_targets_and_config_changes(make_workflow) -> None:
     # A transcription setting reruns transcription only, not normalize.
     config = {"inputs": str(REPO / "resources" / "example"), "transcribe_fast": {"beam_size": 2}}
     workflow.write_config(config)
-    assert _jobs_planned(workflow.run("-n")) == {"all": 1, "transcribe_fast": 2}
+    assert _jobs_planned(workflow.run("-n")) == {"all": 1, "transcribe_fast": 2, "refine": 2}
     wav_mtime = workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns
     workflow.run()
     assert workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns == wav_mtime

@@ -4,6 +4,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from trax.domains import load_domains
 from trax.errors import TraxError
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
@@ -31,7 +32,19 @@ SAMPLES = load_samples()
 SERVER = ServerSettings(**config["server"])
 os.environ[SETTINGS_ENV] = SERVER.to_env()
 #: Rules whose jobs send model work to the server.
-MODEL_RULES = {"transcribe_fast"}
+MODEL_RULES = {"transcribe_fast", "refine"}
+
+
+def domains_folder():
+    """refine.domains_dir, or the workflow's own config/domains when it is null."""
+    return config["refine"]["domains_dir"] or os.path.join(workflow.basedir, "config", "domains")
+
+
+try:
+    #: Domain definitions by name. Passed to refine as params, so editing a domain file reruns it.
+    DOMAINS = load_domains(domains_folder())
+except TraxError as exc:
+    raise WorkflowError(f"trax: error: {exc}")
 
 
 wildcard_constraints:
@@ -68,6 +81,16 @@ def transcribe_fast_settings(wildcards):
     return settings
 
 
+def sample_domain(wildcards):
+    """The sample sheet's domain for this file, or None (then refine.domain decides)."""
+    domain = sample_of(wildcards).options.get("domain")
+    if domain and domain != "auto" and domain not in DOMAINS:
+        raise WorkflowError(
+            f"trax: error: {wildcards.sample}: unknown domain '{domain}' in the sample sheet; known: {', '.join(DOMAINS)}"
+        )
+    return domain
+
+
 def model_threads(rule_threads):
     """Threads a model job claims: 1 when the server does the work (its own worker pool bounds
     the decoding), else the decode's own CPU threads."""
@@ -81,8 +104,9 @@ def start_model_server(log):
         return
     from trax.client import start_in_background
 
+    # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     start_in_background(SERVER, warm=[config["transcribe_fast"]])
 
 
 def all_outputs(wildcards):
-    return expand("results/{sample}/transcript.fast.json", sample=SAMPLES)
+    return expand("results/{sample}/transcript.{kind}.json", sample=SAMPLES, kind=["fast", "refined"])
