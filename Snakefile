@@ -15,6 +15,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/transcribe.smk"
+include: "workflow/rules/refine.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -45,8 +45,9 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     second.run(cores=1)
     assert not (second.workdir / ".trax" / "server.sock").exists()
     first_tree, second_tree = _tree(first.workdir / "results"), _tree(second.workdir / "results")
-    transcripts = [name for name in first_tree if name.endswith("transcript.fast.json")]
-    assert len(transcripts) == len(items) and first_tree.keys() == second_tree.keys()
+    for kind in ("fast", "refined"):
+        assert sum(name.endswith(f"transcript.{kind}.json") for name in first_tree) == len(items)
+    assert first_tree.keys() == second_tree.keys()
     differing = [name for name in first_tree if first_tree[name] != second_tree[name]]
     assert differing == []
 

@@ -64,7 +64,7 @@ def test_reruns_targets_and_config_changes(make_workflow) -> None:
     config = {"inputs": str(REPO / "resources" / "example"), "transcribe_fast": {"beam_size": 2}}
     workflow.write_config(config)
     planned = _jobs_planned(workflow.run("-n"))
-    assert planned["transcribe_fast"] == 2 and "normalize" not in planned, planned
+    assert planned["transcribe_fast"] == planned["refine"] == 2 and "normalize" not in planned, planned
     wav_mtime = workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns
     workflow.run()
     assert workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns == wav_mtime

@@ -77,13 +77,12 @@ def _words(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [word for segment in transcript["segments"] for word in segment.get("words", [])]
 
 
-def share_words_refined(refined: Mapping[str, Any]) -> float | None:
-    """Share of words that lie in segments the refine stage replaced (None if it did not run)."""
+def share_words_refined(refined: Mapping[str, Any]) -> float:
+    """Share of words that lie in segments whose re-decoded text the refine stage accepted."""
     segments = refined["segments"]
-    if not any("refined" in segment for segment in segments):
-        return None
     total = sum(len(segment.get("words", [])) for segment in segments)
-    changed = sum(len(segment.get("words", [])) for segment in segments if segment.get("refined"))
+    changed = sum(len(segment.get("words", [])) for segment in segments
+                  if segment.get("refinement", {}).get("refined"))
     return round(changed / total, 4) if total else 0.0
 
 

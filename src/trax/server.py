@@ -61,6 +61,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "ping": self.ping,
             "stats": self.stats,
             "transcribe": self.transcribe,
+            "refine": self.refine,
             "warm": self.warm,
             "shutdown": self.request_shutdown,
         }
@@ -136,6 +137,23 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with self.work_slots:
             model, source = self.whisper(settings)
             return transcribe_wav(wav_path, sample_id, settings, model=model, source=source)
+
+    def refine(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Re-decode a fast transcript's low-confidence spans (:func:`trax.refine.refine_transcript`)."""
+        from trax.jsonio import read_json
+        from trax.refine import RefineOptions, refine_transcript
+
+        wav_path = self.checked_path(params, "wav_path")
+        fast = read_json(self.checked_path(params, "fast_path"))
+        settings = _require(params, "settings", dict)
+        domains = _require(params, "domains", dict)
+        sample_domain = params.get("sample_domain")
+        try:
+            decode = RefineOptions.from_config(settings).decode_settings()
+        except TypeError as exc:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        with self.work_slots:
+            return refine_transcript(fast, wav_path, settings, domains, sample_domain, lambda: self.whisper(decode))
 
     def checked_path(self, params: dict[str, Any], name: str) -> str:
         """A path parameter that must resolve inside the workflow directory."""

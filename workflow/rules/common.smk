@@ -4,6 +4,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from trax.domains import load_domains
 from trax.errors import TraxError
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
@@ -31,7 +32,19 @@ SAMPLES = load_samples()
 SERVER = ServerSettings(**config["server"])
 os.environ[SETTINGS_ENV] = SERVER.to_env()
 #: Rules whose jobs send model work to the server.
-MODEL_RULES = {"transcribe_fast"}
+MODEL_RULES = {"transcribe_fast", "refine"}
+
+
+def domains_folder():
+    """refine.domains_dir, or the workflow's own config/domains when it is null."""
+    return config["refine"]["domains_dir"] or os.path.join(workflow.basedir, "config", "domains")
+
+
+try:
+    #: Domain definitions by name. Passed to refine as params, so editing a domain file reruns it.
+    DOMAINS = load_domains(domains_folder())
+except TraxError as exc:
+    raise WorkflowError(f"trax: error: {exc}")
 
 
 wildcard_constraints:
@@ -68,6 +81,16 @@ def transcribe_fast_settings(wildcards):
     return settings
 
 
+def sample_domain(wildcards):
+    """The sample sheet's domain for this file, or None (then refine.domain decides)."""
+    domain = sample_of(wildcards).options.get("domain")
+    if domain and domain != "auto" and domain not in DOMAINS:
+        raise WorkflowError(
+            f"trax: error: {wildcards.sample}: unknown domain '{domain}' in the sample sheet; known: {', '.join(DOMAINS)}"
+        )
+    return domain
+
+
 def model_threads(rule_threads):
     """Threads a model job claims: 1 when the server does the work (its own worker pool bounds
     the decoding), else the decode's own CPU threads."""
@@ -81,13 +104,14 @@ def start_model_server(log):
         return
     from trax.client import start_in_background
 
+    # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     start_in_background(SERVER, warm=[config["transcribe_fast"]])
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
-STAGES = ["normalize", "transcribe_fast"]
+STAGES = ["normalize", "transcribe_fast", "refine"]
 #: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
-TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json"}
+TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json", "refined": "results/{sample}/transcript.refined.json"}
 FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
 #: Sample sheet columns that name reference files for the evaluate rule.
 REFERENCE_COLUMNS = ("reference_text", "reference_rttm", "reference_uem")

@@ -1,0 +1,153 @@
+"""Refinement: span planning and splicing, domains, the embedded base model, and real workflow runs."""
+
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BENCH, JFK, REPO
+from test_workflow import _jobs_planned
+from trax import domains as domain_lib
+from trax.errors import TraxError
+from trax.jsonio import read_json
+from trax.models import BASE_SHA256, embedded_base_dir
+from trax.provenance import sha256_file
+from trax.refine import RefineOptions, Span, join_words, plan_spans, splice
+from trax.schemas import validate
+
+#: LibriSpeech 1272-128104-0004 (8 kHz copy): tiny.en writes "Mr. Burkett Foster's" and "exquisite
+#: itles" where the reference has "Birket Foster's" and "exquisite idylls".
+LINNELL = BENCH / "onnxruntime-extensions-librispeech" / "1272-128104-0004-8k.wav"
+
+
+def _word(text: str, start: float, probability: float = 0.9) -> dict:
+    return {"word": text, "start": start, "end": start + 0.4, "probability": probability}
+
+
+def _segment(words: list[dict]) -> dict:
+    return {"start": words[0]["start"], "end": words[-1]["end"], "text": " ".join(w["word"] for w in words), "words": words}
+
+
+def test_low_confidence_words_merge_into_padded_non_overlapping_clips() -> None:
+    words = [_word(w, 0.5 * i, p) for i, (w, p) in enumerate(
+        [("a", .9), ("b", .3), ("c", .9), ("d", .4), ("e", .9), ("f", .9), ("g", .9), ("h", .9), ("i", .2)])]
+    options = RefineOptions(word_threshold=0.5, merge_gap_s=0.7, context_s=1.0)
+    spans = plan_spans([_segment(words[:5]), _segment(words[5:])], duration=4.6, options=options)
+    # b (0.5-0.9) and d (1.5-1.9) are 0.6 s apart: one span; i (4.0-4.4) its own, padded to the end.
+    assert [(s.first, s.last) for s in spans] == [(1, 3), (8, 8)]
+    assert [(s.clip_start, s.clip_end) for s in spans] == [(0.0, 2.9), (3.0, 4.6)]
+    assert spans[0].low_words == [("b", 0.3), ("d", 0.4)] and "'b' 0.30" in spans[0].reason
+    assert plan_spans([_segment(words)], 4.6, RefineOptions(word_threshold=0.1)) == []
+
+
+def test_splice_keeps_agreeing_context_once_and_accepts_only_more_confident_text() -> None:
+    fast = [_word(w, i * 0.5, p) for i, (w, p) in enumerate([("the", .9), ("atom", .3), ("paintings", .9)])]
+    words = [(0, w) for w in fast]
+    span = Span(1, 1, 0.0, 1.5)
+    decoded = [_word("the", 0.05, .8), _word("Adam", 0.55, .7), _word("paintings", 1.0, .9)]
+    rep = splice(words, span, decoded, min_gain=0.0)
+    assert (rep.start, rep.stop, [w["word"] for w in rep.new_words], rep.accepted) == (1, 2, ["Adam"], True)
+    assert "more confident" in rep.decision
+    worse = [_word("the", 0.05), _word("at", 0.55, .2), _word("home", 0.8, .2), _word("paintings", 1.0)]
+    rep = splice(words, span, worse, min_gain=0.0)
+    assert [w["word"] for w in rep.new_words] == ["at", "home"] and not rep.accepted
+    # A rare domain term is accepted on spelling likeness although its probability is low.
+    named = [_word("the", 0.05), _word("Adam", 0.55, .2), _word("paintings", 1.0)]
+    rep = splice(words, span, named, 0.0, vocabulary={"adam"}, term_similarity=0.5)
+    assert rep.accepted and "domain term 'adam'" in rep.decision
+
+
+def test_join_words() -> None:
+    assert join_words(["up", "-guards", "and", "Adam", "."]) == "up-guards and Adam."
+
+
+def test_domains_load_detect_and_reject_bad_files(tmp_path: Path) -> None:
+    domains = domain_lib.load_domains(REPO / "config" / "domains")
+    assert {"general", "technical", "medical", "academic"} <= set(domains)
+    for name in domains:
+        validate(yaml.safe_load((REPO / "config" / "domains" / f"{name}.yaml").read_text()), "domain")
+    choice = domain_lib.detect("The patient's blood pressure and the new medication dose.", domains, min_hits=2)
+    assert choice.name == "medical" and choice.hits["medical"] == 4 and choice.source == "auto"
+    assert domain_lib.detect("The weather is nice.", domains, 2).name == "general"
+    with pytest.raises(TraxError, match="unknown domain"):
+        domain_lib.choose("text", domains, "astrology", 2)
+
+    shutil.copytree(REPO / "config" / "domains", tmp_path / "d")
+    (tmp_path / "d" / "bad.yaml").write_text("hotwords: Kubernetes\n")
+    with pytest.raises(TraxError, match=r"bad\.yaml: invalid domain file: 'Kubernetes' is not of type 'array'"):
+        domain_lib.load_domains(tmp_path / "d")
+
+
+def _build(cache: str) -> str:
+    return str(embedded_base_dir(Path(cache)))
+
+
+def test_embedded_base_is_joined_once_verified_and_safe_under_a_race(tmp_path: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        built = pool.map(_build, [str(tmp_path)] * 2)
+    target = Path(built[0])
+    assert built[0] == built[1] and sha256_file(target / "model.bin") == BASE_SHA256
+    assert sorted(p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")) == [target.name]
+    mtime = (target / "model.bin").stat().st_mtime_ns
+    assert embedded_base_dir(tmp_path) == target and (target / "model.bin").stat().st_mtime_ns == mtime
+    # A corrupted cache is rebuilt, not trusted.
+    with open(target / "model.bin", "r+b") as handle:
+        handle.write(b"\0" * 16)
+    assert sha256_file(embedded_base_dir(tmp_path) / "model.bin") == BASE_SHA256
+
+
+def _tree(root: Path, name: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob(name))}
+
+
+@pytest.mark.slow
+def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(make_workflow, tmp_path) -> None:
+    domains = tmp_path / "domains"
+    shutil.copytree(REPO / "config" / "domains", domains)
+    (domains / "victorian_art.yaml").write_text(yaml.safe_dump({
+        "description": "Victorian painters and critics",
+        "keywords": ["pictures", "paintings", "landscapes"],
+        "hotwords": ["Birket Foster", "Linnell", "idylls"],
+        "initial_prompt": None,
+        "glossary": {"Birket Foster": ["Burkett Foster"]},
+        "adapter": None,
+    }))
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"id\tpath\tdomain\nlinnell\t{LINNELL}\tvictorian_art\njfk\t{JFK}\t\n")
+    refine = {"enabled": True, "word_threshold": 0.6, "domains_dir": str(domains)}
+
+    served = make_workflow(str(sheet), name="served", refine=refine)
+    served.run()
+    fast = read_json(served.result("linnell", "transcript.fast.json"))
+    refined = read_json(served.result("linnell", "transcript.refined.json"))
+    validate(refined, "transcript.refined")
+    assert "Burkett" in fast["text"] and "Birket" not in fast["text"]
+    assert "Birket Foster" in refined["text"] and "idylls" in refined["text"]
+    assert refined["domain"]["name"] == "victorian_art" and refined["domain"]["source"] == "sample_sheet"
+    fixed = [s["refinement"] for s in refined["segments"] if "Birket" in s["text"]][0]
+    assert fixed["refined"] and "Burkett" in fixed["text_before"] and "domain term" in fixed["decision"]
+    assert refined["provenance"]["models"]["refine"]["weights_sha256"] == BASE_SHA256
+    assert 0 < refined["refinement"]["redecoded_share"] < 1
+    for segment in refined["segments"]:
+        times = [t for w in segment["words"] for t in (w["start"], w["end"])]
+        assert times == sorted(times) and segment["start"] <= min(times, default=segment["start"])
+    jfk = read_json(served.result("jfk", "transcript.refined.json"))
+    assert jfk["domain"]["source"] == "auto" and set(jfk["domain"]["scores"]) >= {"general", "victorian_art"}
+    assert served.server("stats")["requests"]["refine"] == 2
+
+    # Server off, one core, fresh directory: identical bytes.
+    local = make_workflow(str(sheet), name="local", refine=refine, server={"enabled": False})
+    local.run(cores=1)
+    assert _tree(served.workdir / "results", "*.json") == _tree(local.workdir / "results", "*.json")
+
+    # A refine setting reruns refine only; refinement off copies the fast content and says so.
+    served.write_config({"inputs": str(sheet), "refine": {**refine, "enabled": False}})
+    assert _jobs_planned(served.run("-n")) == {"all": 1, "refine": 2}
+    served.run()
+    off = read_json(served.result("linnell", "transcript.refined.json"))
+    assert off["text"] == fast["text"] and off["refinement"]["spans"] == []
+    assert off["provenance"]["refinement"].startswith("disabled") and "refine" not in off["provenance"]["models"]
+    assert [{k: v for k, v in s.items() if k != "refinement"} for s in off["segments"]] == fast["segments"]
+    assert "Nothing to be done" in served.run("-n").output

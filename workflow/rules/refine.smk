@@ -1,0 +1,21 @@
+rule refine:
+    input:
+        fast="results/{sample}/transcript.fast.json",
+        wav="results/{sample}/audio.wav",
+    output:
+        transcript="results/{sample}/transcript.refined.json",
+    params:
+        settings=config["refine"],
+        domains=DOMAINS,
+        sample_domain=sample_domain,
+    log:
+        "logs/refine/{sample}.log",
+    benchmark:
+        "benchmarks/refine/{sample}.tsv"
+    threads: model_threads(config["refine"]["cpu_threads"])
+    resources:
+        mem_mb=config["resources"]["refine_mem_mb"],
+    conda:
+        "../../envs/trax.yaml"
+    script:
+        "../../scripts/refine.py"
