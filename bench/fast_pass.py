@@ -64,9 +64,9 @@ def stop_server(workdir: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True)
 
 
-def snakemake(workdir: Path, config: Path) -> float:
+def snakemake(workdir: Path, config: Path, cores: int = 2) -> float:
     command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(config), "--cores", "2", "--quiet", "all"]
+               "--configfile", str(config), "--cores", str(cores), "--quiet", "all"]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def ffmpeg(*args: str) -> None:
     """Run the same ffmpeg binary Trax uses, to generate fixtures."""
     subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", *args], check=True)
+
+
+#: Outputs that record wall-clock times and memory, so they differ between runs by design.
+RUN_COST_FILES = {"metrics.json", "summary.tsv", "aggregate.tsv", "targets.tsv", "summary.html"}
+
+
+def result_tree(root: Path, pattern: str = "*") -> dict[str, bytes]:
+    """Bytes of every output under ``root`` matching ``pattern`` that must be reproducible."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob(pattern))
+            if p.is_file() and p.name not in RUN_COST_FILES}
+
+
+def jobs_planned(run: "SnakemakeRun") -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    counts = {}
+    for match in re.finditer(r"^(\w+)\s+(\d+)\s*$", run.output, flags=re.MULTILINE):
+        counts[match.group(1)] = int(match.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def reruns(run: "SnakemakeRun") -> set[str]:
+    """Rules a dry run plans, apart from the report-side rules that follow every change."""
+    return set(jobs_planned(run)) - {"all", "metrics", "figures", "summary", "evaluate"}
 
 
 @dataclass

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from conftest import result_tree
 from trax.benchdata import wer_items
 from trax.evaluation import corpus_wer
 from trax.jsonio import read_json
@@ -10,15 +11,6 @@ from trax.samples import sample_id_from_name
 
 #: tiny.en int8 measured 4.9-5.3 % on this set; the issue's ceiling is 6.0 %.
 MAX_CORPUS_WER = 0.060
-
-
-#: Outputs that hold wall-clock times and memory readings, so they differ between runs by design.
-RUN_COST_FILES = {"metrics.json", "summary.tsv", "aggregate.tsv", "targets.tsv", "summary.html"}
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name not in RUN_COST_FILES}
 
 
 def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, tmp_path) -> None:
@@ -44,7 +36,7 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     second = make_workflow(str(sheet), name="cores1", server={"enabled": False})
     second.run(cores=1)
     assert not (second.workdir / ".trax" / "server.sock").exists()
-    first_tree, second_tree = _tree(first.workdir / "results"), _tree(second.workdir / "results")
+    first_tree, second_tree = result_tree(first.workdir / "results"), result_tree(second.workdir / "results")
     for kind in ("fast", "refined"):
         assert sum(name.endswith(f"transcript.{kind}.json") for name in first_tree) == len(items)
     assert first_tree.keys() == second_tree.keys()

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BENCH, JFK, REPO
-from test_workflow import _jobs_planned
+from conftest import BENCH, JFK, REPO, jobs_planned, result_tree, reruns
 from trax import domains as domain_lib
 from trax.errors import TraxError
 from trax.jsonio import read_json
@@ -98,10 +97,6 @@ def test_embedded_base_is_joined_once_verified_and_safe_under_a_race(tmp_path: P
     assert sha256_file(embedded_base_dir(tmp_path) / "model.bin") == BASE_SHA256
 
 
-def _tree(root: Path, name: str) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob(name))}
-
-
 @pytest.mark.slow
 def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(make_workflow, tmp_path) -> None:
     domains = tmp_path / "domains"
@@ -140,11 +135,12 @@ def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(
     # Server off, one core, fresh directory: identical bytes.
     local = make_workflow(str(sheet), name="local", refine=refine, server={"enabled": False})
     local.run(cores=1)
-    assert _tree(served.workdir / "results", "*.json") == _tree(local.workdir / "results", "*.json")
+    assert result_tree(served.workdir / "results", "*.json") == result_tree(local.workdir / "results", "*.json")
 
     # A refine setting reruns refine only; refinement off copies the fast content and says so.
     served.write_config({"inputs": str(sheet), "refine": {**refine, "enabled": False}})
-    assert _jobs_planned(served.run("-n")) == {"all": 1, "refine": 2}
+    plan = served.run("-n")
+    assert reruns(plan) == {"refine"} and jobs_planned(plan)["refine"] == 2
     served.run()
     off = read_json(served.result("linnell", "transcript.refined.json"))
     assert off["text"] == fast["text"] and off["refinement"]["spans"] == []
