@@ -128,9 +128,10 @@ def test_diarize_rule_formats_server_and_reruns(make_workflow, tmp_path) -> None
     same bytes; a diarization setting reruns diarize only."""
     sources = tmp_path / "sources"
     sources.mkdir()
-    ffmpeg("-i", str(SAMPLE), "-ac", "2", str(sources / "stereo.wav"))
-    ffmpeg("-i", str(SAMPLE), "-ar", "8000", str(sources / "narrow.wav"))
-    ffmpeg("-i", str(SAMPLE), "-c:a", "pcm_f32le", str(sources / "float.wav"))
+    clip = ("-t", "15", "-i", str(SAMPLE))  # both speakers talk in the first 15 s
+    ffmpeg(*clip, "-ac", "2", str(sources / "stereo.wav"))
+    ffmpeg(*clip, "-ar", "8000", str(sources / "narrow.wav"))
+    ffmpeg(*clip, "-c:a", "pcm_f32le", str(sources / "float.wav"))
     sheet = tmp_path / "samples.tsv"
     rows = [("stereo", "stereo.wav", ""), ("narrow", "narrow.wav", "2"), ("float", "float.wav", "")]
     sheet.write_text("id\tpath\tnum_speakers\n" + "".join(f"{i}\tsources/{p}\t{n}\n" for i, p, n in rows))
@@ -138,6 +139,7 @@ def test_diarize_rule_formats_server_and_reruns(make_workflow, tmp_path) -> None
 
     served = make_workflow(str(sheet), name="served")
     served.run(*targets)
+    assert served.server("stats")["requests"]["diarize"] == 3
     in_process = make_workflow(str(sheet), name="in_process", server={"enabled": False})
     in_process.run(*targets)
     for sample, _, count in rows:
@@ -148,7 +150,6 @@ def test_diarize_rule_formats_server_and_reruns(make_workflow, tmp_path) -> None
         validate(data, "diarization")
         if count:
             assert data["num_speakers"] == int(count)
-    assert "diarize" in served.server("stats")["requests"]
 
     # A diarization setting reruns diarize only (normalize and the transcripts are untouched).
     served.write_config({"inputs": str(sheet), "diarize": {"embedded": {"switch_penalty": 5.0}}})
