@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the rule's threads)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (diarize.threads)")
     args = parser.parse_args()
 
     pin_blas_threads()
