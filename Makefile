@@ -10,10 +10,17 @@ CORES ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# TORCH_INDEX: optional wheel index for torch (e.g. https://download.pytorch.org/whl/cpu for the
+# small CPU build, or a CUDA index); empty = whatever pip finds for torch==2.13.0.
+TORCH_INDEX ?=
+
+$(STAMP): pyproject.toml requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/no-deps.txt
+	$(BIN)/python -m trax.diarization.setup
 	touch $@
 
 run: setup

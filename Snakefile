@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/transcribe.smk"
 include: "workflow/rules/refine.smk"
+include: "workflow/rules/diarize.smk"
 include: "workflow/rules/report.smk"
 
 

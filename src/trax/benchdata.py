@@ -75,3 +75,45 @@ def wer_items(root: Path | None = None) -> list[Item]:
         audio = root / row["path"]
         items.append(Item(path=audio, reference=reference_text(audio)))
     return items
+
+
+@dataclass(frozen=True)
+class DerItem:
+    """One multi-speaker recording with its reference diarization.
+
+    Attributes:
+        uri: The id used by the reference RTTM/UEM (``trn00`` for ``trñ00.wav``).
+        path: The audio file.
+        rttm: Reference RTTM file (may hold other uris too).
+        uem: Scoring regions as (start, end) seconds; the whole file when the source has no UEM.
+    """
+
+    uri: str
+    path: Path
+    rttm: Path
+    uem: tuple[tuple[float, float], ...]
+
+
+def _read_uem(path: Path) -> dict[str, list[tuple[float, float]]]:
+    regions: dict[str, list[tuple[float, float]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            regions.setdefault(fields[0], []).append((float(fields[2]), float(fields[3])))
+    return regions
+
+
+def der_items(root: Path | None = None) -> list[DerItem]:
+    """The dev multi-speaker set: pyannote's sample.wav and the debug protocol's dev00, dev01,
+    trñ00 (uri ``trn00``) and trn01-trn09, each with its reference RTTM and UEM."""
+    root = root or benchdata_dir()
+    sample = root / "pyannote-audio" / "sample"
+    debug = root / "pyannote-audio" / "debug"
+    items = [DerItem("sample", sample / "sample.wav", sample / "sample.rttm", ((0.0, 30.0),))]
+    for subset in ("development", "train"):
+        uem = _read_uem(debug / f"debug.{subset}.uem")
+        for name in (debug / f"debug.{subset}.lst").read_text(encoding="utf-8").split():
+            audio = debug / f"{name}.wav"
+            uri = name.replace("ñ", "n")  # the list says trñ00, the RTTM and UEM say trn00
+            items.append(DerItem(uri, audio, debug / f"debug.{subset}.rttm", tuple(uem[uri])))
+    return items

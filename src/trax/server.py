@@ -62,6 +62,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "stats": self.stats,
             "transcribe": self.transcribe,
             "refine": self.refine,
+            "diarize": self.diarize,
             "warm": self.warm,
             "shutdown": self.request_shutdown,
         }
@@ -154,6 +155,21 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
         with self.work_slots:
             return refine_transcript(fast, wav_path, settings, domains, sample_domain, lambda: self.whisper(decode))
+
+    def diarize(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Diarize a normalized WAV; models cached by :func:`trax.diarization.pipeline.model_key`."""
+        from trax.diarization.pipeline import DiarizeOptions, diarize_wav, load_models, model_key
+
+        wav_path = self.checked_path(params, "wav_path")
+        settings = _require(params, "settings", dict)
+        sample_id = _require(params, "sample_id", str)
+        try:
+            options = DiarizeOptions.from_config(settings)
+        except TypeError as exc:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        with self.work_slots:
+            models = self.manager.get(model_key(options), lambda: load_models(options))
+            return diarize_wav(wav_path, sample_id, settings, models=models)
 
     def checked_path(self, params: dict[str, Any], name: str) -> str:
         """A path parameter that must resolve inside the workflow directory."""

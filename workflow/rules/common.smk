@@ -32,7 +32,7 @@ SAMPLES = load_samples()
 SERVER = ServerSettings(**config["server"])
 os.environ[SETTINGS_ENV] = SERVER.to_env()
 #: Rules whose jobs send model work to the server.
-MODEL_RULES = {"transcribe_fast", "refine"}
+MODEL_RULES = {"transcribe_fast", "refine", "diarize"}
 
 
 def domains_folder():
@@ -91,6 +91,14 @@ def sample_domain(wildcards):
     return domain
 
 
+def diarize_settings(wildcards):
+    """The diarize config section with per-file num/min/max_speakers from the sample sheet and
+    only the active backend's subsection (see trax.diarization.pipeline.rule_settings)."""
+    from trax.diarization.pipeline import rule_settings
+
+    return rule_settings(config["diarize"], sample_of(wildcards).options)
+
+
 def model_threads(rule_threads):
     """Threads a model job claims: 1 when the server does the work (its own worker pool bounds
     the decoding), else the decode's own CPU threads."""
@@ -109,7 +117,7 @@ def start_model_server(log):
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
-STAGES = ["normalize", "transcribe_fast", "refine"]
+STAGES = ["normalize", "transcribe_fast", "refine", "diarize"]
 #: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
 TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json", "refined": "results/{sample}/transcript.refined.json"}
 FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
@@ -175,6 +183,7 @@ def per_file_outputs():
 
 def all_outputs(wildcards):
     outputs = per_file_outputs() + expand("results/{sample}/evaluation.json", sample=EVALUATED)
+    outputs += expand(["results/{sample}/diarization.rttm", "results/{sample}/diarization.json"], sample=SAMPLES)
     if SAMPLES:
         outputs += ["results/summary.tsv", "results/report/summary.html"]
     return outputs

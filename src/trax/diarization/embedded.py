@@ -1,0 +1,367 @@
+"""The offline diarization backend: Silero VAD + resemblyzer embeddings + clustering + smoothing.
+
+Weights come from PyPI packages (Silero VAD v6 inside ``faster-whisper``, resemblyzer's
+``pretrained.pt`` inside ``resemblyzer``), so it works with no network and no token.
+
+Steps, for 16 kHz mono audio:
+
+1. **Speech.** Silero VAD speech regions (``vad_threshold``; gaps shorter than
+   ``vad_min_silence_ms`` are bridged, regions padded by ``vad_pad_ms``).
+2. **Embeddings.** The speech regions are concatenated and resemblyzer's log-mel frames (10 ms)
+   computed once; windows of ``window_s`` every ``hop_s`` go through the LSTM speaker encoder in
+   one batch, giving L2-normalised 256-d embeddings. Windows never straddle a gap longer than
+   ``vad_min_silence_ms`` in the original timeline? They may: speech is concatenated, so a
+   window can cover the end of one region and the start of the next; with padding this is rare
+   and the frame-level smoothing below decides the boundary.
+3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
+   ``cluster_threshold`` (automatic speaker count), or at ``num_speakers`` / clamped to
+   ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
+   merged into the nearest cluster when the count is automatic.
+4. **Frame labels.** Every 10 ms speech frame is scored against each cluster centroid by the
+   cosine similarity of the windows covering it; a Viterbi pass with ``switch_penalty`` per speaker
+   change picks the label sequence, so short spurious switches disappear.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trax.diarization.annotation import Turn
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+#: resemblyzer's mel frame step (10 ms) in samples.
+FRAME = 160
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """Settings of the embedded backend (config ``diarize.embedded``); defaults chosen on the dev
+    set with ``bench/diarize.py`` (see the closing note of issue 7 for the sweep).
+
+    Attributes:
+        vad_threshold: Silero speech probability above which a 32 ms chunk is speech. Low (0.2)
+            because missed speech costs more DER than a little included silence.
+        vad_min_silence_ms: Pauses shorter than this stay inside one speech region.
+        vad_pad_ms: Padding added around each speech region.
+        window_s: Length of one embedding window. Shorter windows localise speaker changes
+            better but give noisier embeddings; resemblyzer was trained on 1.6 s partials.
+        hop_s: Step between windows.
+        cluster_threshold: Cosine-distance cut of the average-linkage dendrogram when the number
+            of speakers is automatic. Higher merges more (fewer speakers).
+        min_speaker_s: A cluster with less window time than this is merged into its nearest
+            neighbour (automatic count only): a speaker who "talks" for under a second is
+            almost always a noisy window, not a person.
+        switch_penalty: Viterbi cost of a speaker change between consecutive 10 ms frames, in
+            units of cosine similarity. 0 = plain per-frame argmax.
+        overlap_margin: A frame also gets the runner-up speaker when that speaker's score is
+            within this margin of the chosen one's (overlapped speech). 0 = never.
+    """
+
+    vad_threshold: float = 0.3
+    vad_min_silence_ms: int = 300
+    vad_pad_ms: int = 300
+    window_s: float = 1.0
+    hop_s: float = 0.5
+    cluster_threshold: float = 0.3
+    min_speaker_s: float = 4.0
+    switch_penalty: float = 10.0
+    overlap_margin: float = 0.0
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> EmbeddedOptions:
+        return cls(**settings)
+
+
+@dataclass
+class EmbeddedModels:
+    """The loaded models of the embedded backend (cached by the model server)."""
+
+    encoder: Any
+    vad: Any
+    ids: dict[str, Any] = field(default_factory=dict)
+
+
+def load_embedded_models() -> EmbeddedModels:
+    """Load resemblyzer's voice encoder (CPU) and Silero VAD v6 from faster-whisper."""
+    from faster_whisper.vad import get_vad_model
+    from resemblyzer import VoiceEncoder
+
+    from trax.provenance import sha256_file
+    import resemblyzer
+
+    weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
+    encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
+    import faster_whisper
+
+    vad_path = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
+    ids = {
+        "embedding": {"id": f"resemblyzer=={metadata.version('resemblyzer')}", "weights_sha256": sha256_file(weights)},
+        "vad": {"id": f"silero_vad_v6 (faster-whisper=={metadata.version('faster-whisper')})",
+                "weights_sha256": sha256_file(vad_path)},
+    }
+    return EmbeddedModels(encoder=encoder, vad=get_vad_model(), ids=ids)
+
+
+def speech_regions(audio: np.ndarray, options: EmbeddedOptions) -> list[tuple[int, int]]:
+    """Silero VAD speech regions as (start, end) sample indices."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad_options = VadOptions(
+        threshold=options.vad_threshold,
+        min_silence_duration_ms=options.vad_min_silence_ms,
+        speech_pad_ms=options.vad_pad_ms,
+        min_speech_duration_ms=0,
+    )
+    return [(s["start"], s["end"]) for s in get_speech_timestamps(audio, vad_options)]
+
+
+def _mel_frames(audio: np.ndarray) -> np.ndarray:
+    """resemblyzer's log-mel input (frames x 40) for the whole signal."""
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    return wav_to_mel_spectrogram(audio)
+
+
+def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Embed windows of ``window`` mel frames every ``hop`` frames.
+
+    Returns:
+        (starts, embeddings): window start frames and their L2-normalised embeddings. A signal
+        shorter than one window gives a single window over all of it.
+    """
+    import numpy as np
+    import torch
+
+    n = len(mel)
+    if n <= window:
+        starts = np.array([0])
+        window = n
+    else:
+        starts = np.arange(0, n - window + 1, hop)
+        if starts[-1] + window < n:  # cover the tail
+            starts = np.append(starts, n - window)
+    batch = np.stack([mel[s : s + window] for s in starts]).astype(np.float32)
+    with torch.inference_mode():
+        embeddings = models.encoder(torch.from_numpy(batch)).numpy().astype(np.float64)
+    embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return starts, embeddings
+
+
+def cluster(
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    options: EmbeddedOptions,
+    num_speakers: int | None,
+    min_speakers: int | None,
+    max_speakers: int | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cluster window embeddings; return (labels 0..k-1, facts about the choice).
+
+    Args:
+        embeddings: L2-normalised embeddings, one row per window.
+        weights: Seconds of new speech each window contributes (for ``min_speaker_s``).
+        options: Backend settings.
+        num_speakers: Exact count (overrides everything), or None.
+        min_speakers: Lower bound on the automatic count, or None.
+        max_speakers: Upper bound on the automatic count, or None.
+    """
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    count = len(embeddings)
+    if count == 1:
+        return np.zeros(1, dtype=int), {"num_speakers_auto": 1, "reason": "single window"}
+    tree = linkage(embeddings, method="average", metric="cosine")
+    if num_speakers is not None:
+        labels = fcluster(tree, t=min(num_speakers, count), criterion="maxclust")
+        return _compact(labels), {"reason": "num_speakers"}
+    labels = _compact(fcluster(tree, t=options.cluster_threshold, criterion="distance"))
+    labels = _merge_small(embeddings, labels, weights, options.min_speaker_s)
+    auto = int(labels.max()) + 1
+    facts: dict[str, Any] = {"num_speakers_auto": auto, "reason": "cluster_threshold"}
+    low = min_speakers or 1
+    high = max_speakers or count
+    if auto < low or auto > high:
+        labels = _compact(fcluster(tree, t=min(max(auto, low), high, count), criterion="maxclust"))
+        facts["reason"] = "min_speakers" if auto < low else "max_speakers"
+    return labels, facts
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1 in order of first appearance."""
+    import numpy as np
+
+    order: dict[int, int] = {}
+    for label in labels:
+        order.setdefault(int(label), len(order))
+    return np.array([order[int(label)] for label in labels])
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in range(int(labels.max()) + 1)])
+    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def _merge_small(embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray, min_s: float) -> np.ndarray:
+    """Merge clusters with less than ``min_s`` seconds into the nearest larger cluster."""
+    import numpy as np
+
+    while labels.max() > 0:
+        sizes = np.array([weights[labels == k].sum() for k in range(int(labels.max()) + 1)])
+        smallest = int(np.argmin(sizes))
+        if sizes[smallest] >= min_s:
+            break
+        centroids = _centroids(embeddings, labels)
+        similarity = centroids @ centroids[smallest]
+        similarity[smallest] = -np.inf
+        labels = np.where(labels == smallest, int(np.argmax(similarity)), labels)
+        labels = _compact(labels)
+    return labels
+
+
+def viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
+    """Best label path through ``scores`` (frames x labels) with ``penalty`` per label change."""
+    import numpy as np
+
+    frames, states = scores.shape
+    if states == 1 or penalty <= 0:
+        return np.argmax(scores, axis=1)
+    back = np.zeros((frames, states), dtype=np.int64)
+    total = scores[0].copy()
+    for t in range(1, frames):
+        best_prev = int(np.argmax(total))
+        stay = total
+        switch = total[best_prev] - penalty
+        back[t] = np.where(stay >= switch, np.arange(states), best_prev)
+        total = np.maximum(stay, switch) + scores[t]
+    path = np.empty(frames, dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for t in range(frames - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+@dataclass
+class SpeechEmbeddings:
+    """Window embeddings of a recording's speech (what clustering works on).
+
+    Attributes:
+        frame_times: Sample index of each 10 ms speech frame (speech regions concatenated).
+        starts: First frame of each window.
+        window: Window length in frames.
+        embeddings: L2-normalised embeddings, one row per window.
+        regions: Number of VAD speech regions.
+    """
+
+    frame_times: np.ndarray
+    starts: np.ndarray
+    window: int
+    embeddings: np.ndarray
+    regions: int
+
+
+def embed_speech(models: EmbeddedModels, audio: np.ndarray, options: EmbeddedOptions) -> SpeechEmbeddings | None:
+    """VAD, then window embeddings over the concatenated speech; None when there is no speech."""
+    import numpy as np
+
+    regions = speech_regions(audio, options)
+    # Snap regions to the 10 ms mel grid so frames map back to exact times.
+    regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(audio))) for s, e in regions]
+    regions = [(s, e) for s, e in regions if e - s >= FRAME]
+    if not regions:
+        return None
+    speech = np.concatenate([audio[s:e] for s, e in regions])
+    frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions])
+    mel = _mel_frames(speech)
+    frames = min(len(mel), len(frame_times))
+    window = max(1, round(options.window_s * SAMPLE_RATE / FRAME))
+    hop = max(1, round(options.hop_s * SAMPLE_RATE / FRAME))
+    starts, embeddings = embed_windows(models, mel[:frames], window, hop)
+    return SpeechEmbeddings(frame_times[:frames], starts, min(window, frames), embeddings, len(regions))
+
+
+def label_frames(
+    speech: SpeechEmbeddings,
+    options: EmbeddedOptions,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+) -> tuple[list[Turn], dict[str, Any]]:
+    """Cluster the windows, label every speech frame, and return (turns, details)."""
+    import numpy as np
+
+    starts, window, embeddings = speech.starts, speech.window, speech.embeddings
+    frames = len(speech.frame_times)
+    weights = np.full(len(starts), min(options.hop_s, options.window_s))
+    labels, facts = cluster(embeddings, weights, options, num_speakers, min_speakers, max_speakers)
+    centroids = _centroids(embeddings, labels)
+
+    # Frame scores: mean similarity of the covering windows to each centroid. The Viterbi penalty
+    # also applies across pauses, which keeps a speaker through short ones.
+    similarity = embeddings @ centroids.T
+    sums = np.zeros((frames, len(centroids)))
+    counts = np.zeros(frames)
+    for start, row in zip(starts, similarity):
+        sums[start : start + window] += row
+        counts[start : start + window] += 1
+    scores = sums / np.maximum(counts, 1)[:, None]
+    path = viterbi(scores, options.switch_penalty)
+    required = num_speakers or min_speakers or 1
+    missing = [k for k in range(len(centroids)) if k not in set(path.tolist())]
+    if missing and required > len(centroids) - len(missing):
+        # A requested speaker the smoothing dropped keeps the centre of each of its windows.
+        hop = max(1, round(options.hop_s * SAMPLE_RATE / FRAME))
+        for k in missing:
+            for start in starts[labels == k]:
+                centre = start + window // 2
+                path[max(0, centre - hop // 2) : centre + (hop + 1) // 2] = k
+    turns = _runs(speech.frame_times, path)
+    if options.overlap_margin > 0 and len(centroids) > 1:
+        chosen = scores[np.arange(frames), path]
+        masked = scores.copy()
+        masked[np.arange(frames), path] = -np.inf
+        runner_up = np.argmax(masked, axis=1)
+        close = chosen - masked[np.arange(frames), runner_up] < options.overlap_margin
+        turns += _runs(speech.frame_times, np.where(close, runner_up, -1))
+    return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts}
+
+
+def _runs(frame_times: np.ndarray, path: np.ndarray) -> list[Turn]:
+    """Turns from per-frame labels (-1 = nobody); a gap in ``frame_times`` ends a turn."""
+    turns: list[Turn] = []
+    begin = 0
+    frames = len(path)
+    for i in range(1, frames + 1):
+        if i == frames or path[i] != path[begin] or frame_times[i] != frame_times[i - 1] + FRAME:
+            if path[begin] >= 0:
+                start = frame_times[begin] / SAMPLE_RATE
+                end = (frame_times[i - 1] + FRAME) / SAMPLE_RATE
+                turns.append(Turn(start, end, f"S{int(path[begin])}"))
+            begin = i
+    return turns
+
+
+def diarize_embedded(
+    models: EmbeddedModels,
+    audio: np.ndarray,
+    options: EmbeddedOptions,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+) -> tuple[list[Turn], dict[str, Any]]:
+    """Diarize 16 kHz mono float32 ``audio``; return (turns, details). Labels are ``S<k>``."""
+    speech = embed_speech(models, audio, options)
+    if speech is None:
+        return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech"}
+    return label_frames(speech, options, num_speakers, min_speakers, max_speakers)

@@ -1,0 +1,188 @@
+"""The diarize stage: settings, model loading per backend, and the one function that both the
+model server and the in-process path run (so their RTTM bytes agree).
+
+Settings are the ``diarize`` config section as the rule passes it (see
+:func:`DiarizeOptions.from_config`): the backend, thread count, speaker-count hints (already
+overridden per file by the sample sheet) and the active backend's own section.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from trax.diarization.annotation import Diarization, Turn, relabel_by_first_speech
+from trax.diarization.embedded import EmbeddedOptions
+from trax.diarization.pyannote_backend import PyannoteOptions
+from trax.errors import TraxError
+from trax.jsonio import write_json_atomic, write_text_atomic
+from trax.manager import ModelKey
+from trax.protocol import ServerSettings
+from trax.provenance import provenance, sha256_file
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("embedded", "pyannote")
+
+
+@dataclass(frozen=True)
+class DiarizeOptions:
+    """The ``diarize`` config section.
+
+    Attributes:
+        backend: ``embedded`` (offline default) or ``pyannote``.
+        threads: torch threads for one job. Fixed from config, never from ``--cores``, so results
+            do not depend on how a run was scheduled; 1 by default because two threads under CPU
+            contention made resemblyzer's LSTM ~8x slower (OpenMP spinning).
+        num_speakers: Exact number of speakers, or None (automatic).
+        min_speakers: Lower bound on the automatic count, or None.
+        max_speakers: Upper bound on the automatic count, or None.
+        embedded: Settings of the embedded backend.
+        pyannote: Settings of the pyannote backend.
+    """
+
+    backend: str = "embedded"
+    threads: int = 1
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    embedded: EmbeddedOptions = field(default_factory=EmbeddedOptions)
+    pyannote: PyannoteOptions = field(default_factory=PyannoteOptions)
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> DiarizeOptions:
+        """Build options from a (possibly partial) ``diarize`` section."""
+        values = dict(settings)
+        if values.get("backend", "embedded") not in BACKENDS:
+            raise TraxError("diarize.backend", f"unknown backend {values['backend']!r}; choose one of {BACKENDS}")
+        embedded = EmbeddedOptions.from_config(values.pop("embedded", None) or {})
+        pyannote = PyannoteOptions.from_config(values.pop("pyannote", None) or {})
+        options = cls(**values, embedded=embedded, pyannote=pyannote)
+        low, high = options.min_speakers, options.max_speakers
+        if low is not None and high is not None and low > high:
+            raise TraxError("diarize", f"min_speakers ({low}) is larger than max_speakers ({high})")
+        return options
+
+    def hints(self) -> dict[str, int | None]:
+        """Speaker-count hints as keyword arguments."""
+        return {"num_speakers": self.num_speakers, "min_speakers": self.min_speakers,
+                "max_speakers": self.max_speakers}
+
+
+def rule_settings(section: dict[str, Any], sample_options: dict[str, Any]) -> dict[str, Any]:
+    """What the diarize rule passes as params: the config section with the sample sheet's
+    ``num_speakers``/``min_speakers``/``max_speakers`` applied, and only the active backend's
+    subsection (so changing the other backend's settings reruns nothing)."""
+    settings = {key: value for key, value in section.items() if key not in BACKENDS}
+    for key in ("num_speakers", "min_speakers", "max_speakers"):
+        if sample_options.get(key) is not None:
+            settings[key] = int(sample_options[key])
+    backend = section.get("backend", "embedded")
+    settings[backend] = section.get(backend, {})
+    return settings
+
+
+def fix_torch_threads(threads: int) -> None:
+    """Run torch math on exactly ``threads`` threads and flush denormals (pyannote's advice;
+    denormal floats made CPU inference many times slower). Process-wide, never restored."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def model_key(options: DiarizeOptions) -> ModelKey:
+    """Cache key of the loaded models for ``options`` (see :class:`trax.manager.ModelKey`)."""
+    if options.backend == "pyannote":
+        source = options.pyannote.source()
+        return ModelKey(kind="diarize", model=f"pyannote:{source.name}", compute_type="float32",
+                        device=options.pyannote.device, revision=source.revision)
+    return ModelKey(kind="diarize", model="embedded", compute_type="float32", device="cpu")
+
+
+def load_models(options: DiarizeOptions) -> Any:
+    """Load the backend's models (cached by the server under :func:`model_key`)."""
+    if options.backend == "pyannote":
+        from trax.diarization.pyannote_backend import load_pyannote
+
+        return load_pyannote(options.pyannote)
+    from trax.diarization.embedded import load_embedded_models
+
+    return load_embedded_models()
+
+
+def run_backend(models: Any, audio: Any, options: DiarizeOptions) -> tuple[list[Turn], dict[str, Any]]:
+    """Diarize 16 kHz mono float32 audio with loaded models; return (turns, details)."""
+    if options.backend == "pyannote":
+        from trax.diarization.pyannote_backend import diarize_pyannote
+
+        return diarize_pyannote(models, audio, options.pyannote, **options.hints())
+    from trax.diarization.embedded import diarize_embedded
+
+    return diarize_embedded(models, audio, options.embedded, **options.hints())
+
+
+def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models: Any) -> dict[str, Any]:
+    """Diarize a normalized WAV with loaded models; return the serialized :class:`Diarization`.
+
+    The one function both the in-process path and the model server run, so their bytes agree.
+    """
+    from trax.transcribe import load_wav, pin_blas_threads
+
+    options = DiarizeOptions.from_config(settings)
+    pin_blas_threads()
+    fix_torch_threads(options.threads)
+    audio = load_wav(wav_path)
+    turns, details = run_backend(models, audio, options)
+    log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
+    result = Diarization(
+        sample_id=sample_id,
+        duration=len(audio) / 16000,
+        backend=options.backend,
+        turns=relabel_by_first_speech(turns),
+        settings=settings,
+        details=details,
+        provenance=provenance(config=settings, input_sha256=sha256_file(wav_path), models=models.ids),
+    )
+    return result.serialize()
+
+
+def diarize_file(
+    wav_path: str,
+    rttm_path: str,
+    json_path: str,
+    sample_id: str,
+    settings: dict[str, Any],
+    server: ServerSettings | None = None,
+) -> dict[str, Any]:
+    """Diarize ``audio.wav`` into ``diarization.rttm`` and ``diarization.json``.
+
+    Args:
+        wav_path: ``audio.wav`` from normalize (relative to the workflow directory).
+        rttm_path: Destination RTTM.
+        json_path: Destination JSON (``workflow/schemas/diarization.schema.yaml``).
+        sample_id: The recording's id (the RTTM uri).
+        settings: The rule's params (see :func:`rule_settings`).
+        server: Model server settings; when enabled the work runs in the server, otherwise here.
+    """
+    server = server if server is not None else ServerSettings.from_env()
+    if server.enabled:
+        from trax.client import call_server
+
+        log.info("diarizing %s via the model server", wav_path)
+        data = call_server("diarize", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings}, server)
+    else:
+        options = DiarizeOptions.from_config(settings)
+        fix_torch_threads(options.threads)
+        data = diarize_wav(wav_path, sample_id, settings, load_models(options))
+    result = Diarization.from_dict(data)
+    from trax.schemas import validate
+
+    validate(data, "diarization")
+    write_text_atomic(rttm_path, result.rttm())
+    write_json_atomic(json_path, data, schema="diarization")
+    return data
+
+
+__all__ = ["DiarizeOptions", "diarize_file", "diarize_wav", "rule_settings"]

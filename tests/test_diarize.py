@@ -1,0 +1,159 @@
+"""Speaker diarization: RTTM contract, the embedded backend, the pyannote backend (random local
+models, offline), and the diarize rule in real Snakemake runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BENCH, EMPTY, REPO, ffmpeg
+from test_workflow import _jobs_planned
+from trax.diarization.annotation import Diarization, Turn, format_rttm, overlap_time, read_rttm, speech_time
+from trax.diarization.pipeline import diarize_file, rule_settings
+from trax.jsonio import read_json
+from trax.media import NormalizeOptions, normalize
+from trax.protocol import ServerSettings
+from trax.schemas import validate
+
+SAMPLE = BENCH / "pyannote-audio" / "sample" / "sample.wav"
+DEV00 = BENCH / "pyannote-audio" / "debug" / "dev00.wav"
+RTTM_LINE = re.compile(r"^SPEAKER (\S+) 1 (\d+\.\d{3}) (\d+\.\d{3}) <NA> <NA> (\S+) <NA> <NA>$")
+OFF = ServerSettings(enabled=False)
+DEFAULTS = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["diarize"]
+
+
+def check_rttm(path: Path, uri: str) -> list[Turn]:
+    """Assert the RTTM contract (format, uri, sorted lines) and return the turns."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    starts = []
+    for line in lines:
+        match = RTTM_LINE.match(line)
+        assert match, f"not a contract RTTM line: {line!r}"
+        assert match.group(1) == uri
+        assert float(match.group(3)) > 0
+        starts.append(float(match.group(2)))
+    assert starts == sorted(starts)
+    return read_rttm(path).get(uri, [])
+
+
+def test_rttm_round_trip_and_statistics(tmp_path) -> None:
+    turns = [Turn(1.0, 2.5, "B"), Turn(0.0, 1.2, "A"), Turn(2.0, 3.0, "A")]
+    path = tmp_path / "x.rttm"
+    path.write_text(format_rttm("rec_1", turns), encoding="utf-8")
+    assert path.read_text().splitlines()[0] == "SPEAKER rec_1 1 0.000 1.200 <NA> <NA> A <NA> <NA>"
+    assert check_rttm(path, "rec_1") == sorted(turns)
+    assert speech_time(turns) == pytest.approx(3.0)
+    assert overlap_time(turns) == pytest.approx(0.2 + 0.5)
+    assert format_rttm("empty", []) == ""
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> dict[str, Path]:
+    """Normalized copies (as the workflow makes them) of the sample, dev00 and empty.wav."""
+    root = tmp_path_factory.mktemp("wavs")
+    result = {}
+    for name, source in {"sample": SAMPLE, "dev00": DEV00, "empty": EMPTY}.items():
+        result[name] = root / f"{name}.wav"
+        normalize(str(source), result[name], root / f"{name}.json", name, NormalizeOptions())
+    return result
+
+
+def _diarize(wav: Path, out: Path, settings: dict, server: ServerSettings = OFF) -> dict:
+    return diarize_file(str(wav), str(out / "d.rttm"), str(out / "d.json"), wav.stem, settings, server)
+
+
+def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> None:
+    first, second, fixed = tmp_path / "1", tmp_path / "2", tmp_path / "3"
+    data = _diarize(wavs["sample"], first, rule_settings(DEFAULTS, {}))
+    validate(data, "diarization")
+    turns = check_rttm(first / "d.rttm", "sample")
+    reference = read_rttm(SAMPLE.with_suffix(".rttm"))["sample"]
+    # The reference has two speakers and ~22 s of speech in 30 s; the VAD must find most of it.
+    assert data["num_speakers"] >= 2 and data["speakers"][0]["label"] == "SPEAKER_00"
+    assert abs(speech_time(turns) - speech_time(reference)) < 4.0
+    _diarize(wavs["sample"], second, rule_settings(DEFAULTS, {}))
+    assert (first / "d.rttm").read_bytes() == (second / "d.rttm").read_bytes()
+    assert (first / "d.json").read_bytes() == (second / "d.json").read_bytes()
+    # A per-file speaker count (sample sheet) overrides the automatic one.
+    data = _diarize(wavs["dev00"], fixed, rule_settings(DEFAULTS, {"num_speakers": 3}))
+    assert data["num_speakers"] == 3 and data["settings"]["num_speakers"] == 3
+    assert Diarization.from_dict(data).rttm() == (fixed / "d.rttm").read_text()
+
+
+def test_empty_audio_gives_an_empty_rttm(wavs, tmp_path) -> None:
+    data = _diarize(wavs["empty"], tmp_path, rule_settings(DEFAULTS, {}))
+    assert (tmp_path / "d.rttm").read_text() == ""
+    assert data["turns"] == [] and data["num_speakers"] == 0
+    validate(read_json(tmp_path / "d.json"), "diarization")
+
+
+def test_bad_settings_are_one_clear_error() -> None:
+    from trax.diarization.pipeline import DiarizeOptions
+    from trax.errors import TraxError
+
+    with pytest.raises(TraxError, match="min_speakers"):
+        DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "min_speakers": 4, "max_speakers": 2})
+    with pytest.raises(TraxError, match="needs a model"):
+        DiarizeOptions.from_config({"backend": "pyannote", "pyannote": {}}).pyannote.source()
+
+
+@pytest.fixture(scope="module")
+def pyannote_pipeline(tmp_path_factory) -> Path:
+    from pyannote_models import build_pipeline
+
+    return build_pipeline(tmp_path_factory.mktemp("pyannote-pipeline"))
+
+
+def test_pyannote_backend_runs_a_local_pipeline(pyannote_pipeline, tmp_path) -> None:
+    clip = tmp_path / "clip.wav"
+    ffmpeg("-t", "12", "-i", str(SAMPLE), str(tmp_path / "clip.src.wav"))
+    normalize(str(tmp_path / "clip.src.wav"), clip, tmp_path / "clip.json", "clip", NormalizeOptions())
+    section = {**DEFAULTS, "backend": "pyannote", "pyannote": {"model": str(pyannote_pipeline)}}
+    settings = rule_settings(section, {"max_speakers": 2})
+    assert "embedded" not in settings and settings["max_speakers"] == 2
+    data = _diarize(clip, tmp_path, settings)
+    validate(data, "diarization")
+    check_rttm(tmp_path / "d.rttm", "clip")
+    assert data["backend"] == "pyannote" and data["num_speakers"] <= 2
+    files = data["provenance"]["models"]["diarization"]["files_sha256"]
+    assert {"config.yaml", "segmentation/pytorch_model.bin", "embedding/pytorch_model.bin", "plda/plda.npz"} <= set(files)
+
+
+@pytest.mark.slow
+def test_diarize_rule_formats_server_and_reruns(make_workflow, tmp_path) -> None:
+    """Stereo, 8 kHz and 32-bit float inputs; a sample-sheet speaker count; server on/off give the
+    same bytes; a diarization setting reruns diarize only."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    clip = ("-t", "15", "-i", str(SAMPLE))  # both speakers talk in the first 15 s
+    ffmpeg(*clip, "-ac", "2", str(sources / "stereo.wav"))
+    ffmpeg(*clip, "-ar", "8000", str(sources / "narrow.wav"))
+    ffmpeg(*clip, "-c:a", "pcm_f32le", str(sources / "float.wav"))
+    sheet = tmp_path / "samples.tsv"
+    rows = [("stereo", "stereo.wav", ""), ("narrow", "narrow.wav", "2"), ("float", "float.wav", "")]
+    sheet.write_text("id\tpath\tnum_speakers\n" + "".join(f"{i}\tsources/{p}\t{n}\n" for i, p, n in rows))
+    targets = [f"results/{sample}/diarization.{ext}" for sample, _, _ in rows for ext in ("rttm", "json")]
+
+    served = make_workflow(str(sheet), name="served")
+    served.run(*targets)
+    assert served.server("stats")["requests"]["diarize"] == 3
+    in_process = make_workflow(str(sheet), name="in_process", server={"enabled": False})
+    in_process.run(*targets)
+    for sample, _, count in rows:
+        rttm = served.result(sample, "diarization.rttm")
+        assert rttm.read_bytes() == in_process.result(sample, "diarization.rttm").read_bytes()
+        assert check_rttm(rttm, sample), f"{sample}: no speech found"
+        data = read_json(served.result(sample, "diarization.json"))
+        validate(data, "diarization")
+        if count:
+            assert data["num_speakers"] == int(count)
+
+    # A diarization setting reruns diarize only (normalize and the transcripts are untouched).
+    served.write_config({"inputs": str(sheet), "diarize": {"embedded": {"switch_penalty": 5.0}}})
+    assert _jobs_planned(served.run("-n", *targets)) == {"diarize": 3}
+    served.run(*targets)
+    assert read_json(served.result("float", "diarization.json"))["settings"]["embedded"]["switch_penalty"] == 5.0
+    assert "Nothing to be done" in served.run("-n", *targets).output
