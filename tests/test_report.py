@@ -19,6 +19,7 @@ from trax.jsonio import read_json
 from trax.schemas import validate
 
 LJ = BENCH / "coqui-tts-ljspeech"
+DEBUG = BENCH / "pyannote-audio" / "debug"
 SCREENSHOT_DIR = REPO / "bench" / "out"
 
 
@@ -39,9 +40,11 @@ def reported(tmp_path_factory):
         reference.write_text(reference_text(audio), encoding="utf-8")
     sheet = root / "samples.tsv"
     sheet.write_text(
-        "id\tpath\treference_text\n"
-        + "".join(f"{sid}\t{audio}\t{ref.name}\n" for sid, (audio, ref) in references.items())
-        + f"silence\t{EMPTY}\t\n",
+        "id\tpath\treference_text\treference_rttm\treference_uem\n"
+        + "".join(f"{sid}\t{audio}\t{ref.name}\t\t\n" for sid, (audio, ref) in references.items())
+        + f"silence\t{EMPTY}\t\t\t\n"
+        # A meeting excerpt scored for diarization only; its RTTM/UEM files hold two recordings.
+        + f"dev00\t{DEBUG / 'dev00.wav'}\t\t{DEBUG / 'debug.development.rttm'}\t{DEBUG / 'debug.development.uem'}\n",
         encoding="utf-8",
     )
     workdir = root / "wf"
@@ -57,7 +60,7 @@ def test_evaluation_matches_an_independent_jiwer_computation(reported) -> None:
     for sample_id, (_, reference) in references.items():
         evaluation = read_json(workflow.result(sample_id, "evaluation.json"))
         validate(evaluation, "evaluation")
-        hypothesis = read_json(workflow.result(sample_id, "transcript.fast.json"))["text"]
+        hypothesis = read_json(workflow.result(sample_id, "transcript.refined.json"))["text"]
         expected = jiwer.process_words(normalize_text(reference.read_text()), normalize_text(hypothesis))
         final = evaluation["wer"]["final"]
         assert final["wer"] == pytest.approx(expected.wer, abs=1e-4)
@@ -68,7 +71,7 @@ def test_evaluation_matches_an_independent_jiwer_computation(reported) -> None:
     assert not workflow.result("silence", "evaluation.json").exists()
 
     rows = _read_tsv(workflow.workdir / "results" / "evaluation.tsv")
-    assert [row["sample_id"] for row in rows[:-1]] == sorted(references)
+    assert [row["sample_id"] for row in rows[:-1]] == sorted([*references, "dev00"])
     errors = words = 0
     for sample_id in references:
         final = read_json(workflow.result(sample_id, "evaluation.json"))["wer"]["final"]
@@ -77,10 +80,31 @@ def test_evaluation_matches_an_independent_jiwer_computation(reported) -> None:
     assert float(rows[-1]["wer"]) == pytest.approx(errors / words, abs=1e-4)
 
 
+def test_der_matches_pyannote_metrics_called_directly(reported) -> None:
+    from pyannote.database.util import load_rttm, load_uem
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    workflow, _ = reported
+    evaluation = read_json(workflow.result("dev00", "evaluation.json"))
+    validate(evaluation, "evaluation")
+    assert evaluation["wer"] is None
+    reference = load_rttm(DEBUG / "debug.development.rttm")["dev00"]
+    hypothesis = next(iter(load_rttm(workflow.result("dev00", "diarization.rttm")).values()))
+    uem = load_uem(DEBUG / "debug.development.uem")["dev00"]
+    expected = DiarizationErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis, uem=uem, detailed=True)
+    der = evaluation["der"]
+    assert der["total"] == pytest.approx(expected["total"], abs=1e-3)
+    for key in ("false alarm", "missed detection", "confusion"):
+        assert der[key.replace(" ", "_")] == pytest.approx(expected[key], abs=1e-3)
+    assert der["der"] == pytest.approx(expected["diarization error rate"], abs=1e-4)
+    row = _read_tsv(workflow.workdir / "results" / "evaluation.tsv")[-1]
+    assert float(row["der"]) == pytest.approx(der["der"], abs=1e-4)  # the only file with an RTTM
+
+
 def test_metrics_summary_and_targets(reported) -> None:
     workflow, _ = reported
     results = workflow.workdir / "results"
-    for sample_id in ("jfk", "lj3", "silence"):
+    for sample_id in ("jfk", "lj3", "silence", "dev00"):
         metrics = read_json(workflow.result(sample_id, "metrics.json"))
         validate(metrics, "metrics")
         assert set(metrics["stages"]) >= {"normalize", "transcribe_fast"}
@@ -88,17 +112,20 @@ def test_metrics_summary_and_targets(reported) -> None:
         assert metrics["duration_s"] == pytest.approx(audio["audio"]["duration"], abs=1e-3)
         assert metrics["wall_s"] == pytest.approx(sum(s["wall_s"] for s in metrics["stages"].values()), abs=0.01)
         # The server did the decoding here: its stats say the fast model was loaded once.
-        assert metrics["model_server"] is not None and metrics["model_loads"] == 1
-        transcript = read_json(workflow.result(sample_id, "transcript.fast.json"))
+        models = metrics["model_server"]["models"]
+        assert metrics["model_loads"] == len(models) >= 2 and all(model["loads"] == 1 for model in models)
+        diarization = read_json(workflow.result(sample_id, "diarization.json"))
+        assert metrics["num_speakers"] == diarization["num_speakers"]
+        transcript = read_json(workflow.result(sample_id, "transcript.refined.json"))
         assert metrics["words"] == sum(len(s["words"]) for s in transcript["segments"])
     assert read_json(workflow.result("silence", "metrics.json"))["mean_confidence"] is None
 
     summary = _read_tsv(results / "summary.tsv")
-    assert sorted(row["sample_id"] for row in summary) == ["jfk", "lj3", "silence"]
+    assert sorted(row["sample_id"] for row in summary) == ["dev00", "jfk", "lj3", "silence"]
     aggregate = {row["metric"]: row for row in _read_tsv(results / "aggregate.tsv")}
     walls = sorted(float(row["wall_s"]) for row in summary)
-    assert float(aggregate["wall_s"]["median"]) == pytest.approx(walls[1], abs=1e-3)
-    assert int(aggregate["wall_s"]["count"]) == 3
+    assert float(aggregate["wall_s"]["median"]) == pytest.approx((walls[1] + walls[2]) / 2, abs=1e-3)
+    assert int(aggregate["wall_s"]["count"]) == 4
     targets = {row["metric"]: row for row in _read_tsv(results / "targets.tsv")}
     # No recording here is near 5 minutes, so the speed target does not apply; memory does.
     assert targets["wall_s_per_5min"]["result"] == "n/a"
@@ -110,11 +137,12 @@ def test_figures_are_deterministic(reported, tmp_path) -> None:
     made = []
     for attempt in ("a", "b"):
         paths = [tmp_path / f"{attempt}-{name}" for name in ("timeline.png", "confidence.png", "preview.html")]
-        make_figures("jfk", str(workflow.result("jfk", "transcript.fast.json")), str(workflow.result("jfk", "audio.json")),
-                     None, *map(str, paths), max_segments=40)
+        make_figures("dev00", str(workflow.result("dev00", "transcript.refined.json")),
+                     str(workflow.result("dev00", "audio.json")), str(workflow.result("dev00", "diarization.rttm")),
+                     *map(str, paths), max_segments=40)
         made.append([path.read_bytes() for path in paths])
     assert made[0] == made[1]
-    assert made[0] == [workflow.result("jfk", f"report/{name}").read_bytes()
+    assert made[0] == [workflow.result("dev00", f"report/{name}").read_bytes()
                        for name in ("timeline.png", "confidence.png", "preview.html")]
 
 
@@ -143,11 +171,11 @@ def test_report_has_sections_plots_and_tables_and_renders(reported) -> None:
         summary.feed(bundle.read(summary_name).decode("utf-8"))
         pngs = {name: bundle.read(name) for name in names if name.endswith(".png")}
     # Per-file sections: each recording is a subcategory holding its three figures.
-    for sample_id in ("jfk", "lj3", "silence"):
+    for sample_id in ("jfk", "lj3", "silence", "dev00"):
         assert f'"{sample_id}"' in page
-    assert sum(name.endswith("/timeline.png") for name in names) == 3
-    assert sum(name.endswith("/confidence.png") for name in names) == 3
-    assert sum(name.endswith("/preview.html") for name in names) == 3
+    assert sum(name.endswith("/timeline.png") for name in names) == 4
+    assert sum(name.endswith("/confidence.png") for name in names) == 4
+    assert sum(name.endswith("/preview.html") for name in names) == 4
     assert all(data.startswith(b"\x89PNG") for data in pngs.values())
     # Captions and the rule graph are embedded.
     assert "Speaker timeline of recording" in page and "transcribe_fast" in page
