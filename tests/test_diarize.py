@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BENCH, EMPTY, REPO, ffmpeg
-from test_workflow import _jobs_planned
+from conftest import BENCH, EMPTY, REPO, ffmpeg, jobs_planned
 from trax.diarization.annotation import Diarization, Turn, format_rttm, overlap_time, read_rttm, speech_time
 from trax.diarization.pipeline import diarize_file, rule_settings
 from trax.jsonio import read_json
@@ -153,7 +152,7 @@ def test_diarize_rule_formats_server_and_reruns(make_workflow, tmp_path) -> None
 
     # A diarization setting reruns diarize only (normalize and the transcripts are untouched).
     served.write_config({"inputs": str(sheet), "diarize": {"embedded": {"switch_penalty": 5.0}}})
-    assert _jobs_planned(served.run("-n", *targets)) == {"diarize": 3}
+    assert jobs_planned(served.run("-n", *targets)) == {"diarize": 3}
     served.run(*targets)
     assert read_json(served.result("float", "diarization.json"))["settings"]["embedded"]["switch_penalty"] == 5.0
     assert "Nothing to be done" in served.run("-n", *targets).output

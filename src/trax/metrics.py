@@ -175,7 +175,7 @@ def summary_rows(metrics: Sequence[Mapping[str, Any]], evaluations: Mapping[str,
             row[f"{stage}_rtf"] = values["rtf"]
         evaluation = evaluations.get(item["sample_id"])
         if evaluation:
-            final = evaluation.get("wer", {}).get("final")
+            final = (evaluation.get("wer") or {}).get("final")
             row["wer"] = final["wer"] if final else None
             row["der"] = evaluation["der"]["der"] if evaluation.get("der") else None
         rows.append(row)
@@ -245,7 +245,7 @@ def evaluation_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[s
     rows = []
     totals = {"errors": 0, "words": 0, "der_errors": 0.0, "der_total": 0.0}
     for sample_id, evaluation in sorted(evaluations.items()):
-        wer = evaluation.get("wer", {}).get("final")
+        wer = (evaluation.get("wer") or {}).get("final")
         der = evaluation.get("der")
         if wer:
             totals["errors"] += wer["substitutions"] + wer["deletions"] + wer["insertions"]
