@@ -309,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default=None, help="server settings as JSON (default: $TRAX_SERVER_CONFIG)")
     parser.add_argument("--preload", default=None, help="JSON list of requests to run at start (warms models)")
     args = parser.parse_args(argv)
+    from trax.transcribe import pin_blas_by_environment
+
+    pin_blas_by_environment()  # before any request thread can load numpy (see pin_blas_threads)
     settings = ServerSettings(**json.loads(args.settings)) if args.settings else ServerSettings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     serve(args.workdir, settings, json.loads(args.preload) if args.preload else None)

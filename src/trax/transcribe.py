@@ -134,6 +134,27 @@ def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
 
 
+#: Set in a process whose BLAS libraries were all pinned to one thread by environment at start.
+BLAS_PINNED_ENV = "TRAX_BLAS_PINNED"
+#: Thread-count variables the BLAS builds we ship read when they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                         "GOTO_NUM_THREADS")
+
+
+def pin_blas_by_environment() -> None:
+    """Pin every BLAS library this process will load to one thread, without threadpoolctl.
+
+    Must run before numpy (or anything linking a BLAS) is imported; the model server calls it first
+    thing. Overrides the values a Snakemake job that started the server passed down.
+    """
+    import sys
+
+    if "numpy" in sys.modules:
+        raise RuntimeError("pin_blas_by_environment() must run before numpy is imported")
+    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    os.environ[BLAS_PINNED_ENV] = "1"
+
+
 def pin_blas_threads() -> None:
     """Run numpy's BLAS (OpenBLAS) single-threaded in this process, for good.
 
@@ -143,7 +164,15 @@ def pin_blas_threads() -> None:
     One thread everywhere makes results independent of ``--cores``, the environment and the model
     server. It is process-wide and never restored, so concurrent server requests cannot flip it
     under each other; the product is small, so the cost is negligible.
+
+    The model server pins by environment instead (:func:`pin_blas_by_environment`, before any BLAS
+    library loads), and then this does nothing: threadpoolctl walks the loaded libraries with
+    ``dl_iterate_phdr`` holding the dynamic loader's lock and calls back into Python, so in a
+    multi-threaded process it deadlocks against a thread importing an extension module (seen: a
+    transcribe request pinning while a diarize request imported scipy).
     """
+    if os.environ.get(BLAS_PINNED_ENV) == "1":
+        return
     import numpy  # noqa: F401 - threadpoolctl only finds BLAS libraries already loaded
     from threadpoolctl import threadpool_limits
 
