@@ -205,7 +205,7 @@ def per_file_outputs():
                "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"]
     # Transitional: merge needs diarization.rttm; until the diarize rule is in the workflow, rule all
     # leaves the speaker-attributed files out instead of failing on a missing input.
-    if "diarize" in {rule.name for rule in workflow.rules}:
+    if "diarize" in [r.name for r in workflow.rules]:
         outputs += ATTRIBUTED_OUTPUTS
     return expand(outputs, sample=SAMPLES)
 
