@@ -132,7 +132,7 @@ def start_model_server(log):
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
-STAGES = ["normalize", "transcribe_fast", "refine", "diarize"]
+STAGES = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance"]
 #: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
 TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json", "refined": "results/{sample}/transcript.refined.json"}
 FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
@@ -203,11 +203,7 @@ def per_file_outputs():
     """Every per-recording result (metrics and figures need all the stages, so this is the lot)."""
     outputs = ["results/{sample}/metrics.json", "results/{sample}/report/timeline.png",
                "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"]
-    # Transitional: merge needs diarization.rttm; until the diarize rule is in the workflow, rule all
-    # leaves the speaker-attributed files out instead of failing on a missing input.
-    if "diarize" in [r.name for r in workflow.rules]:
-        outputs += ATTRIBUTED_OUTPUTS
-    return expand(outputs, sample=SAMPLES)
+    return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES)
 
 
 def all_outputs(wildcards):
