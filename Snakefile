@@ -17,6 +17,9 @@ include: "workflow/rules/normalize.smk"
 include: "workflow/rules/transcribe.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/diarize.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/enhance.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -169,3 +169,18 @@ def good_extras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=5", "-i", str(JFK), "-shortest",
            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", str(files["video"]))
     return files
+
+
+SAMPLE_DIR = BENCH / "pyannote-audio" / "sample"
+
+
+@pytest.fixture(scope="session")
+def sample_fast_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """transcript.fast.json of pyannote's sample.wav (two speakers, 30 s), decoded in-process once."""
+    from trax.protocol import ServerSettings
+    from trax.transcribe import transcribe_file
+
+    path = tmp_path_factory.mktemp("sample") / "transcript.fast.json"
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["transcribe_fast"]
+    transcribe_file(str(SAMPLE_DIR / "sample.wav"), str(path), "sample", settings, ServerSettings(enabled=False))
+    return path

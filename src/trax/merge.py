@@ -1,0 +1,311 @@
+"""Speaker-attributed transcript: give every word a speaker from the diarization turns.
+
+``transcript.refined.json`` (or any transcript with timed words) + ``diarization.rttm`` →
+``merged.json``. Each word gets the speaker whose turns overlap it longest; a word that falls in no
+turn takes the nearest turn within ``nearest_tolerance_s``, else the speaker ``unknown``. Every word
+records how it was assigned (``overlap`` / ``nearest`` / ``unassigned``) and whether it lies in
+overlapped speech (two or more speakers talking at once) — both keys are always present. Words are
+grouped into utterances that break where the speaker changes and at pauses longer than
+``max_pause_s``.
+
+Speaker labels are the readable ``SPEAKER_1``, ``SPEAKER_2``, … numbered in order of first speech
+(first turn in the diarization), whatever labels the diarization backend used; the backend label
+is kept in ``speakers[].label``. A sample sheet column ``speaker_names``
+(``SPEAKER_1=Alice;SPEAKER_2=Bob``) gives them names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trax.errors import TraxError
+from trax.jsonio import read_json, write_json_atomic
+from trax.provenance import provenance, sha256_file
+
+#: Times are kept to the millisecond, confidences to 4 digits (as in transcripts).
+TIME_DIGITS = 3
+PROB_DIGITS = 4
+UNKNOWN = "unknown"
+_NAME_ITEM = re.compile(r"^\s*(SPEAKER_[1-9][0-9]*)\s*=\s*([^;=]*?)\s*$")
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """The ``merge`` config section.
+
+    Attributes:
+        nearest_tolerance_s: A word overlapping no turn takes the nearest turn when the gap between
+            them is at most this long; otherwise it is ``unknown``. 0.5 s covers the usual slack
+            between Whisper's word edges and a diarizer's speech edges (both are ±0.2–0.3 s) without
+            bridging a real pause.
+        max_pause_s: A silence between two words longer than this starts a new utterance even when
+            the speaker stays the same (1.0 s: about a sentence break in conversation).
+        min_overlap_s: A word counts as overlapped speech when at least this much of it lies where
+            two or more speakers are active at once (10 ms: anything measurable at RTTM's precision).
+    """
+
+    nearest_tolerance_s: float = 0.5
+    max_pause_s: float = 1.0
+    min_overlap_s: float = 0.01
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> MergeOptions:
+        """Build options from the config section (unknown keys were rejected by the schema)."""
+        return cls(**settings)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One diarization turn (an RTTM ``SPEAKER`` line)."""
+
+    start: float
+    end: float
+    label: str
+
+
+def read_rttm(path: str | Path) -> list[Turn]:
+    """Read the ``SPEAKER`` lines of an RTTM file, sorted by start time then label.
+
+    Raises:
+        TraxError: naming the file and line when a line is malformed.
+    """
+    turns = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraxError(path, f"cannot read RTTM: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or fields[0] != "SPEAKER":
+            continue
+        try:
+            if len(fields) < 8:
+                raise ValueError("expected at least 8 fields")
+            start, duration = float(fields[3]), float(fields[4])
+            if start < 0 or duration < 0:
+                raise ValueError("negative time")
+        except ValueError as exc:
+            raise TraxError(path, f"line {number}: malformed RTTM SPEAKER line ({exc}): {line.strip()!r}") from exc
+        turns.append(Turn(start=start, end=start + duration, label=fields[7]))
+    return sorted(turns, key=lambda turn: (turn.start, turn.end, turn.label))
+
+
+def parse_speaker_names(value: str | None, subject: str = "speaker_names") -> dict[str, str]:
+    """Parse ``SPEAKER_1=Alice;SPEAKER_2=Bob`` into ``{"SPEAKER_1": "Alice", ...}``.
+
+    Raises:
+        TraxError: when an item is not ``SPEAKER_<n>=<name>`` or a label appears twice.
+    """
+    names: dict[str, str] = {}
+    if not value or not str(value).strip():
+        return names
+    for item in str(value).split(";"):
+        if not item.strip():
+            continue
+        match = _NAME_ITEM.match(item)
+        if not match or not match.group(2):
+            raise TraxError(subject, f"'{item.strip()}' is not SPEAKER_<n>=<name> (e.g. SPEAKER_1=Alice;SPEAKER_2=Bob)")
+        if match.group(1) in names:
+            raise TraxError(subject, f"{match.group(1)} is named twice")
+        names[match.group(1)] = match.group(2)
+    return names
+
+
+def _overlap(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    return max(0.0, min(a_end, b_end) - max(a_start, b_start))
+
+
+def _gap(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
+    return max(0.0, b_start - a_end, a_start - b_end)
+
+
+def overlap_regions(turns: list[Turn]) -> list[tuple[float, float]]:
+    """Time regions where two or more *different* speakers are active, merged and sorted."""
+    events = sorted([(t.start, 1, t.label) for t in turns] + [(t.end, -1, t.label) for t in turns],
+                    key=lambda e: (e[0], e[1]))
+    active: dict[str, int] = defaultdict(int)
+    regions: list[tuple[float, float]] = []
+    region_start = None
+    for time, delta, label in events:
+        active[label] += delta
+        speaking = sum(1 for count in active.values() if count > 0)
+        if speaking >= 2 and region_start is None:
+            region_start = time
+        elif speaking < 2 and region_start is not None:
+            if time > region_start:
+                regions.append((region_start, time))
+            region_start = None
+    return regions
+
+
+def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptions) -> tuple[str | None, str]:
+    """The backend label for one word and how it was chosen (``overlap``/``nearest``/``unassigned``).
+
+    Overlap is summed per speaker over all their turns; ties go to the speaker whose overlapping
+    turn starts first (turns are sorted), so the choice is deterministic. A zero-length word is
+    treated as the point ``start``: it overlaps a turn that contains it.
+    """
+    per_label: dict[str, float] = {}
+    for turn in turns:
+        if end > start:
+            amount = _overlap(start, end, turn.start, turn.end)
+        else:
+            amount = 1e-9 if turn.start <= start <= turn.end else 0.0
+        if amount > 0:
+            per_label[turn.label] = per_label.get(turn.label, 0.0) + amount
+    if per_label:
+        best = max(per_label.values())
+        # dicts keep insertion order = turn order, so the first maximal label wins.
+        return next(label for label, amount in per_label.items() if amount == best), "overlap"
+    nearest = None
+    for turn in turns:
+        gap = _gap(start, end, turn.start, turn.end)
+        if gap <= options.nearest_tolerance_s and (nearest is None or gap < nearest[0]):
+            nearest = (gap, turn.label)
+    if nearest is not None:
+        return nearest[1], "nearest"
+    return None, "unassigned"
+
+
+def _words(transcript: dict[str, Any]) -> list[dict[str, Any]]:
+    words = [w for segment in transcript.get("segments", []) for w in segment.get("words", [])]
+    return [w for w in words if w.get("word", "").strip()]
+
+
+def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
+          speaker_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the body of ``merged.json`` (everything but provenance)."""
+    speaker_names = speaker_names or {}
+    readable: dict[str, str] = {}
+    for turn in turns:  # sorted by start: numbering follows first speech
+        readable.setdefault(turn.label, f"SPEAKER_{len(readable) + 1}")
+    regions = overlap_regions(turns)
+
+    words = []
+    for raw in _words(transcript):
+        start, end = float(raw["start"]), float(raw["end"])
+        label, how = assign_word(start, end, turns, options)
+        in_overlap = sum(_overlap(start, end, a, b) for a, b in regions)
+        words.append({
+            "start": round(start, TIME_DIGITS),
+            "end": round(end, TIME_DIGITS),
+            "word": raw["word"].strip(),
+            "probability": round(float(raw["probability"]), PROB_DIGITS),
+            "speaker": readable[label] if label is not None else UNKNOWN,
+            "assignment": how,
+            "overlapped": bool(in_overlap >= options.min_overlap_s
+                               or (end <= start and any(a <= start <= b for a, b in regions))),
+        })
+
+    utterances: list[dict[str, Any]] = []
+    for word in words:
+        last = utterances[-1] if utterances else None
+        if (last is None or last["speaker"] != word["speaker"]
+                or word["start"] - last["words"][-1]["end"] > options.max_pause_s):
+            utterances.append({"id": len(utterances), "speaker": word["speaker"], "words": []})
+        utterances[-1]["words"].append(word)
+    for utterance in utterances:
+        utterance["start"] = utterance["words"][0]["start"]
+        utterance["end"] = max(w["end"] for w in utterance["words"])
+        utterance["text"] = " ".join(w["word"] for w in utterance["words"])
+
+    speakers = _speaker_totals(readable, turns, words, utterances, speaker_names)
+    counts = {how: sum(w["assignment"] == how for w in words) for how in ("overlap", "nearest", "unassigned")}
+    return {
+        "sample_id": transcript.get("sample_id", ""),
+        "language": transcript.get("language", ""),
+        "duration": transcript.get("duration", 0.0),
+        "domain": _domain(transcript),
+        "speakers": speakers,
+        "utterances": utterances,
+        "stats": {
+            "words": len(words),
+            "utterances": len(utterances),
+            "assignment": counts,
+            "overlapped_words": sum(w["overlapped"] for w in words),
+            "turns": len(turns),
+        },
+    }
+
+
+def _domain(transcript: dict[str, Any]) -> dict[str, Any] | None:
+    domain = transcript.get("domain")
+    if not isinstance(domain, dict) or not domain.get("name"):
+        return None
+    return {"name": domain["name"], "glossary": domain.get("glossary") or {}}
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    total, current = 0.0, None
+    for start, end in sorted(intervals):
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = [start, end]
+        else:
+            current[1] = max(current[1], end)
+    if current is not None:
+        total += current[1] - current[0]
+    return total
+
+
+def _speaker_totals(readable: dict[str, str], turns: list[Turn], words: list[dict], utterances: list[dict],
+                    speaker_names: dict[str, str]) -> list[dict[str, Any]]:
+    entries = [(speaker, label) for label, speaker in readable.items()]
+    if any(w["speaker"] == UNKNOWN for w in words):
+        entries.append((UNKNOWN, None))
+    speakers = []
+    for speaker, label in entries:
+        own_words = [w for w in words if w["speaker"] == speaker]
+        own_utts = [u for u in utterances if u["speaker"] == speaker]
+        probs = [w["probability"] for w in own_words]
+        speakers.append({
+            "id": speaker,
+            "label": label,
+            "name": speaker_names.get(speaker),
+            "diarized_s": round(_union_length([(t.start, t.end) for t in turns if t.label == label]), TIME_DIGITS),
+            "speech_s": round(sum(u["end"] - u["start"] for u in own_utts), TIME_DIGITS),
+            "words": len(own_words),
+            "utterances": len(own_utts),
+            "mean_confidence": round(sum(probs) / len(probs), PROB_DIGITS) if probs else None,
+        })
+    return speakers
+
+
+def display_name(merged: dict[str, Any], speaker: str) -> str:
+    """The name to show for a speaker id: its ``name`` from the sample sheet, else the id."""
+    for entry in merged.get("speakers", []):
+        if entry["id"] == speaker and entry.get("name"):
+            return entry["name"]
+    return speaker
+
+
+def merge_files(transcript_path: str, rttm_path: str, output_path: str, settings: dict[str, Any],
+                speaker_names: str | None = None) -> dict[str, Any]:
+    """The ``merge`` rule: write ``merged.json`` from a transcript and an RTTM.
+
+    Args:
+        transcript_path: ``transcript.refined.json`` (any Trax transcript with words works).
+        rttm_path: ``diarization.rttm``.
+        output_path: Destination ``merged.json``.
+        settings: The ``merge`` config section (recorded in provenance).
+        speaker_names: The sample sheet's ``speaker_names`` cell, or None.
+    """
+    transcript = read_json(transcript_path)
+    turns = read_rttm(rttm_path)
+    names = parse_speaker_names(speaker_names, subject=f"sample sheet speaker_names '{speaker_names}'")
+    options = MergeOptions.from_config(settings)
+    body = merge(transcript, turns, options, names)
+    upstream = transcript.get("provenance", {})
+    body["provenance"] = provenance(
+        {**asdict(options), "speaker_names": names},
+        sha256_file(transcript_path),
+        diarization_sha256=sha256_file(rttm_path),
+        models=upstream.get("models", {}),
+    )
+    write_json_atomic(output_path, body, schema="merged")
+    return body
