@@ -137,7 +137,7 @@ def test_figures_are_deterministic(reported, tmp_path) -> None:
     made = []
     for attempt in ("a", "b"):
         paths = [tmp_path / f"{attempt}-{name}" for name in ("timeline.png", "confidence.png", "preview.html")]
-        make_figures("dev00", str(workflow.result("dev00", "transcript.refined.json")),
+        make_figures("dev00", str(workflow.result("dev00", "merged.json")),
                      str(workflow.result("dev00", "audio.json")), str(workflow.result("dev00", "diarization.rttm")),
                      *map(str, paths), max_segments=40)
         made.append([path.read_bytes() for path in paths])

@@ -122,13 +122,33 @@ def preview_html(transcript: Mapping[str, Any], path: str | Path, title: str, ma
         tmp.write_text(page, encoding="utf-8")
 
 
+def _display_names(transcript: Mapping[str, Any]) -> dict[str, str]:
+    """Speaker id and diarization label -> what to show (the sheet's name, else the id)."""
+    names = {}
+    for speaker in transcript.get("speakers", []):
+        shown = speaker.get("name") or speaker["id"]
+        names[speaker["id"]] = shown
+        if speaker.get("label"):
+            names[speaker["label"]] = shown
+    return names
+
+
 def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: str | None,
                  timeline: str, confidence: str, preview: str, max_segments: int) -> None:
-    """All report figures of one recording."""
+    """All report figures of one recording.
+
+    ``transcript_json`` is the speaker-attributed ``merged.json`` when the workflow has a merge
+    stage (utterances with speakers), else a transcript (segments).
+    """
     transcript = read_json(transcript_json)
     duration = float(read_json(audio_json)["audio"]["duration"])
+    names = _display_names(transcript)
     turns = read_rttm_turns(rttm) if rttm else transcript_turns(transcript)
+    turns = [Turn(t.start, t.end, names.get(t.label, t.label)) for t in turns]
     timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
-    probabilities = [float(w["probability"]) for s in transcript["segments"] for w in s.get("words", [])]
+    segments = transcript.get("utterances") or transcript["segments"]
+    probabilities = [float(w["probability"]) for s in segments for w in s.get("words", [])]
     confidence_png(probabilities, confidence, f"{sample_id}: word confidence")
-    preview_html(transcript, preview, f"{sample_id}: transcript preview", max_segments)
+    shown = {**transcript, "utterances": [{**u, "speaker": names.get(u["speaker"], u["speaker"])}
+                                          for u in transcript.get("utterances", [])]}
+    preview_html(shown, preview, f"{sample_id}: transcript preview", max_segments)

@@ -164,7 +164,8 @@ def evaluate_references(wildcards):
 
 
 def figure_inputs(wildcards):
-    inputs = {"transcript": FINAL_TRANSCRIPT, "audio": "results/{sample}/audio.json"}
+    transcript = "results/{sample}/merged.json" if "merge" in STAGES else FINAL_TRANSCRIPT
+    inputs = {"transcript": transcript, "audio": "results/{sample}/audio.json"}
     if "diarize" in STAGES:
         inputs["rttm"] = "results/{sample}/diarization.rttm"
     return inputs
