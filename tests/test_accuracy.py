@@ -29,7 +29,8 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     # The model server served all of them with each model loaded exactly once.
     stats = first.server("stats")
     assert stats["requests"]["transcribe"] == len(items) >= 20
-    assert [model["loads"] for model in stats["models"]] == [1]
+    loads = {model["key"]["kind"]: model["loads"] for model in stats["models"]}
+    assert loads == {"whisper": 1, "diarize": 1}, stats["models"]
 
     # Same inputs and config, a fresh directory, one core, models loaded in-process: every output
     # byte-identical.
