@@ -106,7 +106,7 @@ def main() -> None:
             times[wav] = fast_times[wav] + time.perf_counter() - start
         rows.append(_row(label, references, [refined[w] for w in wavs], times, wavs, columbia, refined))
         chosen = sorted({refined[w]["domain"]["name"] for w in [*wavs, columbia]})
-        print(f"{label}: domains chosen {chosen}", file=sys.stderr)
+        print(f"{rows[-1]} domains chosen {chosen}", file=sys.stderr, flush=True)
 
     header = ["variant", "WER %", "S/D/I", "wall s (a-set)", "wall s (columbia)", "re-decoded %", "accepted/spans"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
