@@ -89,7 +89,7 @@ class RefineOptions:
     word_threshold: float = 0.5
     merge_gap_s: float = 1.0
     context_s: float = 1.0
-    min_gain: float = 0.0
+    min_gain: float = 0.1
     term_similarity: float = 0.5
     domain: str = "auto"
     domains_dir: str | None = None
