@@ -11,9 +11,13 @@ on the dev category-a recordings (``trax.benchdata.wer_items()``, WER) plus ``co
 * ``fast only`` — tiny.en, the fast pass as the workflow runs it;
 * ``refine model only`` — the refine model (Whisper base) over whole files;
 * ``multi-pass t=X`` — fast pass, then refinement with ``word_threshold`` X, domain ``general``
-  (no biasing);
+  (no biasing), ``min_gain`` 0 (accept any more confident re-decode);
 * ``multi-pass t=X + domain`` — the same with ``domain: auto`` and biasing by the chosen domain
-  (config/domains).
+  (config/domains);
+* ``..., min_gain G`` — the first domain threshold, accepting only re-decodes more confident by G.
+
+Other refine settings are the defaults (``merge_gap_s`` 1, ``context_s`` 1, ``term_similarity``
+0.5, beam 5, int8, 2 threads).
 
 Columns: corpus WER on the category-a set (substitutions/deletions/insertions), wall seconds for
 that set and for columbia (decode only, models already loaded; multi-pass = fast + refine),
@@ -53,9 +57,9 @@ def to_wav(source: Path, folder: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
     parser.add_argument("--domain-thresholds", type=float, nargs="+", default=[0.5, 0.6])
-    parser.add_argument("--min-gains", type=float, nargs="+", default=[0.2],
+    parser.add_argument("--min-gains", type=float, nargs="+", default=[0.1, 0.2],
                         help="extra multi-pass rows with this min_gain at the first domain threshold")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as TSV here")
     args = parser.parse_args()
@@ -91,10 +95,10 @@ def main() -> None:
         base[wav], base_times[wav] = transcribe(wav, refine_model[0], refine_model[1], base_settings)
     rows.append(_row("refine model only (base)", references, [base[w] for w in wavs], base_times, wavs, columbia, {}))
 
-    variants = [(f"multi-pass t={t:g}", {"enabled": True, "word_threshold": t, "domain": "general"})
+    variants = [(f"multi-pass t={t:g}", {"enabled": True, "word_threshold": t, "domain": "general", "min_gain": 0.0})
                 for t in args.thresholds]
-    variants += [(f"multi-pass t={t:g} + domain", {"enabled": True, "word_threshold": t, "domain": "auto"})
-                 for t in args.domain_thresholds]
+    variants += [(f"multi-pass t={t:g} + domain", {"enabled": True, "word_threshold": t, "domain": "auto",
+                                                   "min_gain": 0.0}) for t in args.domain_thresholds]
     variants += [(f"multi-pass t={args.domain_thresholds[0]:g} + domain, min_gain {g:g}",
                   {"enabled": True, "word_threshold": args.domain_thresholds[0], "domain": "auto", "min_gain": g})
                  for g in args.min_gains]
@@ -106,7 +110,7 @@ def main() -> None:
             times[wav] = fast_times[wav] + time.perf_counter() - start
         rows.append(_row(label, references, [refined[w] for w in wavs], times, wavs, columbia, refined))
         chosen = sorted({refined[w]["domain"]["name"] for w in [*wavs, columbia]})
-        print(f"{label}: domains chosen {chosen}", file=sys.stderr)
+        print(f"{rows[-1]} domains chosen {chosen}", file=sys.stderr, flush=True)
 
     header = ["variant", "WER %", "S/D/I", "wall s (a-set)", "wall s (columbia)", "re-decoded %", "accepted/spans"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trax import domains as domain_lib
+from trax import progress
 from trax.jsonio import read_json, write_json_atomic
 from trax.models import ModelSource, resolve_whisper
 from trax.protocol import ServerSettings
@@ -88,7 +89,7 @@ class RefineOptions:
     word_threshold: float = 0.5
     merge_gap_s: float = 1.0
     context_s: float = 1.0
-    min_gain: float = 0.0
+    min_gain: float = 0.1
     term_similarity: float = 0.5
     domain: str = "auto"
     domains_dir: str | None = None
@@ -249,6 +250,7 @@ def _decoded_words(model: Any, audio: np.ndarray, spans: list[Span], language: s
                    options: RefineOptions, hotwords: str | None) -> list[list[dict[str, Any]]]:
     """Re-decode every span in one call; return the words of each clip (absolute times)."""
     clips = [t for span in spans for t in (span.clip_start, span.clip_end)]
+    total = sum(span.clip_end - span.clip_start for span in spans)
     segments, _ = model.transcribe(
         audio, language=language, beam_size=options.beam_size, temperature=0.0, word_timestamps=True,
         vad_filter=False, condition_on_previous_text=False, clip_timestamps=clips, hotwords=hotwords,
@@ -260,7 +262,9 @@ def _decoded_words(model: Any, audio: np.ndarray, spans: list[Span], language: s
             index = next((i for i, s in enumerate(spans) if middle <= s.clip_end), len(spans) - 1)
             per_clip[index].append({"start": round(raw.start, TIME_DIGITS), "end": round(raw.end, TIME_DIGITS),
                                     "word": raw.word.strip(), "probability": round(float(raw.probability), PROB_DIGITS)})
-        log.info("re-decoded up to %.1f s", segment.end)
+        done = sum(max(0.0, min(segment.end, s.clip_end) - s.clip_start) for s in spans)
+        progress.report("refine", min(done, total), total)
+    progress.report("refine", total, total)
     return per_clip
 
 
