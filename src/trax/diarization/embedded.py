@@ -7,12 +7,10 @@ Steps, for 16 kHz mono audio:
 
 1. **Speech.** Silero VAD speech regions (``vad_threshold``; gaps shorter than
    ``vad_min_silence_ms`` are bridged, regions padded by ``vad_pad_ms``).
-2. **Embeddings.** The speech regions are concatenated and resemblyzer's log-mel frames (10 ms)
+2. **Embeddings.** The speech regions are concatenated and resemblyzer's mel frames (10 ms)
    computed once; windows of ``window_s`` every ``hop_s`` go through the LSTM speaker encoder in
-   one batch, giving L2-normalised 256-d embeddings. Windows never straddle a gap longer than
-   ``vad_min_silence_ms`` in the original timeline? They may: speech is concatenated, so a
-   window can cover the end of one region and the start of the next; with padding this is rare
-   and the frame-level smoothing below decides the boundary.
+   one batch, giving L2-normalised 256-d embeddings. A window may span the end of one region and
+   the start of the next; the frame-level labelling below decides where a change falls.
 3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
    ``cluster_threshold`` (automatic speaker count), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
@@ -92,23 +90,36 @@ class EmbeddedModels:
 
 def load_embedded_models() -> EmbeddedModels:
     """Load resemblyzer's voice encoder (CPU) and Silero VAD v6 from faster-whisper."""
+    import faster_whisper
+    import resemblyzer
     from faster_whisper.vad import get_vad_model
     from resemblyzer import VoiceEncoder
 
     from trax.provenance import sha256_file
-    import resemblyzer
 
     weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
     encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
-    import faster_whisper
-
     vad_path = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
     ids = {
         "embedding": {"id": f"resemblyzer=={metadata.version('resemblyzer')}", "weights_sha256": sha256_file(weights)},
         "vad": {"id": f"silero_vad_v6 (faster-whisper=={metadata.version('faster-whisper')})",
                 "weights_sha256": sha256_file(vad_path)},
     }
-    return EmbeddedModels(encoder=encoder, vad=get_vad_model(), ids=ids)
+    models = EmbeddedModels(encoder=encoder, vad=get_vad_model(), ids=ids)
+    _warm_up(models)
+    return models
+
+
+def _warm_up(models: EmbeddedModels) -> None:
+    """Run every step once on a short synthetic signal, so the native code librosa, numba and
+    scipy import lazily on first use loads with the model, not inside the first request."""
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage  # noqa: F401
+
+    noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.1
+    speech_regions(noise, EmbeddedOptions())
+    mel = _mel_frames(noise)
+    embed_windows(models, mel, window=50, hop=25)
 
 
 def speech_regions(audio: np.ndarray, options: EmbeddedOptions) -> list[tuple[int, int]]:

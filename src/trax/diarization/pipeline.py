@@ -176,11 +176,10 @@ def diarize_file(
         options = DiarizeOptions.from_config(settings)
         fix_torch_threads(options.threads)
         data = diarize_wav(wav_path, sample_id, settings, load_models(options))
-    result = Diarization.from_dict(data)
     from trax.schemas import validate
 
-    validate(data, "diarization")
-    write_text_atomic(rttm_path, result.rttm())
+    validate(data, "diarization")  # before writing either file: no partial outputs
+    write_text_atomic(rttm_path, Diarization.from_dict(data).rttm())
     write_json_atomic(json_path, data, schema="diarization")
     return data
 
