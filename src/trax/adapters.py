@@ -42,6 +42,8 @@ MIN_CLIP_S = 0.1
 #: Decoder positions available to prompt + text + end-of-text.
 MAX_TARGET_TOKENS = 448
 SPLITS = ("train", "validation")
+#: Domain names (wildcard and config keys): also folder names under resources/adapters/.
+DOMAIN_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 LOSS_DIGITS = 4
 WER_DIGITS = 4
 ADAPTER_INFO = "trax-adapter.json"
@@ -170,6 +172,19 @@ def read_dataset(dataset: str | os.PathLike[str]) -> list[Clip]:
             raise TraxError(dataset, f"row {index}: split {split!r} must be one of {', '.join(SPLITS)}")
         clips.append(Clip(row=index, audio=audio, text=text, start=start, end=end, split=split))
     return clips
+
+
+def dataset_audio_files(dataset: str | os.PathLike[str]) -> list[str]:
+    """Existing audio files a dataset TSV names (for Snakemake's inputs); [] when the TSV is
+    missing or malformed — the job then reports the problem in one line."""
+    try:
+        with open(dataset, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    base = Path(dataset).parent
+    files = {str(base / row["audio"].strip()) for row in rows if (row.get("audio") or "").strip()}
+    return sorted(f for f in files if os.path.isfile(f))
 
 
 def split_dataset(dataset: Path, clips: list[Clip], validation_fraction: float) -> tuple[list[Clip], list[Clip]]:
