@@ -365,9 +365,11 @@ def train(
 ) -> tuple[TrainingResult, ModelSource, list[Clip], list[Clip]]:
     """Train a LoRA adapter and save it (peft format) into ``output_dir``."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
-    from trax.ct2_hf import convert_to_ct2, load_hf_whisper
+    from trax.ct2_hf import convert_to_ct2, import_transformers, load_hf_whisper
+
+    import_transformers()  # before peft, which imports transformers too
+    from peft import LoraConfig, get_peft_model
 
     set_deterministic(options.seed, options.threads)
     clips = read_dataset(dataset)
@@ -506,10 +508,11 @@ def build_adapted_model(
     Raises:
         TraxError: When the adapter was trained on another base model than ``settings['model']``.
     """
-    from peft import PeftModel
-
-    from trax.ct2_hf import convert_to_ct2, load_hf_whisper
+    from trax.ct2_hf import convert_to_ct2, import_transformers, load_hf_whisper
     from trax.jsonio import read_json
+
+    import_transformers()  # before peft, which imports transformers too
+    from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
     options = AdapterOptions.from_config(settings)
