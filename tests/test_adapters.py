@@ -89,8 +89,14 @@ def test_workflow_trains_builds_and_decodes_with_an_adapter(make_workflow, tmp_p
     assert re.search(r"step 2/2 \(epoch 2\) loss \d+\.\d{4}", log)
     assert (root / "ct2" / "model.bin").is_file() and (root / "ct2" / "tokenizer.json").is_file()
 
-    # Nothing changed: nothing reruns. The adapted model decodes another clip (as a local model dir).
+    # Nothing changed: nothing reruns. Forced, training and merging give the same bytes (deterministic).
     assert "Nothing to be done" in workflow.run("-n", "resources/adapters/lj/ct2").output
+    outputs = [root / "metrics.json", root / "lora" / "adapter_model.safetensors", root / "ct2" / "model.bin"]
+    first = [p.read_bytes() for p in outputs]
+    workflow.run("resources/adapters/lj/ct2", "--forcerun", "train_adapter")
+    assert [p.read_bytes() for p in outputs] == first
+
+    # The adapted model decodes another clip (here as a local model directory for the fast pass).
     workflow.write_config({"inputs": str(JFK), **config, "transcribe_fast": {"model": str(root / "ct2")}})
     workflow.run()
     transcript = read_json(workflow.result("jfk", "transcript.fast.json"))
