@@ -1,15 +1,16 @@
 """Domain adapters: dataset guard rails, and a tiny adapter trained, merged and used by the workflow."""
 
 import re
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import BENCH, JFK, REPO, ffmpeg
 from trax.adapters import load_clip, read_dataset, split_dataset
 from trax.errors import TraxError
-from trax.evaluation import normalize_text
+from trax.evaluation import corpus_wer
 from trax.jsonio import read_json
 from trax.schemas import validate
 
@@ -66,17 +67,28 @@ def test_clip_limits_and_split(tmp_path) -> None:
 
 
 def _adapter_config(dataset: Path, **overrides) -> dict:
-    # Kept tiny for CI: decoder-only LoRA (encoder output computed once), one clip, two steps.
-    settings = {"train_encoder": False, "epochs": 2, "batch_size": 1, "learning_rate": 0.001,
-                "datasets": {"lj": str(dataset)}}
+    # Kept tiny for CI: tiny.en, decoder-only LoRA (encoder output computed once), one clip, two steps.
+    settings = {"model": "embedded:tiny.en", "train_encoder": False, "epochs": 2, "batch_size": 1,
+                "learning_rate": 0.001, "datasets": {"lj": str(dataset)}}
     return {**settings, **overrides}
 
 
-def test_workflow_trains_builds_and_decodes_with_an_adapter(make_workflow, tmp_path) -> None:
+def test_workflow_trains_builds_and_refines_with_an_adapter(make_workflow, tmp_path) -> None:
     dataset = _tsv(tmp_path / "lj.tsv", "audio\ttext\tsplit", _lj(2) + "\ttrain", _lj(8) + "\tvalidation")
-    config = {"adapters": _adapter_config(dataset), "server": {"enabled": False}}
-    workflow = make_workflow(str(REPO / "resources" / "example" / "status_update.ogg"), **config)
-    run = workflow.run("resources/adapters/lj/ct2")
+    domains = tmp_path / "domains"
+    shutil.copytree(REPO / "config" / "domains", domains)
+    adapter = "resources/adapters/lj/ct2"
+    (domains / "lj.yaml").write_text(yaml.safe_dump({"description": "LJ Speech readings", "keywords": ["printing"],
+                                                     "adapter": adapter}))
+    sheet = _tsv(tmp_path / "samples.tsv", "id\tpath\tdomain", f"lj13\t{LJ / 'LJ001-0013.wav'}\tlj")
+    config = {"adapters": _adapter_config(dataset),
+              # Refine with tiny.en (what the adapter is trained on), re-decoding every word below 0.99.
+              "refine": {"enabled": True, "model": "embedded:tiny.en", "word_threshold": 0.99,
+                         "domains_dir": str(domains)}}
+    workflow = make_workflow(str(sheet), **config)
+    target = "results/lj13/transcript.refined.json"
+    workflow.run(target)
+
     root = workflow.workdir / "resources" / "adapters" / "lj"
     assert sorted(p.name for p in (root / "lora").iterdir() if not p.name.startswith(".")) == [
         "README.md", "adapter_config.json", "adapter_model.safetensors", "trax-adapter.json"]
@@ -89,30 +101,35 @@ def test_workflow_trains_builds_and_decodes_with_an_adapter(make_workflow, tmp_p
     assert re.search(r"step 2/2 \(epoch 2\) loss \d+\.\d{4}", log)
     assert (root / "ct2" / "model.bin").is_file() and (root / "ct2" / "tokenizer.json").is_file()
 
+    # The refine stage decoded this file (domain lj) with the adapted model, cached under its adapter.
+    refined = read_json(workflow.result("lj13", "transcript.refined.json"))
+    assert refined["domain"]["name"] == "lj" and refined["domain"]["adapter"] == adapter
+    assert refined["provenance"]["models"]["refine"]["spec"] == adapter
+    assert refined["refinement"]["spans"], "nothing was re-decoded"
+    # "than in the same operations with ugly ones": at most one word wrong after two tiny steps.
+    assert corpus_wer([(LJ / "LJ001-0013.txt").read_text()], [refined["text"]]).wer <= 0.15
+    keys = [model["key"] for model in workflow.server("stats")["models"]]
+    assert any(key["adapter"] == adapter and key["model"] == adapter for key in keys), keys
+
     # Nothing changed: nothing reruns. Forced, training and merging give the same bytes (deterministic).
-    assert "Nothing to be done" in workflow.run("-n", "resources/adapters/lj/ct2").output
+    assert "Nothing to be done" in workflow.run("-n", target).output
     outputs = [root / "metrics.json", root / "lora" / "adapter_model.safetensors", root / "ct2" / "model.bin"]
     first = [p.read_bytes() for p in outputs]
-    workflow.run("resources/adapters/lj/ct2", "--forcerun", "train_adapter")
+    workflow.run(target, "--forcerun", "train_adapter")
     assert [p.read_bytes() for p in outputs] == first
 
-    # The adapted model decodes another clip (here as a local model directory for the fast pass).
-    workflow.write_config({"inputs": str(JFK), **config, "transcribe_fast": {"model": str(root / "ct2")}})
-    workflow.run()
-    transcript = read_json(workflow.result("jfk", "transcript.fast.json"))
-    assert normalize_text(transcript["text"]) == normalize_text((JFK.parent / "jfk.txt").read_text())
-    assert transcript["provenance"]["models"]["asr"]["id"] == "local:ct2"
-
-    # A hyperparameter change retrains and rebuilds; touching an audio file of the dataset too.
-    workflow.write_config({"inputs": str(JFK), **config,
-                           "adapters": _adapter_config(dataset, learning_rate=0.0005)})
-    planned = workflow.run("-n", "resources/adapters/lj/ct2").output
-    assert re.search(r"^train_adapter\s+1$", planned, re.M) and re.search(r"^build_adapted_model\s+1$", planned, re.M)
+    # A hyperparameter change retrains, rebuilds and refines again; the fast pass stays.
+    workflow.write_config({"inputs": str(sheet), **config, "adapters": _adapter_config(dataset, learning_rate=0.0005)})
+    planned = workflow.run("-n", target).output
+    for rule in ("train_adapter", "build_adapted_model", "refine"):
+        assert re.search(rf"^{rule}\s+1$", planned, re.M), planned
+    assert not re.search(r"^transcribe_fast\s", planned, re.M)
 
 
 def test_bad_dataset_fails_the_job_with_one_line(make_workflow, tmp_path) -> None:
     dataset = _tsv(tmp_path / "bad.tsv", "audio\ttext", f"{tmp_path / 'gone.wav'}\thello", _lj(2))
-    workflow = make_workflow(str(JFK), adapters={"datasets": {"bad": str(dataset)}}, server={"enabled": False})
+    workflow = make_workflow(str(JFK), adapters={"model": "embedded:tiny.en", "datasets": {"bad": str(dataset)}},
+                             server={"enabled": False})
     run = workflow.run("resources/adapters/bad/ct2", check=False)
     assert run.returncode != 0
     assert f"trax: error: {dataset}: row 2: audio file not found: {tmp_path / 'gone.wav'}" in run.output

@@ -76,7 +76,7 @@ class AdapterOptions:
         compute_type: CTranslate2 weight type of the merged model (int8: fast on CPU, small).
     """
 
-    model: str = "embedded:tiny.en"
+    model: str = "embedded:base"
     language: str = "en"
     r: int = 8
     alpha: int = 16

@@ -9,6 +9,7 @@ from trax.errors import TraxError
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
 from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
+from trax.refine import is_model_path
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -228,13 +229,29 @@ def adapter_audio(wildcards):
 
 def adapter_settings(wildcards):
     """Training settings: the adapters section without the datasets map (a change to another
-    domain's dataset must not retrain this one; this domain's TSV is an input)."""
-    return {key: value for key, value in config["adapters"].items() if key != "datasets"}
+    domain's dataset must not retrain this one; this domain's TSV is an input). A null model is
+    the refine model: an adapter must be trained on the model that decodes with it."""
+    settings = {key: value for key, value in config["adapters"].items() if key != "datasets"}
+    settings["model"] = settings["model"] or config["refine"]["model"]
+    return settings
 
 
 def adapted_model_settings(wildcards):
     """What the merged model depends on besides the adapter files: the base model and weight type."""
-    return {key: config["adapters"][key] for key in ("model", "compute_type")}
+    settings = adapter_settings(wildcards)
+    return {key: settings[key] for key in ("model", "compute_type")}
+
+
+def refine_adapters(wildcards):
+    """Adapted model directories refine may load for this file: its sample-sheet domain's, or with
+    a fixed refine.domain that one's, else (auto-detection) every domain's. Inputs, so Snakemake
+    builds them first (resources/adapters/<domain>/ct2) and a rebuilt adapter reruns refine."""
+    if not config["refine"]["enabled"]:
+        return []
+    domain = sample_domain(wildcards) or config["refine"]["domain"]
+    names = list(DOMAINS) if domain == "auto" else [domain]
+    adapters = [DOMAINS[name]["adapter"] for name in names if name in DOMAINS]
+    return sorted({adapter for adapter in adapters if adapter and is_model_path(adapter)})
 
 
 def all_outputs(wildcards):
