@@ -21,6 +21,7 @@ include: "workflow/rules/merge.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/enhance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/adapters.smk"
 
 
 report: "workflow/report/workflow.rst"

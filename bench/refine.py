@@ -106,7 +106,7 @@ def main() -> None:
         refined, times = {}, {}
         for wav in [*wavs, columbia]:
             start = time.perf_counter()
-            refined[wav] = refine_transcript(fast[wav], wav, settings, domains, None, lambda: refine_model)
+            refined[wav] = refine_transcript(fast[wav], wav, settings, domains, None, lambda adapter: refine_model)
             times[wav] = fast_times[wav] + time.perf_counter() - start
         rows.append(_row(label, references, [refined[w] for w in wavs], times, wavs, columbia, refined))
         chosen = sorted({refined[w]["domain"]["name"] for w in [*wavs, columbia]})

@@ -25,10 +25,12 @@ import difflib
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trax import domains as domain_lib
 from trax import progress
+from trax.errors import TraxError
 from trax.jsonio import read_json, write_json_atomic
 from trax.models import ModelSource, resolve_whisper
 from trax.protocol import ServerSettings
@@ -100,10 +102,29 @@ class RefineOptions:
     def from_config(cls, settings: dict[str, Any]) -> RefineOptions:
         return cls(**settings)
 
-    def decode_settings(self) -> dict[str, Any]:
-        """The :class:`~trax.transcribe.TranscribeOptions` fields that load the refine model."""
-        return {"model": self.model, "device": self.device, "compute_type": self.compute_type,
+    def decode_settings(self, adapter: str | None = None) -> dict[str, Any]:
+        """The :class:`~trax.transcribe.TranscribeOptions` fields that load the refine model.
+
+        Args:
+            adapter: The chosen domain's adapted model (a CTranslate2 directory, e.g. built by
+                ``build_adapted_model``, or a hub name); it replaces ``model`` for that domain's files.
+
+        Raises:
+            TraxError: When the adapted model directory does not exist.
+        """
+        model = self.model
+        if adapter is not None:
+            if is_model_path(adapter) and not (Path(adapter) / "model.bin").is_file():
+                raise TraxError(adapter, "domain adapter model not found (no model.bin); build it with "
+                                         "`snakemake resources/adapters/<domain>/ct2` or fix the domain's adapter")
+            model = adapter
+        return {"model": model, "device": self.device, "compute_type": self.compute_type,
                 "cpu_threads": self.cpu_threads, "beam_size": self.beam_size}
+
+
+def is_model_path(spec: str) -> bool:
+    """Whether a domain's ``adapter`` names a local directory (else a hub model name)."""
+    return "/" in spec or spec.startswith((".", "~")) or Path(spec).exists()
 
 
 @dataclass
@@ -274,7 +295,7 @@ def refine_transcript(
     settings: dict[str, Any],
     domains: dict[str, dict[str, Any]],
     sample_domain: str | None,
-    model_provider: Callable[[], tuple[Any, ModelSource]] | None,
+    model_provider: Callable[[str | None], tuple[Any, ModelSource]] | None,
 ) -> dict[str, Any]:
     """Build the refined transcript (serialized, ``transcript.refined`` schema) from the fast one.
 
@@ -286,8 +307,8 @@ def refine_transcript(
         settings: The ``refine`` config section.
         domains: Domain definitions by name (:func:`trax.domains.load_domains`).
         sample_domain: The sample sheet's ``domain`` for this file, if any (wins over config).
-        model_provider: Returns the loaded refine model and its source; called only when there is
-            something to re-decode. None when the caller knows nothing will be (refinement off).
+        model_provider: Returns the loaded refine model and its source for the chosen domain's
+            adapter (None: the plain refine model); called only when there is something to re-decode. None when the caller knows nothing will be (refinement off).
     """
     options = RefineOptions.from_config(settings)
     requested, source = (sample_domain, "sample_sheet") if sample_domain else (options.domain, "config")
@@ -302,7 +323,7 @@ def refine_transcript(
     if spans:
         if model_provider is None:
             raise ValueError("refinement has spans to re-decode but no model")
-        model, model_source = model_provider()
+        model, model_source = model_provider(domain["adapter"])
         models["refine"] = model_source.describe()
         pin_blas_threads()
         decoded = _decoded_words(model, load_wav(wav_path), spans, fast["language"], options, hotwords)
@@ -500,14 +521,15 @@ def refine_file(
         refined = call_server("refine", {"wav_path": wav_path, "fast_path": fast_path, "settings": settings,
                                          "domains": domains, "sample_domain": sample_domain}, server)
     else:
-        provider = (lambda: load_refine_model(options)) if needs_model else None
+        provider = (lambda adapter: load_refine_model(options, adapter=adapter)) if needs_model else None
         refined = refine_transcript(fast, wav_path, settings, domains, sample_domain, provider)
     write_json_atomic(output_path, refined, schema="transcript.refined")
     return refined
 
 
-def load_refine_model(options: RefineOptions, num_workers: int = 1) -> tuple[Any, ModelSource]:
-    """Load the refine model in this process."""
-    decode = TranscribeOptions.from_config(options.decode_settings())
+def load_refine_model(options: RefineOptions, num_workers: int = 1,
+                      adapter: str | None = None) -> tuple[Any, ModelSource]:
+    """Load the refine model (or a domain's adapted model) in this process."""
+    decode = TranscribeOptions.from_config(options.decode_settings(adapter))
     source = resolve_whisper(decode.model)
     return load_whisper(source, decode, num_workers=num_workers), source

@@ -112,8 +112,9 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.stopping = True  # the handler stops the server after this reply is sent
         return {"stopping": True}
 
-    def whisper(self, settings: dict[str, Any]) -> tuple[Any, Any]:
-        """The (model, source) for a transcribe_* settings dict, loaded once per key."""
+    def whisper(self, settings: dict[str, Any], adapter: str | None = None) -> tuple[Any, Any]:
+        """The (model, source) for a transcribe_* settings dict, loaded once per key (the adapter
+        is part of the key, so a domain's adapted model is cached beside the plain one)."""
         from trax.models import resolve_whisper
         from trax.transcribe import TranscribeOptions, load_whisper, whisper_model_key
 
@@ -122,7 +123,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
         source = resolve_whisper(options.model)
-        key = whisper_model_key(source, options)
+        key = whisper_model_key(source, options, adapter)
         return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers)), source
 
     def warm(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -150,11 +151,12 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         domains = _require(params, "domains", dict)
         sample_domain = params.get("sample_domain")
         try:
-            decode = RefineOptions.from_config(settings).decode_settings()
+            options = RefineOptions.from_config(settings)
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
         with self.work_slots:
-            return refine_transcript(fast, wav_path, settings, domains, sample_domain, lambda: self.whisper(decode))
+            return refine_transcript(fast, wav_path, settings, domains, sample_domain,
+                                     lambda adapter: self.whisper(options.decode_settings(adapter), adapter))
 
     def diarize(self, params: dict[str, Any]) -> dict[str, Any]:
         """Diarize a normalized WAV; models cached by :func:`trax.diarization.pipeline.model_key`."""

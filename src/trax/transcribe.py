@@ -190,11 +190,12 @@ def resolve_device(options: TranscribeOptions) -> tuple[str, str]:
     return "cpu", options.compute_type
 
 
-def whisper_model_key(source: ModelSource, options: TranscribeOptions) -> ModelKey:
-    """Cache key of a loaded Whisper model (see :class:`trax.manager.ModelKey`)."""
+def whisper_model_key(source: ModelSource, options: TranscribeOptions, adapter: str | None = None) -> ModelKey:
+    """Cache key of a loaded Whisper model (see :class:`trax.manager.ModelKey`); ``adapter`` names
+    a domain's adapted model directory when ``source`` is one."""
     device, compute_type = resolve_device(options)
     return ModelKey(kind="whisper", model=source.name, compute_type=compute_type, device=device,
-                    revision=source.revision)
+                    adapter=adapter, revision=source.revision)
 
 
 def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: int = 1):  # -> WhisperModel

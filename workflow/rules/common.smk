@@ -8,6 +8,8 @@ from trax.domains import load_domains
 from trax.errors import TraxError
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
+from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
+from trax.refine import is_model_path
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -49,6 +51,7 @@ except TraxError as exc:
 
 wildcard_constraints:
     sample=SAMPLE_ID_PATTERN,
+    domain=DOMAIN_PATTERN,
 
 
 def sample_of(wildcards):
@@ -207,9 +210,54 @@ def per_file_outputs():
     return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES)
 
 
+def adapter_dataset(wildcards):
+    """train_adapter's dataset TSV: adapters.datasets[domain] (relative to the working directory)."""
+    try:
+        return config["adapters"]["datasets"][wildcards.domain]
+    except KeyError:
+        raise WorkflowError(
+            f"trax: error: no dataset for domain '{wildcards.domain}': name one in adapters.datasets "
+            f"(known: {', '.join(config['adapters']['datasets']) or '(none)'})"
+        )
+
+
+def adapter_audio(wildcards):
+    """The audio files the dataset names, so editing or replacing one retrains the adapter. Missing
+    ones are left to the job, which reports the first with its row in one line."""
+    return dataset_audio_files(adapter_dataset(wildcards))
+
+
+def adapter_settings(wildcards):
+    """Training settings: the adapters section without the datasets map (a change to another
+    domain's dataset must not retrain this one; this domain's TSV is an input). A null model is
+    the refine model: an adapter must be trained on the model that decodes with it."""
+    settings = {key: value for key, value in config["adapters"].items() if key != "datasets"}
+    settings["model"] = settings["model"] or config["refine"]["model"]
+    return settings
+
+
+def adapted_model_settings(wildcards):
+    """What the merged model depends on besides the adapter files: the base model and weight type."""
+    settings = adapter_settings(wildcards)
+    return {key: settings[key] for key in ("model", "compute_type")}
+
+
+def refine_adapters(wildcards):
+    """Adapted model directories refine may load for this file: its sample-sheet domain's, or with
+    a fixed refine.domain that one's, else (auto-detection) every domain's. Inputs, so Snakemake
+    builds them first (resources/adapters/<domain>/ct2) and a rebuilt adapter reruns refine."""
+    if not config["refine"]["enabled"]:
+        return []
+    domain = sample_domain(wildcards) or config["refine"]["domain"]
+    names = list(DOMAINS) if domain == "auto" else [domain]
+    adapters = [DOMAINS[name]["adapter"] for name in names if name in DOMAINS]
+    return sorted({adapter for adapter in adapters if adapter and is_model_path(adapter)})
+
+
 def all_outputs(wildcards):
     outputs = per_file_outputs() + expand("results/{sample}/evaluation.json", sample=EVALUATED)
     outputs += expand(["results/{sample}/diarization.rttm", "results/{sample}/diarization.json"], sample=SAMPLES)
     if SAMPLES:
         outputs += ["results/summary.tsv", "results/report/summary.html"]
-    return outputs
+    # Adapters are opt-in: only domains that name a dataset in adapters.datasets get one.
+    return outputs + expand("resources/adapters/{domain}/ct2", domain=config["adapters"]["datasets"])

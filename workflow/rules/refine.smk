@@ -2,6 +2,7 @@ rule refine:
     input:
         fast="results/{sample}/transcript.fast.json",
         wav="results/{sample}/audio.wav",
+        adapters=refine_adapters,
     output:
         transcript="results/{sample}/transcript.refined.json",
     params:
