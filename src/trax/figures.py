@@ -39,8 +39,13 @@ def read_rttm_turns(path: str | Path) -> list[Turn]:
 
 def transcript_turns(transcript: Mapping[str, Any]) -> list[Turn]:
     """Transcript segments as turns, labelled by their speaker when the transcript has one."""
-    segments = transcript.get("utterances") or transcript["segments"]
+    segments = _segments(transcript)
     return [Turn(float(s["start"]), float(s["end"]), str(s.get("speaker") or "speech")) for s in segments]
+
+
+def _segments(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Speaker utterances of a merged.json, else a transcript's segments (either may be empty)."""
+    return transcript["utterances"] if "utterances" in transcript else transcript["segments"]
 
 
 def _figure(width: float, height: float):
@@ -93,7 +98,7 @@ def confidence_png(probabilities: Sequence[float], path: str | Path, title: str)
 
 def preview_html(transcript: Mapping[str, Any], path: str | Path, title: str, max_segments: int) -> None:
     """The first ``max_segments`` segments (or speaker utterances) as an HTML table."""
-    segments = transcript.get("utterances") or transcript["segments"]
+    segments = _segments(transcript)
     rows = []
     for segment in segments[:max_segments]:
         words = segment.get("words", [])
@@ -146,9 +151,10 @@ def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: st
     turns = read_rttm_turns(rttm) if rttm else transcript_turns(transcript)
     turns = [Turn(t.start, t.end, names.get(t.label, t.label)) for t in turns]
     timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
-    segments = transcript.get("utterances") or transcript["segments"]
+    segments = _segments(transcript)
     probabilities = [float(w["probability"]) for s in segments for w in s.get("words", [])]
     confidence_png(probabilities, confidence, f"{sample_id}: word confidence")
-    shown = {**transcript, "utterances": [{**u, "speaker": names.get(u["speaker"], u["speaker"])}
-                                          for u in transcript.get("utterances", [])]}
+    shown = dict(transcript)
+    if "utterances" in transcript:
+        shown["utterances"] = [{**u, "speaker": names.get(u["speaker"], u["speaker"])} for u in transcript["utterances"]]
     preview_html(shown, preview, f"{sample_id}: transcript preview", max_segments)
