@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "Transcripts: results/*/transcript.fast.json"
+	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
 
 test: setup
 	$(BIN)/python -m pytest -q
