@@ -5,36 +5,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trax.jsonio import atomic_path, read_json
+from trax.merge import Turn, read_rttm
 
 #: PNG metadata matplotlib would otherwise fill with its version; dropping it keeps bytes stable
 #: across matplotlib patch releases too.
 PNG_METADATA = {"Software": None}
 DPI = 100
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One stretch of speech on the timeline (a speaker turn, or a transcript segment)."""
-
-    start: float
-    end: float
-    label: str
-
-
-def read_rttm_turns(path: str | Path) -> list[Turn]:
-    """Speaker turns from an RTTM file (``SPEAKER uri chan start dur <NA> <NA> label ...``)."""
-    turns = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if len(fields) >= 8 and fields[0] == "SPEAKER":
-            start, duration = float(fields[3]), float(fields[4])
-            turns.append(Turn(start, start + duration, fields[7]))
-    return turns
 
 
 def transcript_turns(transcript: Mapping[str, Any]) -> list[Turn]:
@@ -148,7 +128,7 @@ def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: st
     transcript = read_json(transcript_json)
     duration = float(read_json(audio_json)["audio"]["duration"])
     names = _display_names(transcript)
-    turns = read_rttm_turns(rttm) if rttm else transcript_turns(transcript)
+    turns = read_rttm(rttm) if rttm else transcript_turns(transcript)
     turns = [Turn(t.start, t.end, names.get(t.label, t.label)) for t in turns]
     timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
     segments = _segments(transcript)
