@@ -68,7 +68,7 @@ def beam_wer(model_dir: Path) -> float:
         for n in TEST:
             wav = Path(tmp) / f"{n}.wav"
             decode_to_wav(lj(n), wav)
-            segments, _, _ = transcribe_audio(model, load_wav(wav), options)
+            segments, _, _, _ = transcribe_audio(model, load_wav(wav), options)
             hypotheses.append(" ".join(s.text for s in segments))
             references.append(lj(n).with_suffix(".txt").read_text(encoding="utf-8"))
     return corpus_wer(references, hypotheses).wer

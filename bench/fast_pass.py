@@ -1,47 +1,48 @@
-"""Fast pass: the workflow vs bare faster-whisper on one long recording.
+"""Fast pass: batch size x beam x VAD for the transcribe_fast decoder, against bare faster-whisper.
 
 Usage::
 
-    .venv/bin/python bench/fast_pass.py [--audio PATH] [--repeats 3]
+    .venv/bin/python bench/fast_pass.py [--threads 2] [--rows all|default]
 
-Rows (medians over ``--repeats`` runs, each in fresh processes):
+One table from one run. Every row decodes, in this one process with tiny.en int8 loaded once,
+the same three inputs:
 
-* ``bare faster-whisper`` — one Python process that imports faster-whisper, loads tiny.en and
-  transcribes the file with the workflow's settings (the floor).
-* ``snakemake start-up`` — a zero-job run of the finished workflow (parse, validate, DAG, exit).
-* ``workflow (cold), server on|off`` — ``snakemake --cores 2`` from an empty results folder
-  (normalize + transcribe_fast), with the model server (default config) and without it.
-* ``... - start-up`` — the same minus start-up, compared with the bare run in the last column.
-* ``normalize`` / ``transcribe_fast`` — Snakemake's own ``benchmark:`` numbers per job.
+* ``dev WER`` — corpus WER over the dev category-a set (``trax.benchdata.wer_items``: 26 files,
+  454 reference words), Whisper's English normalizer, errors summed before dividing;
+* ``columbia RTF`` — decode seconds / audio seconds on columbia.16k.wav (198.8 s, one speaker);
+* ``5-min s`` — decode seconds for bench/end_to_end.py's 5-minute recording (monologue + meetings).
+
+Rows ``batch B, beam K, VAD on|off`` go through :func:`trax.transcribe.transcribe_audio` with the
+workflow's other defaults (word timestamps, T=0, non-speech segments dropped), so their WER is
+what the workflow writes. ``batch 0`` is faster-whisper's sequential 30 s sliding window; the
+batched decoder always runs Silero VAD first (it needs speech chunks of at most 30 s).
+
+The ``bare`` rows call faster-whisper with *its own* defaults (no trax options at all):
+``WhisperModel.transcribe(path)`` (beam 5, temperature fallback, previous-text conditioning, no
+VAD, no word timestamps) and ``BatchedInferencePipeline.transcribe(path)`` (batch 8, beam 5, VAD).
+Times are decode only (model loaded, audio in memory for trax rows, decoded from the file for the
+bare rows as a user of faster-whisper would), ``--threads`` CTranslate2 threads, BLAS pinned to one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-
-import pandas as pd
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from trax.benchdata import benchdata_dir  # noqa: E402
-from trax.media import probe  # noqa: E402
+from trax.benchdata import benchdata_dir, wer_items  # noqa: E402
+from trax.evaluation import corpus_wer  # noqa: E402
+from trax.media import find_ffmpeg  # noqa: E402
 
-
-def media_duration(path: Path) -> float:
-    """Duration of any media file, as ffprobe reports it."""
-    return probe(path, path.stat().st_size, sha256="").duration
-
+#: One process per bare run: import, load tiny.en and transcribe with the workflow's settings.
+#: bench/end_to_end.py's floor (sequential beam 5 with word timestamps, as the seed measured it).
 BARE = r"""
 import json, resource, sys, time
 start = time.perf_counter()
@@ -64,67 +65,86 @@ def stop_server(workdir: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True)
 
 
-def snakemake(workdir: Path, config: Path, cores: int = 2) -> float:
+def snakemake(workdir: Path, config: Path, cores: int = 2, *extra: str) -> float:
+    """Run the workflow in ``workdir``; return its wall time in seconds."""
     command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(config), "--cores", str(cores), "--quiet", "all"]
+               "--configfile", str(config), "--cores", str(cores), "--quiet", *extra]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def benchmark_row(workdir: Path, rule: str) -> tuple[float, float]:
-    (tsv,) = (workdir / "benchmarks" / rule).glob("*.tsv")
-    frame = pd.read_csv(tsv, sep="\t")
-    return float(frame["s"].iloc[0]), float(frame["max_rss"].iloc[0])
+def grid(rows: str) -> list[tuple[int, int, bool]]:
+    """(batch size, beam size, VAD) per trax row."""
+    if rows == "default":
+        return [(0, 5, False), (8, 5, True)]
+    combos = [(0, beam, vad) for beam in (1, 5) for vad in (False, True)]
+    return combos + [(batch, beam, True) for batch in (4, 8, 16) for beam in (1, 5)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--audio", type=Path, default=benchdata_dir() / "const-me-whisper" / "columbia.16k.wav")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", choices=["all", "default"], default="all")
     args = parser.parse_args()
 
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transcribe_fast"]
-    duration = media_duration(args.audio)
+    from trax.transcribe import (TranscribeOptions, load_wav, load_whisper, pin_blas_threads, resolve_whisper,
+                                 transcribe_audio)
+    from end_to_end import build_recording
 
-    names = ["bare faster-whisper", "snakemake start-up"]
-    for server in ("on", "off"):
-        names += [f"workflow (cold), server {server}", f"  - start-up, server {server}",
-                  f"  normalize, server {server}", f"  transcribe_fast, server {server}"]
-    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    for _ in range(args.repeats):
-        out = json.loads(subprocess.run([sys.executable, "-c", BARE, str(args.audio), json.dumps(settings)],
-                                        check=True, capture_output=True, text=True, env=env).stdout)
-        rows["bare faster-whisper"].append((out["wall"], out["rss_mb"]))
+    pin_blas_threads()
+    base = TranscribeOptions(cpu_threads=args.threads)
+    model = load_whisper(resolve_whisper(base.model), base)
 
-        for server in ("on", "off"):
-            workdir = Path(tempfile.mkdtemp(prefix="trax-bench-"))
-            config = workdir / "config.yaml"
-            config.write_text(yaml.safe_dump({"inputs": str(args.audio), "server": {"enabled": server == "on"}}))
-            cold = snakemake(workdir, config)
-            startup = snakemake(workdir, config)  # nothing to do: pure start-up cost
-            stop_server(workdir)
-            normalize_s, normalize_rss = benchmark_row(workdir, "normalize")
-            transcribe_s, transcribe_rss = benchmark_row(workdir, "transcribe_fast")
-            rows["snakemake start-up"].append((startup, float("nan")))
-            rows[f"workflow (cold), server {server}"].append((cold, float("nan")))
-            rows[f"  - start-up, server {server}"].append((cold - startup, float("nan")))
-            rows[f"  normalize, server {server}"].append((normalize_s, normalize_rss))
-            rows[f"  transcribe_fast, server {server}"].append((transcribe_s, transcribe_rss))
-            shutil.rmtree(workdir)
+    items = wer_items()
+    five_minutes = build_recording(REPO / "bench" / "out" / "five_minutes.wav")
+    columbia = benchdata_dir() / "const-me-whisper" / "columbia.16k.wav"
+    wavs = _normalized([i.path for i in items] + [columbia, five_minutes], REPO / "bench" / "out" / "fast_pass")
+    dev_audio = [load_wav(wavs[i.path]) for i in items]
+    columbia_audio, five_audio = load_wav(wavs[columbia]), load_wav(wavs[five_minutes])
+    references = [i.reference for i in items]
 
-    bare = statistics.median(w for w, _ in rows["bare faster-whisper"])
-    print(f"audio: {args.audio.name}, {duration:.1f} s; {args.repeats} repeats, medians; cpu_threads={settings['cpu_threads']}")
-    print("RSS: peak of the job process (Snakemake benchmark); with the server on, the decode's memory is")
-    print("in the server (see bench/batch.py), not in the transcribe_fast job.")
-    print(f"{'row':34s} {'wall s':>8s} {'RTF':>7s} {'peak RSS MB':>12s} {'vs bare s':>10s}")
-    for name, values in rows.items():
-        wall = statistics.median(w for w, _ in values)
-        rss_values = [r for _, r in values if r == r]
-        rss = f"{statistics.median(rss_values):12.0f}" if rss_values else f"{'-':>12s}"
-        delta = f"{wall - bare:+10.2f}" if "start-up, server" in name else f"{'':>10s}"
-        print(f"{name:34s} {wall:8.2f} {wall / duration:7.3f} {rss} {delta}")
+    def trax_decode(options: TranscribeOptions, audio) -> tuple[str, float]:
+        start = time.perf_counter()
+        segments, _, _, _ = transcribe_audio(model, audio, options)
+        return " ".join(s.text for s in segments if s.text), time.perf_counter() - start
+
+    def bare_decode(batched: bool, path: Path) -> tuple[str, float]:
+        from faster_whisper import BatchedInferencePipeline
+
+        start = time.perf_counter()
+        segments, _ = (BatchedInferencePipeline(model) if batched else model).transcribe(str(path))
+        text = " ".join(s.text.strip() for s in segments)
+        return text, time.perf_counter() - start
+
+    print(f"tiny.en int8, {args.threads} CTranslate2 threads; dev set {len(items)} files, "
+          f"{sum(len(a) for a in dev_audio) / 16000:.1f} s; load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{'row':32s} {'dev WER %':>9s} {'errors':>6s} {'dev s':>7s} {'columbia RTF':>12s} {'5-min s':>8s}")
+    rows = [(f"batch {b}, beam {k}, VAD {'on' if v else 'off'}",
+             lambda audio, path, b=b, k=k, v=v: trax_decode(replace(base, batch_size=b, beam_size=k, vad_filter=v), audio))
+            for b, k, v in grid(args.rows)]
+    rows += [("bare WhisperModel defaults", lambda audio, path: bare_decode(False, path)),
+             ("bare Batched defaults", lambda audio, path: bare_decode(True, path))]
+    for name, decode in rows:
+        dev = [decode(audio, wavs[item.path]) for audio, item in zip(dev_audio, items)]
+        result = corpus_wer(references, [text for text, _ in dev])
+        _, columbia_s = decode(columbia_audio, wavs[columbia])
+        _, five_s = decode(five_audio, wavs[five_minutes])
+        print(f"{name:32s} {100 * result.wer:9.2f} {result.substitutions + result.deletions + result.insertions:6d} {sum(s for _, s in dev):7.2f} "
+              f"{columbia_s / (len(columbia_audio) / 16000):12.3f} {five_s:8.2f}", flush=True)
+
+
+def _normalized(paths: list[Path], folder: Path) -> dict[Path, Path]:
+    """16 kHz mono s16 copies (what the workflow's normalize writes), made once with ffmpeg."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for index, path in enumerate(paths):
+        wav = folder / f"{index:02d}_{path.stem}.wav"
+        if not wav.exists():
+            subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+                            "-ar", "16000", "-c:a", "pcm_s16le", "-bitexact", str(wav)], check=True)
+        result[path] = wav
+    return result
 
 
 if __name__ == "__main__":

@@ -177,9 +177,10 @@ def start_in_background(settings: ServerSettings, warm: list[dict[str, Any]]) ->
 
     Args:
         settings: Server settings.
-        warm: ``transcribe_*`` settings sections whose models the server loads at start.
+        warm: ``warm`` request parameters, one per model the server loads at start:
+            ``{"settings": <transcribe_* section>}`` or ``{"diarize": <diarize rule settings>}``.
     """
-    preload = [protocol.request("warm", {"settings": section}) for section in warm]
+    preload = [protocol.request("warm", params) for params in warm]
 
     def start() -> None:
         try:

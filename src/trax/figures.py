@@ -29,20 +29,17 @@ def _segments(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def _figure(width: float, height: float):
-    import matplotlib
+    """A figure and its axes without pyplot: pyplot's global figure registry is not thread-safe,
+    and figures are drawn in threads of the Snakemake process (see trax.jobs)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(width, height), dpi=DPI)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    return fig, fig.subplots()
 
 
 def _save(fig, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
-    plt.close(fig)
 
 
 def timeline_png(turns: Sequence[Turn], duration: float, path: str | Path, title: str) -> None:

@@ -284,19 +284,30 @@ def display_name(merged: dict[str, Any], speaker: str) -> str:
     return speaker
 
 
-def merge_files(transcript_path: str, rttm_path: str, output_path: str, settings: dict[str, Any],
+#: The one speaker of a recording that was not diarized (``diarize.enabled: false``).
+UNDIARIZED_LABEL = "SPEAKER_00"
+
+
+def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, settings: dict[str, Any],
                 speaker_names: str | None = None) -> dict[str, Any]:
     """The ``merge`` rule: write ``merged.json`` from a transcript and an RTTM.
 
     Args:
         transcript_path: ``transcript.refined.json`` (any Trax transcript with words works).
-        rttm_path: ``diarization.rttm``.
+        rttm_path: ``diarization.rttm``, or None when diarization is off (``diarize.enabled:
+            false``): then one speaker speaks the whole recording, and provenance says
+            ``diarization: disabled``.
         output_path: Destination ``merged.json``.
         settings: The ``merge`` config section (recorded in provenance).
         speaker_names: The sample sheet's ``speaker_names`` cell, or None.
     """
     transcript = read_json(transcript_path)
-    turns = read_rttm(rttm_path)
+    if rttm_path is None:
+        turns = [Turn(0.0, float(transcript["duration"]), UNDIARIZED_LABEL)] if transcript["duration"] > 0 else []
+        diarization = {"diarization": "disabled"}
+    else:
+        turns = read_rttm(rttm_path)
+        diarization = {"diarization_sha256": sha256_file(rttm_path)}
     names = parse_speaker_names(speaker_names, subject=f"sample sheet speaker_names '{speaker_names}'")
     options = MergeOptions.from_config(settings)
     body = merge(transcript, turns, options, names)
@@ -304,8 +315,8 @@ def merge_files(transcript_path: str, rttm_path: str, output_path: str, settings
     body["provenance"] = provenance(
         {**asdict(options), "speaker_names": names},
         sha256_file(transcript_path),
-        diarization_sha256=sha256_file(rttm_path),
         models=upstream.get("models", {}),
+        **diarization,
     )
     write_json_atomic(output_path, body, schema="merged")
     return body

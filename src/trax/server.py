@@ -127,7 +127,23 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers)), source
 
     def warm(self, params: dict[str, Any]) -> dict[str, Any]:
-        self.whisper(_require(params, "settings", dict))
+        """Load a model before the first job needs it: ``settings`` (a transcribe_* section: its
+        Whisper model, and Silero VAD when it decodes batched) or ``diarize`` (rule settings)."""
+        if "diarize" in params:
+            from trax.diarization.pipeline import DiarizeOptions, load_models, model_key
+
+            try:
+                options = DiarizeOptions.from_config(_require(params, "diarize", dict))
+            except TypeError as exc:
+                raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+            self.manager.get(model_key(options), lambda: load_models(options))
+        else:
+            settings = _require(params, "settings", dict)
+            self.whisper(settings)
+            if settings.get("batch_size", 0) > 0:
+                from faster_whisper.vad import get_vad_model
+
+                get_vad_model()  # cached by faster-whisper; loading it takes ~0.1 s
         return {"warm": True}
 
     def transcribe(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,23 @@ class TranscribeOptions:
         beam_size: Beam width; 5 is Whisper's reference setting.
         temperature: Sampling temperature; 0 (greedy/beam, no fallback) keeps output deterministic.
         word_timestamps: Align words with cross-attention (needed by merge and subtitles).
-        vad_filter: Skip non-speech with Silero VAD before decoding.
+        batch_size: Speech chunks decoded at once by faster-whisper's ``BatchedInferencePipeline``
+            (Silero VAD first, speech merged into chunks of at most 30 s, each decoded without
+            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder.
+        vad_filter: Skip non-speech with Silero VAD before decoding (sequential path only; the
+            batched path always runs VAD).
+        vad_threshold: Silero speech probability above which a 32 ms frame is speech.
+        vad_min_silence_ms: Pauses shorter than this stay inside one speech chunk. 160 ms is
+            faster-whisper's batched default: chunks end at short pauses, so few words are cut.
+        vad_speech_pad_ms: Padding kept around each speech region, so word onsets and tails are
+            not clipped.
+        max_compression_ratio: A segment whose text gzip-compresses better than this is a
+            repetition loop ("I'm going to take a look at how I'm going to…", ratio 16.9 on a
+            pure tone) and is dropped. 2.4 is Whisper's own fallback threshold.
+        no_speech_threshold: With ``log_prob_threshold``: a segment whose no-speech probability
+            is above this *and* whose mean log-probability is below ``log_prob_threshold`` is
+            silence the model filled with words, and is dropped (Whisper's rule, 0.6 / -1.0).
+        log_prob_threshold: See ``no_speech_threshold``.
         language: ISO code, or None to detect (English-only models always use ``en``).
         condition_on_previous_text: Feed the previous window's text as prompt. Off by default (as
             in WhisperX): with it on, tiny.en fell into a "first, first, first…" loop on the silent
@@ -58,10 +74,24 @@ class TranscribeOptions:
     beam_size: int = 5
     temperature: float = 0.0
     word_timestamps: bool = True
+    batch_size: int = 8
     vad_filter: bool = False
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 160
+    vad_speech_pad_ms: int = 400
+    max_compression_ratio: float = 2.4
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
     language: str | None = None
     condition_on_previous_text: bool = False
     initial_prompt: str | None = None
+
+    def vad_parameters(self):  # -> faster_whisper.vad.VadOptions
+        """Silero VAD settings for faster-whisper (``max_speech_duration_s`` is set by the pipeline)."""
+        from faster_whisper.vad import VadOptions
+
+        return VadOptions(threshold=self.vad_threshold, min_silence_duration_ms=self.vad_min_silence_ms,
+                          speech_pad_ms=self.vad_speech_pad_ms)
 
     @classmethod
     def from_config(cls, settings: dict[str, Any]) -> TranscribeOptions:
@@ -101,6 +131,26 @@ class Segment:
 
 
 @dataclass
+class DroppedSegment:
+    """A decoded segment left out of the transcript because it is not speech.
+
+    Attributes:
+        reason: ``repetition`` (compression ratio above ``max_compression_ratio``) or
+            ``no_speech`` (no-speech probability high and log-probability low).
+        detail: The measured values against their thresholds, for a person reading the file.
+    """
+
+    start: float
+    end: float
+    text: str
+    reason: str
+    detail: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass
 class Transcript:
     """A transcript file (``transcript.*.json``)."""
 
@@ -110,6 +160,7 @@ class Transcript:
     duration: float
     segments: list[Segment]
     provenance: dict[str, Any]
+    dropped_segments: list[DroppedSegment] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -229,34 +280,76 @@ def transcribe_audio(
     audio: np.ndarray,
     options: TranscribeOptions,
     progress: ProgressHook | None = None,
-) -> tuple[list[Segment], str, float]:
-    """Decode ``audio`` and return (segments, language, language probability).
+) -> tuple[list[Segment], list[DroppedSegment], str, float]:
+    """Decode ``audio``; return (segments, dropped non-speech segments, language, its probability).
 
     Args:
         model: A loaded ``faster_whisper.WhisperModel``.
         audio: 16 kHz mono float32 samples.
-        options: Decoding settings.
+        options: Decoding settings; ``batch_size`` > 0 selects the VAD-first batched decoder.
         progress: Called with (seconds done, total seconds) after each segment.
     """
     total = len(audio) / 16000
-    segments_iter, info = model.transcribe(
-        audio,
+    common = dict(
         language=options.language,
         beam_size=options.beam_size,
         temperature=options.temperature,
         word_timestamps=options.word_timestamps,
-        vad_filter=options.vad_filter,
-        condition_on_previous_text=options.condition_on_previous_text,
         initial_prompt=options.initial_prompt,
+        log_prob_threshold=options.log_prob_threshold,
+        no_speech_threshold=options.no_speech_threshold,
+        compression_ratio_threshold=options.max_compression_ratio,
     )
-    segments = []
-    for index, raw in enumerate(segments_iter):
-        segments.append(_segment(index, raw))
+    if options.batch_size > 0:
+        from faster_whisper import BatchedInferencePipeline
+
+        # A new pipeline per call: it keeps per-decode state, and the server decodes concurrently.
+        segments_iter, info = BatchedInferencePipeline(model).transcribe(
+            audio, batch_size=options.batch_size, vad_filter=True, vad_parameters=options.vad_parameters(), **common
+        )
+    else:
+        segments_iter, info = model.transcribe(
+            audio,
+            vad_filter=options.vad_filter,
+            vad_parameters=options.vad_parameters() if options.vad_filter else None,
+            condition_on_previous_text=options.condition_on_previous_text,
+            **common,
+        )
+    segments: list[Segment] = []
+    dropped: list[DroppedSegment] = []
+    for raw in segments_iter:
+        segment = _segment(len(segments), raw)
+        rejection = non_speech_reason(segment, options)
+        if rejection is None:
+            segments.append(segment)
+        else:
+            dropped.append(_dropped(segment, *rejection))
         if progress is not None:
             progress(min(raw.end, total), total)
     if progress is not None:
         progress(total, total)  # the tail after the last segment is done too
-    return segments, info.language, round(float(info.language_probability), PROB_DIGITS)
+    return segments, dropped, info.language, round(float(info.language_probability), PROB_DIGITS)
+
+
+def non_speech_reason(segment: Segment, options: TranscribeOptions) -> tuple[str, str] | None:
+    """Why a decoded segment is not speech, as (reason, detail), or None when it is kept.
+
+    Whisper fills tones, noise and silence with fluent text: a repetition loop (high gzip
+    compression ratio) or a segment the model itself thinks is silent (high no-speech probability)
+    that it is also unsure of (low mean log-probability). Both thresholds are Whisper's own.
+    """
+    if segment.compression_ratio > options.max_compression_ratio:
+        return "repetition", f"compression ratio {segment.compression_ratio:.2f} > {options.max_compression_ratio:g}"
+    if segment.no_speech_prob > options.no_speech_threshold and segment.avg_logprob < options.log_prob_threshold:
+        return "no_speech", (f"no-speech probability {segment.no_speech_prob:.2f} > {options.no_speech_threshold:g} "
+                             f"and mean log-probability {segment.avg_logprob:.2f} < {options.log_prob_threshold:g}")
+    return None
+
+
+def _dropped(segment: Segment, reason: str, detail: str) -> DroppedSegment:
+    return DroppedSegment(start=segment.start, end=segment.end, text=segment.text, reason=reason, detail=detail,
+                          avg_logprob=segment.avg_logprob, no_speech_prob=segment.no_speech_prob,
+                          compression_ratio=segment.compression_ratio)
 
 
 def _segment(index: int, raw: Any) -> Segment:
@@ -295,13 +388,15 @@ def transcribe_wav(
     options = TranscribeOptions.from_config(settings)
     pin_blas_threads()
     audio = load_wav(wav_path)
-    segments, language, language_probability = transcribe_audio(model, audio, options, functools.partial(progress.report, "transcribe"))
+    segments, dropped, language, language_probability = transcribe_audio(
+        model, audio, options, functools.partial(progress.report, "transcribe"))
     transcript = Transcript(
         sample_id=sample_id,
         language=language,
         language_probability=language_probability,
         duration=round(len(audio) / 16000, TIME_DIGITS),
         segments=segments,
+        dropped_segments=dropped,
         provenance=provenance(
             config=settings,
             input_sha256=sha256_file(wav_path),

@@ -6,6 +6,8 @@ from snakemake.utils import validate
 
 from trax.domains import load_domains
 from trax.errors import TraxError
+from trax.jobs import run_job, run_model_job
+from trax.media import NormalizeOptions
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
 from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
@@ -124,18 +126,27 @@ def model_threads(rule_threads):
 
 
 def start_model_server(log):
-    """onstart hook: when this run has model jobs, start the server and warm the fast model
-    in the background, so loading overlaps with normalize. Zero-job and dry runs never get here."""
-    if not SERVER.enabled or not any(job.rule.name in MODEL_RULES for job in workflow.dag.needrun_jobs()):
+    """onstart hook: when this run has model jobs, start the server and warm the models those jobs
+    use (the fast model, the diarizer) in the background, so loading overlaps with normalize
+    instead of stalling the first jobs. Zero-job and dry runs never get here."""
+    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    if not SERVER.enabled or not rules & MODEL_RULES:
         return
     from trax.client import start_in_background
+    from trax.diarization.pipeline import rule_settings
 
     # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
-    start_in_background(SERVER, warm=[config["transcribe_fast"]])
+    warm = [{"settings": config["transcribe_fast"]}] if "transcribe_fast" in rules else []
+    if "diarize" in rules:
+        warm.append({"diarize": rule_settings(config["diarize"], {})})
+    start_in_background(SERVER, warm=warm)
 
 
+#: Whether recordings are diarized (diarize.enabled); without it merge gives every word one speaker.
+DIARIZED = config["diarize"]["enabled"]
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
-STAGES = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance"]
+STAGES = [stage for stage in ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance"]
+          if stage != "diarize" or DIARIZED]
 #: Transcript stages in pipeline order; the last one is the final transcript (scored, plotted).
 TRANSCRIPTS = {"fast": "results/{sample}/transcript.fast.json", "refined": "results/{sample}/transcript.refined.json"}
 FINAL_TRANSCRIPT = list(TRANSCRIPTS.values())[-1]
@@ -156,7 +167,7 @@ def evaluate_inputs(wildcards):
     files that exist (so editing a reference reruns evaluate; a missing one fails that job only)."""
     references = references_of(sample_of(wildcards))
     inputs = {f"transcript_{name}": path for name, path in TRANSCRIPTS.items()}
-    if "reference_rttm" in references:
+    if "reference_rttm" in references and DIARIZED:
         inputs["hypothesis_rttm"] = "results/{sample}/diarization.rttm"
     inputs.update({column: path for column, path in references.items() if os.path.exists(path)})
     return inputs
@@ -164,6 +175,14 @@ def evaluate_inputs(wildcards):
 
 def evaluate_references(wildcards):
     return references_of(sample_of(wildcards))
+
+
+def merge_inputs(wildcards):
+    """The final transcript, and the RTTM when recordings are diarized."""
+    inputs = {"transcript": FINAL_TRANSCRIPT}
+    if DIARIZED:
+        inputs["rttm"] = "results/{sample}/diarization.rttm"
+    return inputs
 
 
 def figure_inputs(wildcards):
@@ -256,7 +275,8 @@ def refine_adapters(wildcards):
 
 def all_outputs(wildcards):
     outputs = per_file_outputs() + expand("results/{sample}/evaluation.json", sample=EVALUATED)
-    outputs += expand(["results/{sample}/diarization.rttm", "results/{sample}/diarization.json"], sample=SAMPLES)
+    if DIARIZED:
+        outputs += expand(["results/{sample}/diarization.rttm", "results/{sample}/diarization.json"], sample=SAMPLES)
     if SAMPLES:
         outputs += ["results/summary.tsv", "results/report/summary.html"]
     # Adapters are opt-in: only domains that name a dataset in adapters.datasets get one.

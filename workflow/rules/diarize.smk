@@ -13,7 +13,14 @@ rule diarize:
     threads: model_threads(config["diarize"]["threads"])
     resources:
         mem_mb=config["resources"]["diarize_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/diarize.py"
+    run:
+        run_model_job(
+            log[0],
+            "trax.diarization.pipeline:diarize_file",
+            in_process=SERVER.enabled,
+            wav_path=input.wav,
+            rttm_path=output.rttm,
+            json_path=output.json,
+            sample_id=wildcards.sample,
+            settings=params.settings,
+        )

@@ -13,7 +13,12 @@ rule enhance:
     threads: 1
     resources:
         mem_mb=config["resources"]["enhance_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/enhance.py"
+    run:
+        run_job(
+            log[0],
+            "trax.enhance:enhance_files",
+            merged_path=input.merged,
+            json_path=output.json,
+            md_path=output.md,
+            settings=params.settings,
+        )

@@ -15,7 +15,11 @@ rule export:
     threads: 1
     resources:
         mem_mb=config["resources"]["export_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/export.py"
+    run:
+        run_job(
+            log[0],
+            "trax.exports:export_files",
+            merged_path=input.merged,
+            outputs={"srt": output.srt, "vtt": output.vtt, "txt": output.txt, "md": output.md},
+            settings=params.settings,
+        )

@@ -1,7 +1,6 @@
 rule merge:
     input:
-        transcript="results/{sample}/transcript.refined.json",
-        rttm="results/{sample}/diarization.rttm",
+        unpack(merge_inputs),
     output:
         merged="results/{sample}/merged.json",
     params:
@@ -14,7 +13,13 @@ rule merge:
     threads: 1
     resources:
         mem_mb=config["resources"]["merge_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/merge.py"
+    run:
+        run_job(
+            log[0],
+            "trax.merge:merge_files",
+            transcript_path=input.transcript,
+            rttm_path=input.get("rttm"),
+            output_path=output.merged,
+            settings=params.settings,
+            speaker_names=params.speaker_names,
+        )

@@ -14,7 +14,13 @@ rule normalize:
     threads: 1
     resources:
         mem_mb=config["resources"]["normalize_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/normalize.py"
+    run:
+        run_job(
+            log[0],
+            "trax.media:normalize",
+            source=params.source,
+            wav_path=output.wav,
+            info_path=output.info,
+            sample_id=wildcards.sample,
+            options=NormalizeOptions(**params.settings),
+        )

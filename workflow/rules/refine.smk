@@ -16,7 +16,15 @@ rule refine:
     threads: model_threads(config["refine"]["cpu_threads"])
     resources:
         mem_mb=config["resources"]["refine_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/refine.py"
+    run:
+        run_model_job(
+            log[0],
+            "trax.refine:refine_file",
+            in_process=SERVER.enabled or not params.settings["enabled"],
+            wav_path=input.wav,
+            fast_path=input.fast,
+            output_path=output.transcript,
+            settings=params.settings,
+            domains=params.domains,
+            sample_domain=params.sample_domain,
+        )

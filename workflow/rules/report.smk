@@ -17,10 +17,17 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/evaluate.py"
+    run:
+        run_job(
+            log[0],
+            "trax.evaluation:evaluate_file",
+            sample_id=wildcards.sample,
+            transcripts={name: input[f"transcript_{name}"] for name in params.transcripts},
+            output_path=output.evaluation,
+            settings=params.settings,
+            hypothesis_rttm=input.get("hypothesis_rttm"),
+            **params.references,
+        )
 
 
 rule metrics:
@@ -37,10 +44,16 @@ rule metrics:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/metrics.py"
+    run:
+        run_job(
+            log[0],
+            "trax.metrics:write_file_metrics",
+            sample_id=wildcards.sample,
+            inputs=dict(input.items()),
+            stages=params.stages,
+            output_path=output.metrics,
+            use_server=SERVER.enabled,
+        )
 
 
 rule figures:
@@ -77,10 +90,19 @@ rule figures:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/figures.py"
+    run:
+        run_job(
+            log[0],
+            "trax.figures:make_figures",
+            sample_id=wildcards.sample,
+            transcript_json=input.transcript,
+            audio_json=input.audio,
+            rttm=input.get("rttm"),
+            timeline=output.timeline,
+            confidence=output.confidence,
+            preview=output.preview,
+            max_segments=params.preview_segments,
+        )
 
 
 rule summary:
@@ -106,7 +128,16 @@ rule summary:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/summary.py"
+    run:
+        run_job(
+            log[0],
+            "trax.metrics:write_summary",
+            metrics_paths=list(input.metrics),
+            evaluation_paths=list(input.evaluations),
+            targets=params.targets,
+            summary_tsv=output.summary,
+            aggregate_tsv=output.aggregate,
+            targets_tsv=output.targets,
+            evaluation_tsv=output.evaluation,
+            html_path=output.html,
+        )

@@ -12,7 +12,13 @@ rule transcribe_fast:
     threads: model_threads(config["transcribe_fast"]["cpu_threads"])
     resources:
         mem_mb=config["resources"]["transcribe_fast_mem_mb"],
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/transcribe_fast.py"
+    run:
+        run_model_job(
+            log[0],
+            "trax.transcribe:transcribe_file",
+            in_process=SERVER.enabled,
+            wav_path=input.wav,
+            output_path=output.transcript,
+            sample_id=wildcards.sample,
+            settings=params.settings,
+        )

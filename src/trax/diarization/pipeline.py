@@ -74,7 +74,7 @@ def rule_settings(section: dict[str, Any], sample_options: dict[str, Any]) -> di
     """What the diarize rule passes as params: the config section with the sample sheet's
     ``num_speakers``/``min_speakers``/``max_speakers`` applied, and only the active backend's
     subsection (so changing the other backend's settings reruns nothing)."""
-    settings = {key: value for key, value in section.items() if key not in BACKENDS}
+    settings = {key: value for key, value in section.items() if key not in BACKENDS and key != "enabled"}
     for key in ("num_speakers", "min_speakers", "max_speakers"):
         if sample_options.get(key) is not None:
             settings[key] = int(sample_options[key])

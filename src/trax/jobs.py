@@ -1,0 +1,123 @@
+"""How a rule's work runs: inside the Snakemake process, or in a fresh Python process for models.
+
+Every rule is a short ``run:`` block that calls :func:`run_job` with a library function and its
+arguments. With the workflow profile's ``force-use-threads: true`` Snakemake runs a ``run:`` job in
+a thread of its own process, so a light step (merge, export, figures…) costs a function call
+instead of a Python start-up plus imports (0.5-0.9 s a job before). Where work needs a model:
+
+* model server on: the job's thread sends the request over the socket and waits (the server has
+  the models and pins BLAS; nothing heavy is imported here);
+* model server off: the job runs in a fresh ``python -m trax.jobs`` process that loads the model
+  itself and exits, so model memory and BLAS pinning never touch the Snakemake process.
+
+Both give the same bytes: the same library function builds each output.
+
+A job's logging (``trax.*`` loggers, progress lines) goes to its ``log:`` file; a
+:class:`~trax.errors.TraxError` becomes one line ``trax: error: <file>: <reason>`` in the log and on
+the console, and the job fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import logging
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trax.errors import TraxError
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class JobFailed(Exception):
+    """A job failed; its one-line reason was already written to the log and the console."""
+
+
+class _ThisThread(logging.Filter):
+    """Pass only records logged by one thread (the job's), so parallel jobs keep separate logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+def run_job(log_path: str, function: str, /, **kwargs: Any) -> Any:
+    """Run ``function(**kwargs)`` for one job in this thread, logging to ``log_path``.
+
+    Args:
+        log_path: The rule's ``log:`` file (rewritten).
+        function: ``module:name`` of a trax function, e.g. ``trax.merge:merge_files``.
+        **kwargs: Its arguments (plain values: paths, settings dicts).
+
+    Raises:
+        JobFailed: The function raised; the reason is in the log (and on the console).
+    """
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("trax")
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(_ThisThread())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            # A copy: settings dicts come straight from the workflow's config, shared by every job.
+            return resolve(function)(**copy.deepcopy(kwargs))
+        except TraxError as exc:
+            line = f"trax: error: {exc}"
+        except Exception as exc:  # a bug: keep the traceback in the log
+            traceback.print_exc(file=log_file)
+            line = f"trax: error: unexpected {type(exc).__name__}: {exc} (traceback in {log_path})"
+        finally:
+            logger.removeHandler(handler)
+        print(line, file=log_file)
+        print(line, file=sys.stderr, flush=True)
+        # Not the line again: Snakemake prints the exception's message under its own error block.
+        raise JobFailed(f"see {log_path}")
+
+
+def run_isolated(log_path: str, function: str, /, **kwargs: Any) -> None:
+    """Run ``function(**kwargs)`` in a fresh Python process (for jobs that load models themselves).
+
+    The child runs :func:`trax.step.run_step`: stderr and logging go to ``log_path``, an error is one
+    line on the console. Raises :class:`JobFailed` when it exits non-zero.
+    """
+    command = [sys.executable, "-m", "trax.jobs", log_path, function, json.dumps(kwargs)]
+    if subprocess.run(command).returncode != 0:
+        raise JobFailed(f"{function} failed (see {log_path})")
+
+
+def run_model_job(log_path: str, function: str, /, in_process: bool, **kwargs: Any) -> Any:
+    """:func:`run_job` when ``in_process`` (the model server does the model work, or there is
+    none to do), else :func:`run_isolated`."""
+    if in_process:
+        return run_job(log_path, function, **kwargs)
+    return run_isolated(log_path, function, **kwargs)
+
+
+def resolve(function: str) -> Callable[..., Any]:
+    """The function named ``module:name``."""
+    module, _, name = function.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m trax.jobs LOG MODULE:FUNCTION JSON_KWARGS`` (see :func:`run_isolated`)."""
+    log_path, function, kwargs = argv if argv is not None else sys.argv[1:]
+    from trax.step import run_step
+
+    run_step(log_path, lambda: resolve(function)(**json.loads(kwargs)))
+
+
+if __name__ == "__main__":
+    main()

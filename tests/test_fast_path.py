@@ -1,0 +1,89 @@
+"""The batched, VAD-first fast pass: no words from non-speech, reproducible bytes, stage switches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import JFK, JFK_TEXT, ffmpeg, jobs_planned, result_tree
+from trax.evaluation import normalize_text
+from trax.jsonio import read_json
+from trax.transcribe import TranscribeOptions, load_wav, load_whisper, pin_blas_threads, resolve_whisper, transcribe_audio
+
+#: Generated non-speech, as ffmpeg lavfi sources: (file name, source, seconds).
+NON_SPEECH = {
+    "tone": "sine=frequency=440:sample_rate=16000",
+    "pink_noise": "anoisesrc=c=pink:r=16000:a=0.3:seed=7",
+    # Three voices gliding upwards: a chord sweep, the closest thing to music a filter graph makes.
+    "chord_sweep": "aevalsrc='0.2*sin(2*PI*(220+40*t)*t)+0.2*sin(2*PI*(277+50*t)*t)+0.2*sin(2*PI*(330+60*t)*t)':s=16000",
+    "silence": "anullsrc=r=16000:cl=mono",
+}
+
+
+@pytest.fixture(scope="module")
+def non_speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("non_speech")
+    files = {}
+    for name, source in NON_SPEECH.items():
+        files[name] = root / f"{name}.wav"
+        ffmpeg("-f", "lavfi", "-i", source, "-t", "15", "-ac", "1", str(files[name]))
+    return files
+
+
+def test_non_speech_gives_no_words_and_outputs_are_byte_identical(make_workflow, non_speech, tmp_path) -> None:
+    inputs = [str(JFK), *map(str, non_speech.values())]
+    served = make_workflow(inputs, name="served")
+    served.run(cores=2)
+
+    for name in non_speech:
+        fast = read_json(served.result(name, "transcript.fast.json"))
+        merged = read_json(served.result(name, "merged.json"))
+        assert fast["segments"] == [] and fast["text"] == "", (name, fast["text"], fast.get("dropped_segments"))
+        assert merged["utterances"] == [], name
+        assert served.result(name, "transcript.srt").read_text() == ""
+    jfk = read_json(served.result("jfk", "transcript.fast.json"))
+    assert normalize_text(jfk["text"]) == normalize_text(JFK_TEXT)
+    assert jfk["provenance"]["config"]["batch_size"] > 0  # the batched decoder is the default
+
+    # Both models were warmed at start and loaded once; nothing loaded inside a job's wait.
+    stats = served.server("stats")
+    assert {model["key"]["kind"]: model["loads"] for model in stats["models"]} == {"whisper": 1, "diarize": 1}
+
+    # One core, no server (models loaded in a separate process per job): the same bytes.
+    alone = make_workflow(inputs, name="alone", server={"enabled": False})
+    alone.run(cores=1)
+    first, second = result_tree(served.workdir / "results"), result_tree(alone.workdir / "results")
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+
+    # A rerun has nothing to do.
+    assert "Nothing to be done" in served.run("--dry-run").output
+
+
+def test_sequential_decoder_drops_repetition_loops_and_says_why(non_speech) -> None:
+    """Without VAD, Whisper fills a pure tone with a looping sentence; the filter drops it."""
+    pin_blas_threads()
+    options = TranscribeOptions(batch_size=0)
+    model = load_whisper(resolve_whisper(options.model), options)
+    tone = load_wav(non_speech["tone"])  # generated at 16 kHz mono s16, as normalize writes
+    segments, dropped, _, _ = transcribe_audio(model, tone, options)
+    assert segments == []
+    assert dropped, "the tone decoded to nothing at all: the filter was not exercised"
+    assert {d.reason for d in dropped} <= {"repetition", "no_speech"}
+    loop = next(d for d in dropped if d.reason == "repetition")
+    assert loop.compression_ratio > options.max_compression_ratio
+    assert "compression ratio" in loop.detail
+
+
+def test_transcripts_only_without_diarization(make_workflow) -> None:
+    workflow = make_workflow(str(JFK), diarize={"enabled": False})
+    planned = jobs_planned(workflow.run("--dry-run"))
+    assert "diarize" not in planned and planned["merge"] == 1
+    workflow.run(cores=2)
+    merged = read_json(workflow.result("jfk", "merged.json"))
+    assert [speaker["id"] for speaker in merged["speakers"]] == ["SPEAKER_1"]
+    assert merged["provenance"]["diarization"] == "disabled"
+    assert not workflow.result("jfk", "diarization.rttm").exists()
+    assert normalize_text(" ".join(u["text"] for u in merged["utterances"])) == normalize_text(JFK_TEXT)
+    assert "SPEAKER_1" in workflow.result("jfk", "transcript.txt").read_text()
