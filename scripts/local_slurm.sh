@@ -93,6 +93,7 @@ start() {
     fi
     chmod 400 "$DIR/munge/munge.key"
     write_config
+    publish_config
     munged --force --socket="$DIR/munge/munge.socket" --key-file="$DIR/munge/munge.key" \
         --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
         || die "munged did not start; see $DIR/log/munged.log"
@@ -111,6 +112,27 @@ start() {
     echo "export SLURM_CONF=$CONF"
 }
 
+# Commands inside jobs must find slurm.conf without $SLURM_CONF: Snakemake's job step clears all
+# SLURM_* variables before its nested srun. Slurm clients look in /etc/slurm/slurm.conf and then in
+# /run/slurm/conf/slurm.conf (where configless slurmd publishes it); we link the latter to $DIR,
+# unless the path is taken by something else.
+RUN_CONF=/run/slurm/conf
+publish_config() {
+    if [[ -L $RUN_CONF && $(readlink "$RUN_CONF") == "$DIR" ]]; then
+        return 0
+    fi
+    [[ -e /etc/slurm/slurm.conf ]] && die "/etc/slurm/slurm.conf exists: jobs would use that cluster's config, not $CONF"
+    [[ -e $RUN_CONF || -L $RUN_CONF ]] && die "$RUN_CONF exists and is not ours; remove it or stop that cluster"
+    mkdir -p "$(dirname "$RUN_CONF")" 2>/dev/null && ln -s "$DIR" "$RUN_CONF" 2>/dev/null \
+        || die "cannot create $RUN_CONF (needs root, as slurmd does)"
+}
+
+unpublish_config() {
+    if [[ -L $RUN_CONF && $(readlink "$RUN_CONF") == "$DIR" ]]; then
+        rm -f "$RUN_CONF"
+    fi
+}
+
 stop() {
     local name pid stopped=0
     for name in "${DAEMONS[@]}"; do
@@ -124,6 +146,7 @@ stop() {
         stopped=$((stopped + 1))
     done
     rm -f "$DIR"/run/*.pid
+    unpublish_config
     echo "local_slurm: stopped $stopped daemon(s) in $DIR"
 }
 

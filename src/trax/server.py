@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "settings": asdict(self.settings),
             "uptime_s": round(time.monotonic() - self.started, 3),
             "requests": counts,
             "rss_mb": round(rss, 1),

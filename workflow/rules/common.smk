@@ -1,4 +1,5 @@
 # Helpers shared by all rules: config validation, sample discovery, input functions.
+import math
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -125,13 +126,41 @@ def model_threads(rule_threads):
 
 def start_model_server(log):
     """onstart hook: when this run has model jobs, start the server and warm the fast model
-    in the background, so loading overlaps with normalize. Zero-job and dry runs never get here."""
+    in the background, so loading overlaps with normalize. Zero-job and dry runs never get here.
+    Under a cluster executor (Slurm) jobs run on other nodes: the first model job on each node
+    starts that node's server, none is started where Snakemake itself runs."""
+    if workflow.non_local_exec:
+        return
     if not SERVER.enabled or not any(job.rule.name in MODEL_RULES for job in workflow.dag.needrun_jobs()):
         return
     from trax.client import start_in_background
 
     # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     start_in_background(SERVER, warm=[config["transcribe_fast"]])
+
+
+#: Bytes per second of results/<id>/audio.wav (16 kHz mono 16-bit PCM).
+WAV_BYTES_PER_S = 32000
+
+
+def runtime_min(name):
+    """A rule's time limit in minutes (resource ``runtime``: Slurm's --time): resources.<name>_runtime_min."""
+    return config["resources"][f"{name}_runtime_min"]
+
+
+def audio_runtime_min(name):
+    """Time limit of a rule that decodes ``input.wav``: its base plus resources.runtime_min_per_audio_hour
+    per hour of audio (from the WAV's size), so hours-long recordings are not killed by the cluster."""
+    base = runtime_min(name)
+
+    def runtime(wildcards, input):
+        try:
+            hours = os.path.getsize(input.wav) / WAV_BYTES_PER_S / 3600
+        except FileNotFoundError:  # not normalized yet; evaluated again when the job is submitted
+            hours = 0.0
+        return base + math.ceil(hours * config["resources"]["runtime_min_per_audio_hour"])
+
+    return runtime
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.

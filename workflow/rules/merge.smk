@@ -14,6 +14,7 @@ rule merge:
     threads: 1
     resources:
         mem_mb=config["resources"]["merge_mem_mb"],
+        runtime=runtime_min("merge"),
     conda:
         "../../envs/trax.yaml"
     script:

@@ -17,6 +17,7 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     conda:
         "../../envs/trax.yaml"
     script:
@@ -37,6 +38,7 @@ rule metrics:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     conda:
         "../../envs/trax.yaml"
     script:
@@ -77,6 +79,7 @@ rule figures:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     conda:
         "../../envs/trax.yaml"
     script:
@@ -106,6 +109,7 @@ rule summary:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     conda:
         "../../envs/trax.yaml"
     script:
