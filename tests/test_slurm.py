@@ -94,3 +94,16 @@ def test_slurm_run_matches_local_run_and_a_bad_file_fails_alone(cluster, make_wo
     assert not (slurm.workdir / ".trax" / "server.sock").exists()
     server_log = (slurm.workdir / "logs" / "model_server.log").read_text()
     assert len(re.findall(r"serving .* on ", server_log)) == 1 and "load #2" not in server_log, server_log
+
+
+def test_audio_rules_get_time_for_long_recordings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trax.cluster import WAV_BYTES_PER_S, audio_runtime
+
+    wav = tmp_path / "audio.wav"
+    with open(wav, "wb") as handle:
+        handle.truncate(WAV_BYTES_PER_S * 3600 * 3)  # three hours, sparse
+    runtime = audio_runtime(10, 60)
+    assert runtime(None, SimpleNamespace(wav=str(wav))) == 190
+    assert runtime(None, SimpleNamespace(wav=str(tmp_path / "not yet.wav"))) == 10

@@ -1,5 +1,4 @@
 # Helpers shared by all rules: config validation, sample discovery, input functions.
-import math
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +9,7 @@ from trax.errors import TraxError
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
 from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
+from trax.cluster import audio_runtime
 from trax.refine import is_model_path
 
 
@@ -139,28 +139,15 @@ def start_model_server(log):
     start_in_background(SERVER, warm=[config["transcribe_fast"]])
 
 
-#: Bytes per second of results/<id>/audio.wav (16 kHz mono 16-bit PCM).
-WAV_BYTES_PER_S = 32000
-
-
 def runtime_min(name):
     """A rule's time limit in minutes (resource ``runtime``: Slurm's --time): resources.<name>_runtime_min."""
     return config["resources"][f"{name}_runtime_min"]
 
 
 def audio_runtime_min(name):
-    """Time limit of a rule that decodes ``input.wav``: its base plus resources.runtime_min_per_audio_hour
-    per hour of audio (from the WAV's size), so hours-long recordings are not killed by the cluster."""
-    base = runtime_min(name)
-
-    def runtime(wildcards, input):
-        try:
-            hours = os.path.getsize(input.wav) / WAV_BYTES_PER_S / 3600
-        except FileNotFoundError:  # not normalized yet; evaluated again when the job is submitted
-            hours = 0.0
-        return base + math.ceil(hours * config["resources"]["runtime_min_per_audio_hour"])
-
-    return runtime
+    """Time limit (minutes) for decoding ``input.wav``, i.e. the base plus resources.runtime_min_per_audio_hour
+    per hour of audio, so hours-long recordings are not killed by the cluster."""
+    return audio_runtime(runtime_min(name), config["resources"]["runtime_min_per_audio_hour"])
 
 
 #: Per-file stages, in pipeline order, whose benchmark TSVs feed metrics.json.
