@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(BIN)/python -m trax.diarization.setup
 	touch $@

@@ -7,6 +7,7 @@ from conftest import result_tree
 from trax.benchdata import wer_items
 from trax.evaluation import corpus_wer
 from trax.jsonio import read_json
+from trax.protocol import socket_path
 from trax.samples import sample_id_from_name
 
 #: tiny.en int8 measured 4.9-5.3 % on this set; the issue's ceiling is 6.0 %.
@@ -36,7 +37,7 @@ def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, 
     # byte-identical.
     second = make_workflow(str(sheet), name="cores1", server={"enabled": False})
     second.run(cores=1)
-    assert not (second.workdir / ".trax" / "server.sock").exists()
+    assert not Path(socket_path(second.workdir)).exists()
     first_tree, second_tree = result_tree(first.workdir / "results"), result_tree(second.workdir / "results")
     for kind in ("fast", "refined"):
         assert sum(name.endswith(f"transcript.{kind}.json") for name in first_tree) == len(items)

@@ -16,7 +16,7 @@ from trax.client import ServerError, ensure_server, request
 from trax.errors import TraxError
 from trax.jsonio import read_json
 from trax.manager import ModelKey, ModelManager
-from trax.protocol import ServerSettings
+from trax.protocol import ServerSettings, make_runtime_dir, runtime_dir, socket_path
 from trax.schemas import validate
 
 LJ = sorted((BENCH / "coqui-tts-ljspeech" / "wavs").glob("LJ001-00*.wav"))
@@ -36,7 +36,7 @@ def _raw(payload: bytes) -> dict:
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(10)
-        conn.connect(".trax/server.sock")
+        conn.connect(socket_path())
         conn.sendall(payload)
         return json.loads(conn.makefile("rb").readline())
 
@@ -59,15 +59,36 @@ def test_bad_requests_get_error_replies_and_server_keeps_serving(server_dir: Pat
 
 
 def test_socket_is_private_to_the_user(server_dir: Path) -> None:
-    assert stat.S_IMODE(os.stat(".trax/server.sock").st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(".trax").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(socket_path()).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(runtime_dir()).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(runtime_dir().parent).st_mode) == 0o700
+    assert not Path(".trax").exists()  # nothing in the (possibly shared) workflow directory
+
+
+def test_runtime_dir_is_node_local_and_keyed_by_host_and_workdir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRAX_RUNTIME_DIR", str(tmp_path / "rt"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = runtime_dir(tmp_path / "a"), runtime_dir(tmp_path / "b")
+    assert first != second and first.parent == second.parent == tmp_path / "rt" / f"trax-{os.getuid()}"
+    assert first.name.startswith(socket.gethostname().split(".")[0] + "-")
+    with in_dir(tmp_path / "a"):
+        assert runtime_dir() == first  # the current directory by default
+    # A directory someone else could write to is refused, not used.
+    make_runtime_dir(first)
+    os.chmod(first, 0o777)
+    with pytest.raises(TraxError, match="mode 0700"):
+        make_runtime_dir(first)
+    monkeypatch.setenv("TRAX_RUNTIME_DIR", str(tmp_path / ("x" * 120)))
+    with pytest.raises(TraxError, match="TRAX_RUNTIME_DIR"):
+        make_runtime_dir(runtime_dir(tmp_path / "a"))
 
 
 def test_stale_socket_from_a_crashed_server_does_not_block(tmp_path: Path) -> None:
     with in_dir(tmp_path):
-        os.mkdir(".trax", 0o700)
+        make_runtime_dir(runtime_dir())
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        stale.bind(".trax/server.sock")  # bound, never listening, left behind: like a SIGKILLed server
+        stale.bind(socket_path())  # bound, never listening, left behind: like a SIGKILLed server
         stale.close()
         ensure_server(ServerSettings(idle_timeout_s=30))
         assert request("ping")["workdir"] == str(tmp_path.resolve())
@@ -76,9 +97,9 @@ def test_stale_socket_from_a_crashed_server_does_not_block(tmp_path: Path) -> No
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
     with in_dir(tmp_path):
-        os.mkdir(".trax")
+        make_runtime_dir(runtime_dir())
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(".trax/server.sock")
+        listener.bind(socket_path())
         listener.listen(1)  # accepts connections (kernel backlog), never replies
         start = time.monotonic()
         with pytest.raises(TraxError, match="no reply to 'ping' within 1 s"):
@@ -171,11 +192,12 @@ def test_two_runs_in_two_directories_use_their_own_servers(make_workflow, tmp_pa
 def test_zero_job_and_dry_runs_do_not_start_the_server(make_workflow, tmp_path: Path) -> None:
     workflow = make_workflow(str(_sheet(tmp_path / "s.tsv", LJ[:1])))
     workflow.run("-n")
-    assert not (workflow.workdir / ".trax" / "server.sock").exists()
+    sock = Path(socket_path(workflow.workdir))
+    assert not sock.exists()
     workflow.run()
     workflow.stop_server()
     deadline = time.monotonic() + 10
-    while (workflow.workdir / ".trax" / "server.sock").exists() and time.monotonic() < deadline:
+    while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "Nothing to be done" in workflow.run().output
-    assert not (workflow.workdir / ".trax" / "server.sock").exists()
+    assert not sock.exists()

@@ -1,7 +1,8 @@
 """Client side of the model server: start it on demand, send requests, survive its death.
 
-Every call runs in the workflow's working directory (Snakemake jobs do), where the server's
-socket is ``.trax/server.sock``.
+Every call runs in the workflow's working directory (Snakemake jobs do); the server's socket is
+node-local, in :func:`trax.protocol.runtime_dir` of that directory, so on a cluster the jobs of
+one node share one server and never reach for another node's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class ServerError(TraxError):
 
 
 def socket_path() -> str:
-    return os.path.join(protocol.RUNTIME_DIR, protocol.SOCKET_NAME)
+    """This directory's server socket on this node."""
+    return protocol.socket_path()
 
 
 def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
@@ -130,8 +132,7 @@ def ensure_server(settings: ServerSettings, preload: list[dict[str, Any]] | None
     """
     if _server_is_ours():
         return
-    runtime = Path(protocol.RUNTIME_DIR)
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime = protocol.make_runtime_dir(protocol.runtime_dir())
     with open(runtime / protocol.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _server_is_ours():

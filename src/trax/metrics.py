@@ -141,6 +141,7 @@ def _server_summary(server: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {
         "pid": server["pid"],
+        "host": server.get("host"),
         "peak_rss_mb": server["peak_rss_mb"],
         "requests": server["requests"],
         "models": [{key: model.get(key) for key in ("key", "loads", "hits", "resident_mb")} for model in server["models"]],

@@ -2,7 +2,8 @@
 
 Started on demand by :func:`trax.client.ensure_server` (or by hand with
 ``python scripts/model_server.py``) in the workflow's working directory; it listens on
-``.trax/server.sock`` (mode 0600) and exits after ``idle_timeout_s`` without requests.
+``server.sock`` (mode 0600) in that directory's node-local runtime directory
+(:func:`trax.protocol.runtime_dir`, mode 0700) and exits after ``idle_timeout_s`` without requests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +93,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     # --- methods -----------------------------------------------------------------------------
     def ping(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "trax_version": trax.__version__, "workdir": str(self.workdir),
-                "protocol": protocol.PROTOCOL_VERSION}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "trax_version": trax.__version__,
+                "workdir": str(self.workdir), "protocol": protocol.PROTOCOL_VERSION}
 
     def stats(self, params: dict[str, Any]) -> dict[str, Any]:
         rss = process_rss_mb()
@@ -101,6 +103,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             counts = dict(self.counts)
         return {
             "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "settings": asdict(self.settings),
             "uptime_s": round(time.monotonic() - self.started, 3),
             "requests": counts,
             "rss_mb": round(rss, 1),
@@ -298,8 +302,7 @@ def remove_stale_socket(socket_path: str) -> None:
 def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
     """Run the server in ``workdir`` until idle or shut down."""
     os.chdir(workdir)
-    runtime = Path(protocol.RUNTIME_DIR)
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime = protocol.make_runtime_dir(protocol.runtime_dir())
     socket_path = str(runtime / protocol.SOCKET_NAME)
     remove_stale_socket(socket_path)
     server = ModelServer(socket_path, Path.cwd(), settings)
@@ -308,7 +311,8 @@ def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]]
     threading.Thread(target=_watch_idle, args=(server,), daemon=True).start()
     for request in preload or []:
         threading.Thread(target=server.dispatch, args=(protocol.encode(request),), daemon=True).start()
-    log.info("pid %d serving on %s/%s (trax %s)", os.getpid(), workdir, socket_path, trax.__version__)
+    log.info("pid %d on %s serving %s on %s (trax %s)", os.getpid(), socket.gethostname(), workdir, socket_path,
+             trax.__version__)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

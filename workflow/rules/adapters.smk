@@ -18,6 +18,7 @@ rule train_adapter:
     threads: config["adapters"]["threads"]
     resources:
         mem_mb=config["resources"]["train_adapter_mem_mb"],
+        runtime=runtime_min("train_adapter"),
     conda:
         "../../envs/trax.yaml"
     script:
@@ -38,6 +39,7 @@ rule build_adapted_model:
     threads: config["adapters"]["threads"]
     resources:
         mem_mb=config["resources"]["build_adapted_model_mem_mb"],
+        runtime=runtime_min("build_adapted_model"),
     conda:
         "../../envs/trax.yaml"
     script:

@@ -11,6 +11,7 @@ from trax.media import NormalizeOptions
 from trax.protocol import SETTINGS_ENV, ServerSettings
 from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
 from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
+from trax.cluster import audio_runtime
 from trax.refine import is_model_path
 
 
@@ -128,7 +129,11 @@ def model_threads(rule_threads):
 def start_model_server(log):
     """onstart hook: when this run has model jobs, start the server and warm the models those jobs
     use (the fast model, the diarizer) in the background, so loading overlaps with normalize
-    instead of stalling the first jobs. Zero-job and dry runs never get here."""
+    instead of stalling the first jobs. Zero-job and dry runs never get here. Under a cluster
+    executor (Slurm) jobs run on other nodes: the first model job on each node starts that node's
+    server, none is started where Snakemake itself runs."""
+    if workflow.non_local_exec:
+        return
     rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
     if not SERVER.enabled or not rules & MODEL_RULES:
         return
@@ -140,6 +145,17 @@ def start_model_server(log):
     if "diarize" in rules:
         warm.append({"diarize": rule_settings(config["diarize"], {})})
     start_in_background(SERVER, warm=warm)
+
+
+def runtime_min(name):
+    """A rule's time limit in minutes (resource ``runtime``: Slurm's --time): resources.<name>_runtime_min."""
+    return config["resources"][f"{name}_runtime_min"]
+
+
+def audio_runtime_min(name):
+    """Time limit (minutes) for decoding ``input.wav``, i.e. the base plus resources.runtime_min_per_audio_hour
+    per hour of audio, so hours-long recordings are not killed by the cluster."""
+    return audio_runtime(runtime_min(name), config["resources"]["runtime_min_per_audio_hour"])
 
 
 #: Whether recordings are diarized (diarize.enabled); without it merge gives every word one speaker.

@@ -13,6 +13,7 @@ rule diarize:
     threads: model_threads(config["diarize"]["threads"])
     resources:
         mem_mb=config["resources"]["diarize_mem_mb"],
+        runtime=audio_runtime_min("diarize"),
     run:
         run_model_job(
             log[0],

@@ -13,6 +13,7 @@ rule enhance:
     threads: 1
     resources:
         mem_mb=config["resources"]["enhance_mem_mb"],
+        runtime=runtime_min("enhance"),
     run:
         run_job(
             log[0],

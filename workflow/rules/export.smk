@@ -15,6 +15,7 @@ rule export:
     threads: 1
     resources:
         mem_mb=config["resources"]["export_mem_mb"],
+        runtime=runtime_min("export"),
     run:
         run_job(
             log[0],

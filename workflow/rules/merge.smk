@@ -13,6 +13,7 @@ rule merge:
     threads: 1
     resources:
         mem_mb=config["resources"]["merge_mem_mb"],
+        runtime=runtime_min("merge"),
     run:
         run_job(
             log[0],

@@ -14,6 +14,7 @@ rule normalize:
     threads: 1
     resources:
         mem_mb=config["resources"]["normalize_mem_mb"],
+        runtime=runtime_min("normalize"),
     run:
         run_job(
             log[0],

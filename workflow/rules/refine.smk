@@ -16,6 +16,7 @@ rule refine:
     threads: model_threads(config["refine"]["cpu_threads"])
     resources:
         mem_mb=config["resources"]["refine_mem_mb"],
+        runtime=audio_runtime_min("refine"),
     run:
         run_model_job(
             log[0],

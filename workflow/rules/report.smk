@@ -17,6 +17,7 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     run:
         run_job(
             log[0],
@@ -44,6 +45,7 @@ rule metrics:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     run:
         run_job(
             log[0],
@@ -90,6 +92,7 @@ rule figures:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     run:
         run_job(
             log[0],
@@ -128,6 +131,7 @@ rule summary:
     threads: 1
     resources:
         mem_mb=config["resources"]["report_mem_mb"],
+        runtime=runtime_min("report"),
     run:
         run_job(
             log[0],

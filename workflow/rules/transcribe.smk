@@ -12,6 +12,7 @@ rule transcribe_fast:
     threads: model_threads(config["transcribe_fast"]["cpu_threads"])
     resources:
         mem_mb=config["resources"]["transcribe_fast_mem_mb"],
+        runtime=audio_runtime_min("transcribe_fast"),
     run:
         run_model_job(
             log[0],
