@@ -284,6 +284,7 @@ def average_linkage_of_groups(means: np.ndarray, sizes: np.ndarray) -> np.ndarra
     distance = 1.0 - means @ means.T
     np.fill_diagonal(distance, np.inf)
     size = sizes.astype(np.float64).copy()
+    leaves = np.ones(count)  # scipy's 4th column counts leaves (groups), not windows
     ids = np.arange(count)
     active = np.ones(count, dtype=bool)
     row_min = distance.min(axis=1)
@@ -293,7 +294,7 @@ def average_linkage_of_groups(means: np.ndarray, sizes: np.ndarray) -> np.ndarra
         i = int(np.argmin(np.where(active, row_min, np.inf)))
         j = int(row_arg[i])
         i, j = min(i, j), max(i, j)
-        tree[step] = (min(ids[i], ids[j]), max(ids[i], ids[j]), max(float(distance[i, j]), 0.0), size[i] + size[j])
+        tree[step] = (min(ids[i], ids[j]), max(ids[i], ids[j]), max(float(distance[i, j]), 0.0), leaves[i] + leaves[j])
         merged = (size[i] * distance[i] + size[j] * distance[j]) / (size[i] + size[j])
         merged[~active] = np.inf
         merged[i] = merged[j] = np.inf
@@ -304,6 +305,7 @@ def average_linkage_of_groups(means: np.ndarray, sizes: np.ndarray) -> np.ndarra
         active[j] = False
         row_min[j] = np.inf
         size[i] += size[j]
+        leaves[i] += leaves[j]
         ids[i] = count + step
         # Rows whose nearest neighbour was i or j look again; the others only compare with i.
         stale = active & ((row_arg == i) | (row_arg == j))
