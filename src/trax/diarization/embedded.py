@@ -323,34 +323,69 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     """Renumber labels 0..k-1 in order of first appearance."""
     import numpy as np
 
-    order: dict[int, int] = {}
-    for label in labels:
-        order.setdefault(int(label), len(order))
-    return np.array([order[int(label)] for label in labels])
+    values, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(values))
+    return rank[inverse.reshape(-1)]
+
+
+def _cluster_sums(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Sum of the embeddings of each label (labels 0..k-1), in float64, one pass."""
+    import numpy as np
+
+    sums = np.zeros((int(labels.max()) + 1, embeddings.shape[1]))
+    np.add.at(sums, labels, embeddings)
+    return sums
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in range(int(labels.max()) + 1)])
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    """L2-normalised mean embedding of each label."""
+    return _unit(_cluster_sums(embeddings, labels))
 
 
 def _merge_small(embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray, min_s: float) -> np.ndarray:
-    """Merge clusters with less than ``min_s`` seconds into the nearest larger cluster."""
+    """Merge clusters with less than ``min_s`` seconds into the nearest larger cluster.
+
+    Repeatedly takes the smallest cluster (ties: the one that appears first) and merges it into
+    the cluster with the most similar centroid (ties: the one that appears first). Centroids and
+    sizes are updated per merge, so a merge costs one clusters x 256 product, not a pass over all
+    windows: hours of audio can leave hundreds of small clusters.
+    """
     import numpy as np
 
-    while labels.max() > 0:
-        sizes = np.array([weights[labels == k].sum() for k in range(int(labels.max()) + 1)])
-        smallest = int(np.argmin(sizes))
-        if sizes[smallest] >= min_s:
+    count = int(labels.max()) + 1
+    sums = _cluster_sums(embeddings, labels)
+    units = _unit(sums)
+    sizes = np.bincount(labels, weights=weights, minlength=count).astype(np.float64)
+    first = np.full(count, len(labels))
+    np.minimum.at(first, labels, np.arange(len(labels)))
+    target = np.arange(count)  # where each original cluster ended up
+    alive = count
+    while alive > 1:
+        smallest_size = sizes.min()
+        if smallest_size >= min_s:
             break
-        centroids = _centroids(embeddings, labels)
-        similarity = centroids @ centroids[smallest]
+        tied = np.flatnonzero(sizes == smallest_size)
+        smallest = int(tied[np.argmin(first[tied])])
+        similarity = units @ units[smallest]
+        similarity[~np.isfinite(sizes)] = -np.inf
         similarity[smallest] = -np.inf
-        labels = np.where(labels == smallest, int(np.argmax(similarity)), labels)
-        labels = _compact(labels)
-    return labels
+        tied = np.flatnonzero(similarity == similarity.max())
+        nearest = int(tied[np.argmin(first[tied])])
+        sums[nearest] += sums[smallest]
+        units[nearest] = _unit(sums[nearest : nearest + 1])[0]
+        sizes[nearest] += sizes[smallest]
+        first[nearest] = min(first[nearest], first[smallest])
+        sizes[smallest] = np.inf  # gone
+        target[target == smallest] = nearest
+        alive -= 1
+    return _compact(target[labels])
 
 
 def viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
