@@ -76,7 +76,8 @@ def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]
         with open(OUT / f"{label}.log", "w", encoding="utf-8") as console:
             subprocess.run(command, check=True, stdout=console, stderr=subprocess.STDOUT, env=env)
         wall = time.perf_counter() - start
-        metrics = read_json(workdir / "results" / label.replace("-", "_") / "metrics.json")
+        (metrics_path,) = (workdir / "results").glob("*/metrics.json")
+        metrics = read_json(metrics_path)
         rows = {stage: value for stage in STAGES if (value := benchmark(workdir, stage)) is not None}
         server = (metrics.get("model_server") or {}).get("peak_rss_mb", 0.0)
         rows["model server"] = (0.0, float(server))
