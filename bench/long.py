@@ -80,8 +80,9 @@ def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]
         metrics = read_json(metrics_path)
         rows = {stage: value for stage in STAGES if (value := benchmark(workdir, stage)) is not None}
         server = (metrics.get("model_server") or {}).get("peak_rss_mb", 0.0)
+        largest_job = max(rss for _, rss in rows.values())
         rows["model server"] = (0.0, float(server))
-        rows["workflow"] = (wall, max(rss for _, rss in rows.values() if rss) + float(server))
+        rows["workflow"] = (wall, largest_job + float(server))
         subprocess.run([sys.executable, "-c", "import contextlib\nfrom trax.client import request, ServerUnavailable\n"
                         "with contextlib.suppress(ServerUnavailable): request('shutdown')"], cwd=workdir, check=False)
         return rows
