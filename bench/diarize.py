@@ -21,6 +21,14 @@ Columns:
 
 ``one speaker (VAD)`` labels every Silero speech region with a single speaker: the floor any
 clustering must beat.
+
+``--concat N`` scores one long recording instead: the 13 items back to back, N times over (so the
+same voices come back every 390 s, as speakers do in a meeting), reference turns shifted and
+labelled ``<uri>:<speaker>``. Rows: the whole array clustered exactly (the algorithm before issue
+16: average linkage over all windows), 5-minute pieces from the WAV (the workflow's reading) with
+exact clustering, and pieces with chunked clustering at the default and smaller
+``cluster_chunk_windows``.
+``peak MB`` is the growth of this process's peak RSS during the row (0 when below an earlier peak).
 """
 
 from __future__ import annotations
@@ -46,8 +54,8 @@ from trax.diarization.embedded import (  # noqa: E402
     speech_regions,
 )
 from trax.diarization.pipeline import fix_torch_threads  # noqa: E402
-from trax.media import NormalizeOptions, normalize  # noqa: E402
-from trax.transcribe import load_wav, pin_blas_threads  # noqa: E402
+from trax.media import NormalizeOptions, audio_pieces, load_wav, normalize  # noqa: E402
+from trax.transcribe import pin_blas_threads  # noqa: E402
 
 
 def load_items(workdir: Path) -> list[tuple[DerItem, object]]:
@@ -123,6 +131,61 @@ def parse_value(text: str):
     return text
 
 
+def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Path) -> None:
+    """Score one long recording made of the dev items (see the module docstring)."""
+    import wave
+
+    import numpy as np
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    parts, reference, uem = [], [], []
+    offset = 0.0
+    for _ in range(repeats):
+        for item, audio in items:
+            parts.append(audio)
+            for turn in read_rttm(item.rttm, uri=item.uri).get(item.uri, []):
+                reference.append(Turn(turn.start + offset, turn.end + offset, f"{item.uri}:{turn.speaker}"))
+            uem += [(s + offset, e + offset) for s, e in item.uem]
+            offset += len(audio) / 16000
+    audio = np.concatenate(parts)
+    wav = workdir / "concat.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.round(audio * 32768).clip(-32768, 32767).astype("<i2").tobytes())
+    audio = load_wav(wav)
+    print(f"concatenated: {len(audio) / 16000:.1f} s ({repeats} x the dev set), {len(reference)} reference turns")
+    variants = [
+        ("whole array, exact clustering (before)", audio, dataclasses.replace(base, cluster_chunk_windows=10**9)),
+        ("pieces + exact clustering", None, dataclasses.replace(base, cluster_chunk_windows=10**9)),
+        (f"pieces + chunked clustering (default, {base.cluster_chunk_windows})", None, base),
+        ("pieces + chunked, cluster_chunk_windows=1000", None, dataclasses.replace(base, cluster_chunk_windows=1000)),
+        ("pieces + chunked, cluster_chunk_windows=500", None, dataclasses.replace(base, cluster_chunk_windows=500)),
+    ]
+    print("| variant | DER c0 | DER c.25 | miss | fa | conf | speakers (ref) | RTF | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, array, options in variants:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        source = array if array is not None else audio_pieces(wav)
+        turns, details = diarize_embedded(models, source, options)
+        elapsed = time.perf_counter() - start
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+        ref = annotation(reference, "concat")
+        hyp = annotation(turns, "concat")
+        timeline = Timeline([Segment(s, e) for s, e in uem], uri="concat")
+        c0 = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+        c5 = DiarizationErrorRate(collar=0.5, skip_overlap=False)
+        d0, d5 = c0(ref, hyp, uem=timeline), c5(ref, hyp, uem=timeline)
+        comp = c0.accumulated_
+        print(f"| {name} | {100 * d0:.1f} | {100 * d5:.1f} | {100 * comp['missed detection'] / comp['total']:.1f} | "
+              f"{100 * comp['false alarm'] / comp['total']:.1f} | {100 * comp['confusion'] / comp['total']:.1f} | "
+              f"{len(hyp.labels())} ({len(ref.labels())}) | {elapsed / (len(audio) / 16000):.3f} | {grown:.0f} |")
+        print(f"  details: {details}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -131,6 +194,8 @@ def main() -> None:
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (diarize.threads)")
+    parser.add_argument("--concat", type=int, default=0, metavar="N",
+                        help="score one recording of the dev set N times over instead (see above)")
     args = parser.parse_args()
 
     pin_blas_threads()
@@ -144,9 +209,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         items = load_items(Path(tmp))
-    start = time.perf_counter()
-    models = load_embedded_models()
-    load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        models = load_embedded_models()
+        load_s = time.perf_counter() - start
+        if args.concat:
+            concat_bench(models, items, base, args.concat, Path(tmp))
+            return
     total = sum(len(audio) for _, audio in items) / 16000
     print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s; torch threads {args.threads}")
     print(f"base settings: {base}")

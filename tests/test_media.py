@@ -71,7 +71,7 @@ def test_silence_is_valid_audio(tmp_path: Path) -> None:
         ("text_as_mp3", "not a decodable audio/video file", {}),
         ("zero_bytes", "empty file (0 bytes)", {}),
         ("no_audio", "no audio stream", {}),
-        ("oversized", "over the 1 MB limit (normalize.max_size_mb)", {"max_size_mb": 1}),
+        ("oversized", "over the 1 MB limit (normalize.max_size_mb; raise it", {"max_size_mb": 1}),
         ("too_short", "shorter than 0.1 s (normalize.min_duration_s)", {}),
     ],
 )

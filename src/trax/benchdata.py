@@ -117,3 +117,59 @@ def der_items(root: Path | None = None) -> list[DerItem]:
             uri = name.replace("ñ", "n")  # the list says trñ00, the RTTM and UEM say trn00
             items.append(DerItem(uri, audio, debug / f"debug.{subset}.rttm", tuple(uem[uri])))
     return items
+
+
+#: Derived copies and non-speech controls left out of long recordings (same speech twice, or none).
+EXCLUDED_FROM_LONG = frozenset({"faster-whisper/jfk.16k.wav", "const-me-whisper/columbia.16k.wav",
+                                "pyannote-audio/debug/empty.wav"})
+
+
+def speech_clips(root: Path | None = None) -> list[Path]:
+    """Every distinct real speech recording of the set (all splits and categories), in manifest order."""
+    root = root or benchdata_dir()
+    return [root / row["path"] for row in read_manifest(root)
+            if row["duration_s"] and row["path"] not in EXCLUDED_FROM_LONG and (root / row["path"]).is_file()]
+
+
+def build_long_recording(destination: Path, duration_s: float, workdir: Path, seed: int = 16) -> Path:
+    """Write a ``duration_s``-second 16 kHz mono WAV of real speech from many clips and speakers.
+
+    Every speech clip of the set is decoded once by ffmpeg to 16 kHz mono (in ``workdir``); the
+    recording then takes them in a shuffled order, reshuffled (seeded) each time the set is used
+    up, with 0.5 s of silence between clips, and is cut at exactly ``duration_s``. The set holds
+    ~13 minutes of distinct speech, so hours of it reuse each clip in different neighbourhoods —
+    enough for speed and memory measurements, not for accuracy ones. Written in blocks, so
+    building 4 hours needs no memory to speak of. Same arguments, same bytes.
+    """
+    import random
+    import subprocess
+    import wave
+
+    from trax.media import find_ffmpeg
+
+    tools = find_ffmpeg()
+    decoded = []
+    for number, clip in enumerate(speech_clips()):
+        target = workdir / f"clip{number:03d}.raw"
+        if not target.exists():
+            subprocess.run([tools.ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(clip), "-map", "0:a:0",
+                            "-ac", "1", "-ar", "16000", "-f", "s16le", str(target)], check=True)
+        decoded.append(target)
+    pause = b"\0\0" * 8000
+    remaining = int(round(duration_s * 16000)) * 2
+    rng = random.Random(seed)
+    with wave.open(str(destination), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        while remaining > 0:
+            order = list(decoded)
+            rng.shuffle(order)
+            for clip in order:
+                for block in (clip.read_bytes(), pause):
+                    block = block[:remaining]
+                    out.writeframes(block)
+                    remaining -= len(block)
+                if remaining <= 0:
+                    break
+    return destination

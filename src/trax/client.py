@@ -95,7 +95,7 @@ def _read_reply(stream: BinaryIO) -> dict[str, Any]:
         if "progress" not in message:
             return message
         update = message["progress"]
-        progress.log_progress(update["stage"], update["done"], update["total"])
+        progress.report(update["stage"], update["done"], update["total"])
 
 
 def _server_is_ours() -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trax import console, progress
 from trax.errors import TraxError
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -51,12 +52,13 @@ class _ThisThread(logging.Filter):
         return record.thread == self.thread
 
 
-def run_job(log_path: str, function: str, /, **kwargs: Any) -> Any:
+def run_job(log_path: str, function: str, /, subject: str | None = None, **kwargs: Any) -> Any:
     """Run ``function(**kwargs)`` for one job in this thread, logging to ``log_path``.
 
     Args:
         log_path: The rule's ``log:`` file (rewritten).
         function: ``module:name`` of a trax function, e.g. ``trax.merge:merge_files``.
+        subject: What console lines name; by default the log file's stem (the recording id).
         **kwargs: Its arguments (plain values: paths, settings dicts).
 
     Raises:
@@ -70,6 +72,10 @@ def run_job(log_path: str, function: str, /, **kwargs: Any) -> Any:
         handler.addFilter(_ThisThread())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        # Progress and warnings of this job reach the terminal too, named after its recording
+        # (logs/<rule>/<id>.log), in whole lines (trax.console).
+        progress.set_subject(subject or Path(log_path).stem, thread_only=True)
+        console.attach(sys.stderr, thread_only=True)
         try:
             # A copy: settings dicts come straight from the workflow's config, shared by every job.
             return resolve(function)(**copy.deepcopy(kwargs))
@@ -80,6 +86,7 @@ def run_job(log_path: str, function: str, /, **kwargs: Any) -> Any:
             line = f"trax: error: unexpected {type(exc).__name__}: {exc} (traceback in {log_path})"
         finally:
             logger.removeHandler(handler)
+            console.attach(None, thread_only=True)
         print(line, file=log_file)
         print(line, file=sys.stderr, flush=True)
         # Not the line again: Snakemake prints the exception's message under its own error block.

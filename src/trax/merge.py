@@ -16,6 +16,9 @@ is kept in ``speakers[].label``. A sample sheet column ``speaker_names``
 
 from __future__ import annotations
 
+import bisect
+import itertools
+
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -142,13 +145,40 @@ def overlap_regions(turns: list[Turn]) -> list[tuple[float, float]]:
     return regions
 
 
-def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptions) -> tuple[str | None, str]:
+class IntervalIndex:
+    """Finds the intervals that can touch a time span without scanning all of them, so merging
+    is linear in words (it was words x turns: 2.4 s at 1 hour against 0.27 s at 10 minutes).
+
+    Intervals sorted by start are cut to those with ``start <= hi`` (bisect on starts) and, via a
+    running maximum of ends, those with ``end >= lo``; what lies between keeps its order, so every
+    caller sees the same candidates in the same order as a full scan, minus ones that cannot touch
+    the span. Unsorted input falls back to a full scan.
+    """
+
+    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+        self.sorted = all(a[0] <= b[0] for a, b in zip(intervals, intervals[1:]))
+        self.starts = [start for start, _ in intervals]
+        self.max_ends = list(itertools.accumulate((end for _, end in intervals), max))
+
+    def between(self, lo: float, hi: float) -> range:
+        """Indices of the intervals that may satisfy ``start <= hi`` and ``end >= lo``."""
+        if not self.sorted:
+            return range(len(self.starts))
+        return range(bisect.bisect_left(self.max_ends, lo), bisect.bisect_right(self.starts, hi))
+
+
+def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptions,
+                index: IntervalIndex | None = None) -> tuple[str | None, str]:
     """The backend label for one word and how it was chosen (``overlap``/``nearest``/``unassigned``).
 
     Overlap is summed per speaker over all their turns; ties go to the speaker whose overlapping
     turn starts first (turns are sorted), so the choice is deterministic. A zero-length word is
-    treated as the point ``start``: it overlaps a turn that contains it.
+    treated as the point ``start``: it overlaps a turn that contains it. ``index`` (of ``turns``)
+    limits the search to turns within ``nearest_tolerance_s`` of the word; the result is the same.
     """
+    if index is not None:
+        tolerance = max(options.nearest_tolerance_s, 0.0)
+        turns = [turns[i] for i in index.between(start - tolerance, max(start, end) + tolerance)]
     per_label: dict[str, float] = {}
     for turn in turns:
         if end > start:
@@ -184,12 +214,15 @@ def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
     for turn in turns:  # sorted by start: numbering follows first speech
         readable.setdefault(turn.label, f"SPEAKER_{len(readable) + 1}")
     regions = overlap_regions(turns)
+    turn_index = IntervalIndex([(t.start, t.end) for t in turns])
+    region_index = IntervalIndex(regions)
 
     words = []
     for raw in _words(transcript):
         start, end = float(raw["start"]), float(raw["end"])
-        label, how = assign_word(start, end, turns, options)
-        in_overlap = sum(_overlap(start, end, a, b) for a, b in regions)
+        label, how = assign_word(start, end, turns, options, turn_index)
+        near = [regions[i] for i in region_index.between(start, max(start, end))]
+        in_overlap = sum(_overlap(start, end, a, b) for a, b in near)
         words.append({
             "start": round(start, TIME_DIGITS),
             "end": round(end, TIME_DIGITS),
@@ -198,7 +231,7 @@ def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
             "speaker": readable[label] if label is not None else UNKNOWN,
             "assignment": how,
             "overlapped": bool(in_overlap >= options.min_overlap_s
-                               or (end <= start and any(a <= start <= b for a, b in regions))),
+                               or (end <= start and any(a <= start <= b for a, b in near))),
         })
 
     utterances: list[dict[str, Any]] = []

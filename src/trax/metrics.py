@@ -294,7 +294,27 @@ def write_file_metrics(sample_id: str, inputs: Mapping[str, str], stages: Sequen
         server=server_stats() if use_server else None,
     )
     write_json_atomic(output_path, result, schema="metrics")
+    from trax import console
+
+    console.line(done_line(result))
     return result
+
+
+def done_line(metrics: Mapping[str, Any]) -> str:
+    """The one console line at the end of a recording: duration, wall time, speed, speakers, words.
+
+    Wall time is ``metrics.json``'s ``wall_s``: the sum of the recording's jobs (an upper bound of
+    its elapsed time when diarization and transcription ran side by side), so the line and the
+    file agree; speed is audio seconds per wall second.
+    """
+    from trax.progress import clock
+
+    duration, wall = float(metrics["duration_s"]), float(metrics["wall_s"])
+    speed = f"{duration / wall:.1f}x real time" if wall > 0 else "instant"
+    speakers = metrics.get("num_speakers")
+    who = f", {speakers} speaker{'s' if speakers != 1 else ''}" if speakers is not None else ""
+    return (f"trax: {metrics['sample_id']}: done: {clock(duration)} of audio in {clock(wall)} ({speed}){who}, "
+            f"{metrics['words']} words")
 
 
 def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str], targets: Sequence[Mapping[str, Any]],

@@ -20,15 +20,26 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from trax import console as console_module
+from trax import progress
 from trax.errors import TraxError
 
 T = TypeVar("T")
 
 
-def run_step(log_path: str, step: Callable[[], T]) -> T:
-    """Run ``step`` with stderr and logging redirected to ``log_path``; exit 1 on error."""
+def run_step(log_path: str, step: Callable[[], T], subject: str | None = None) -> T:
+    """Run ``step`` with stderr and logging redirected to ``log_path``; exit 1 on error.
+
+    Args:
+        log_path: The rule's log file.
+        step: The work.
+        subject: What console lines (progress, warnings) name; by default the log file's stem,
+            which every per-recording rule names after the recording id (``logs/<rule>/<id>.log``).
+    """
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     console = os.fdopen(os.dup(2), "w", buffering=1)
+    progress.set_subject(subject or os.path.splitext(os.path.basename(log_path))[0])
+    console_module.attach(console)
     with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
         sys.stderr.flush()
         os.dup2(log_file.fileno(), 2)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
-import wave
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from trax import progress
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic
 from trax.manager import ModelKey
+from trax.media import audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.models import ModelSource, resolve_whisper
 from trax.protocol import ServerSettings
 from trax.provenance import provenance, sha256_file
@@ -172,17 +173,6 @@ class Transcript:
         data = asdict(self)
         data["text"] = self.text
         return data
-
-
-def load_wav(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a normalized 16 kHz mono s16 WAV as float32 in [-1, 1) (what faster-whisper expects)."""
-    import numpy as np
-
-    with wave.open(str(path), "rb") as handle:
-        if handle.getframerate() != 16000 or handle.getnchannels() != 1 or handle.getsampwidth() != 2:
-            raise TraxError(path, "expected 16 kHz mono 16-bit PCM (run normalize first)")
-        frames = handle.readframes(handle.getnframes())
-    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
 
 
 #: Set in a process whose BLAS libraries were all pinned to one thread by environment at start.
@@ -387,14 +377,13 @@ def transcribe_wav(
     """
     options = TranscribeOptions.from_config(settings)
     pin_blas_threads()
-    audio = load_wav(wav_path)
-    segments, dropped, language, language_probability = transcribe_audio(
-        model, audio, options, functools.partial(progress.report, "transcribe"))
+    segments, dropped, language, language_probability = transcribe_in_pieces(
+        model, wav_path, options, functools.partial(progress.report, "transcribe"))
     transcript = Transcript(
         sample_id=sample_id,
         language=language,
         language_probability=language_probability,
-        duration=round(len(audio) / 16000, TIME_DIGITS),
+        duration=round(wav_duration(wav_path), TIME_DIGITS),
         segments=segments,
         dropped_segments=dropped,
         provenance=provenance(
@@ -404,6 +393,50 @@ def transcribe_wav(
         ),
     )
     return transcript.serialize()
+
+
+def transcribe_in_pieces(
+    model: Any,
+    wav_path: str,
+    options: TranscribeOptions,
+    progress: ProgressHook | None = None,
+) -> tuple[list[Segment], list[DroppedSegment], str, float]:
+    """Decode a normalized WAV piece by piece (:func:`trax.media.audio_pieces`, at most 5 minutes
+    each, cut at pauses), so memory does not grow with the recording; return what
+    :func:`transcribe_audio` returns, for the whole recording.
+
+    faster-whisper builds features for all the audio it is given (~160 kB per second), so a
+    4-hour array alone would be 900 MB plus several GB of STFT. A recording of one piece decodes
+    exactly as a whole. Later pieces are decoded in the language detected on the first (unless
+    configured), so a transcript never switches language at a cut; times are shifted by each
+    piece's offset and segment ids run on.
+    """
+    total = wav_duration(wav_path)
+    segments: list[Segment] = []
+    dropped: list[DroppedSegment] = []
+    language: str | None = options.language
+    language_probability = 1.0
+    for number, piece in enumerate(audio_pieces(wav_path)):
+        offset = piece.offset_s
+        hook = None if progress is None else (lambda done, _total, offset=offset: progress(offset + done, total))
+        piece_options = options if number == 0 else dataclasses.replace(options, language=language)
+        found, piece_dropped, piece_language, piece_probability = transcribe_audio(
+            model, piece.samples, piece_options, hook)
+        if number == 0:
+            language, language_probability = piece_language, piece_probability
+        for segment in found:
+            segment.id = len(segments)
+            if offset:
+                segment.start = round(segment.start + offset, TIME_DIGITS)
+                segment.end = round(segment.end + offset, TIME_DIGITS)
+                for word in segment.words:
+                    word.start = round(word.start + offset, TIME_DIGITS)
+                    word.end = round(word.end + offset, TIME_DIGITS)
+            segments.append(segment)
+        for item in piece_dropped:
+            item.start, item.end = round(item.start + offset, TIME_DIGITS), round(item.end + offset, TIME_DIGITS)
+            dropped.append(item)
+    return segments, dropped, language or "en", language_probability
 
 
 def transcribe_file(

@@ -14,7 +14,13 @@ Steps, for 16 kHz mono audio:
 3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
    ``cluster_threshold`` (automatic speaker count), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
-   merged into the nearest cluster when the count is automatic.
+   merged into the nearest cluster when the count is automatic. Long recordings are clustered in
+   chunks whose clusters are then linked (``cluster_chunk_windows``), never all windows at once.
+
+Memory does not grow with the recording: audio comes in pieces of at most 5 minutes
+(:func:`trax.media.audio_pieces`; VAD, mel frames and embeddings are computed per piece), and the
+frame labelling runs block by block. What is kept for the whole recording is small: one 256-d
+float32 embedding per 0.5 s of speech and one index per 10 ms speech frame (≈ 45 MB at 4 hours).
 4. **Frame labels.** Every 10 ms speech frame is scored against each cluster centroid by the
    cosine similarity of the windows covering it; a Viterbi pass with ``switch_penalty`` per speaker
    change picks the label sequence, so short spurious switches disappear.
@@ -23,6 +29,7 @@ Steps, for 16 kHz mono audio:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +39,8 @@ from trax.diarization.annotation import Turn
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from trax.media import AudioPiece
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,14 @@ class EmbeddedOptions:
             units of cosine similarity. 0 = plain per-frame argmax.
         overlap_margin: A frame also gets the runner-up speaker when that speaker's score is
             within this margin of the chosen one's (overlapped speech). 0 = never.
+        cluster_chunk_windows: Recordings with at most this many windows are clustered exactly
+            (average linkage over all windows: a condensed distance matrix of n²/2 doubles, 16 MB
+            at 2000 windows ≈ 17 minutes of speech). Longer ones are clustered in consecutive
+            chunks of this many windows, and the chunks' clusters are then linked by exact
+            average linkage on cluster means (see :func:`cluster`), so memory stays bounded:
+            an 8-hour file would otherwise need a 13 GB matrix. Not a config key: it changes
+            no result on recordings under ~17 minutes of speech, and ``bench/diarize.py --concat``
+            measures it on longer ones.
     """
 
     vad_threshold: float = 0.3
@@ -73,6 +90,7 @@ class EmbeddedOptions:
     min_speaker_s: float = 4.0
     switch_penalty: float = 10.0
     overlap_margin: float = 0.0
+    cluster_chunk_windows: int = 2000
 
     @classmethod
     def from_config(cls, settings: dict[str, Any]) -> EmbeddedOptions:
@@ -191,54 +209,183 @@ def cluster(
     count = len(embeddings)
     if count == 1:
         return np.zeros(1, dtype=int), {"num_speakers_auto": 1, "reason": "single window"}
-    tree = linkage(embeddings, method="average", metric="cosine")
+    if count <= options.cluster_chunk_windows:
+        tree = linkage(embeddings, method="average", metric="cosine")
+        groups = None
+        leaves = count
+    else:
+        groups, means, sizes = _chunk_clusters(embeddings, options)
+        tree = average_linkage_of_groups(means, sizes)
+        leaves = len(sizes)
+
+    def cut(t: float, criterion: str) -> np.ndarray:
+        labels = fcluster(tree, t=t, criterion=criterion)
+        return _compact(labels if groups is None else labels[groups])
+
     if num_speakers is not None:
-        labels = fcluster(tree, t=min(num_speakers, count), criterion="maxclust")
-        return _compact(labels), {"reason": "num_speakers"}
-    labels = _compact(fcluster(tree, t=options.cluster_threshold, criterion="distance"))
+        return cut(min(num_speakers, leaves), "maxclust"), {"reason": "num_speakers"}
+    labels = cut(options.cluster_threshold, "distance")
     labels = _merge_small(embeddings, labels, weights, options.min_speaker_s)
     auto = int(labels.max()) + 1
     facts: dict[str, Any] = {"num_speakers_auto": auto, "reason": "cluster_threshold"}
+    if groups is not None:
+        facts["cluster_chunks"] = -(-count // options.cluster_chunk_windows)
     low = min_speakers or 1
-    high = max_speakers or count
+    high = max_speakers or leaves
     if auto < low or auto > high:
-        labels = _compact(fcluster(tree, t=min(max(auto, low), high, count), criterion="maxclust"))
+        labels = cut(min(max(auto, low), high, leaves), "maxclust")
         facts["reason"] = "min_speakers" if auto < low else "max_speakers"
     return labels, facts
+
+
+def _chunk_clusters(embeddings: np.ndarray, options: EmbeddedOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First stage of chunked clustering: average linkage within consecutive chunks of
+    ``cluster_chunk_windows`` windows, cut at ``cluster_threshold``.
+
+    Returns:
+        (group of each window, mean embedding of each group (not re-normalised), group sizes).
+    """
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    chunk = options.cluster_chunk_windows
+    groups = np.empty(len(embeddings), dtype=np.int64)
+    sums: list[np.ndarray] = []
+    sizes: list[int] = []
+    for begin in range(0, len(embeddings), chunk):
+        part = np.asarray(embeddings[begin : begin + chunk], dtype=np.float64)
+        if len(part) == 1:
+            local = np.zeros(1, dtype=int)
+        else:
+            local = _compact(fcluster(linkage(part, method="average", metric="cosine"),
+                                      t=options.cluster_threshold, criterion="distance"))
+        for k in range(int(local.max()) + 1):
+            members = local == k
+            groups[begin : begin + chunk][members] = len(sizes)
+            sums.append(part[members].sum(axis=0))
+            sizes.append(int(members.sum()))
+    size_array = np.array(sizes, dtype=np.float64)
+    return groups, np.stack(sums) / size_array[:, None], size_array
+
+
+def average_linkage_of_groups(means: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Average linkage (UPGMA) of groups of unit vectors under cosine distance, in scipy's
+    linkage-matrix format (leaves = groups).
+
+    For unit vectors the mean cosine distance between two sets is ``1 - mean_a · mean_b``, so the
+    groups' means and sizes are all UPGMA needs: the result is exactly the dendrogram that
+    average linkage over all windows would build above these groups, had it formed them first.
+    Memory is one groups × groups matrix (a few hundred groups per hour of speech). Ties are broken by
+    index, so the tree is deterministic.
+    """
+    import numpy as np
+
+    count = len(sizes)
+    distance = 1.0 - means @ means.T
+    np.fill_diagonal(distance, np.inf)
+    size = sizes.astype(np.float64).copy()
+    leaves = np.ones(count)  # scipy's 4th column counts leaves (groups), not windows
+    ids = np.arange(count)
+    active = np.ones(count, dtype=bool)
+    row_min = distance.min(axis=1)
+    row_arg = distance.argmin(axis=1)
+    tree = np.zeros((count - 1, 4))
+    for step in range(count - 1):
+        i = int(np.argmin(np.where(active, row_min, np.inf)))
+        j = int(row_arg[i])
+        i, j = min(i, j), max(i, j)
+        tree[step] = (min(ids[i], ids[j]), max(ids[i], ids[j]), max(float(distance[i, j]), 0.0), leaves[i] + leaves[j])
+        merged = (size[i] * distance[i] + size[j] * distance[j]) / (size[i] + size[j])
+        merged[~active] = np.inf
+        merged[i] = merged[j] = np.inf
+        distance[i, :] = merged
+        distance[:, i] = merged
+        distance[j, :] = np.inf
+        distance[:, j] = np.inf
+        active[j] = False
+        row_min[j] = np.inf
+        size[i] += size[j]
+        leaves[i] += leaves[j]
+        ids[i] = count + step
+        # Rows whose nearest neighbour was i or j look again; the others only compare with i.
+        stale = active & ((row_arg == i) | (row_arg == j))
+        stale[i] = True
+        for r in np.flatnonzero(stale):
+            row_arg[r] = int(np.argmin(distance[r]))
+            row_min[r] = distance[r, row_arg[r]]
+        closer = active & ~stale & (merged < row_min)
+        row_min[closer] = merged[closer]
+        row_arg[closer] = i
+    return tree
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
     """Renumber labels 0..k-1 in order of first appearance."""
     import numpy as np
 
-    order: dict[int, int] = {}
-    for label in labels:
-        order.setdefault(int(label), len(order))
-    return np.array([order[int(label)] for label in labels])
+    values, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(values))
+    return rank[inverse.reshape(-1)]
+
+
+def _cluster_sums(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Sum of the embeddings of each label (labels 0..k-1), in float64, one pass."""
+    import numpy as np
+
+    sums = np.zeros((int(labels.max()) + 1, embeddings.shape[1]))
+    np.add.at(sums, labels, embeddings)
+    return sums
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in range(int(labels.max()) + 1)])
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    """L2-normalised mean embedding of each label."""
+    return _unit(_cluster_sums(embeddings, labels))
 
 
 def _merge_small(embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray, min_s: float) -> np.ndarray:
-    """Merge clusters with less than ``min_s`` seconds into the nearest larger cluster."""
+    """Merge clusters with less than ``min_s`` seconds into the nearest larger cluster.
+
+    Repeatedly takes the smallest cluster (ties: the one that appears first) and merges it into
+    the cluster with the most similar centroid (ties: the one that appears first). Centroids and
+    sizes are updated per merge, so a merge costs one clusters x 256 product, not a pass over all
+    windows: hours of audio can leave hundreds of small clusters.
+    """
     import numpy as np
 
-    while labels.max() > 0:
-        sizes = np.array([weights[labels == k].sum() for k in range(int(labels.max()) + 1)])
-        smallest = int(np.argmin(sizes))
-        if sizes[smallest] >= min_s:
+    count = int(labels.max()) + 1
+    sums = _cluster_sums(embeddings, labels)
+    units = _unit(sums)
+    sizes = np.bincount(labels, weights=weights, minlength=count).astype(np.float64)
+    first = np.full(count, len(labels))
+    np.minimum.at(first, labels, np.arange(len(labels)))
+    target = np.arange(count)  # where each original cluster ended up
+    alive = count
+    while alive > 1:
+        smallest_size = sizes.min()
+        if smallest_size >= min_s:
             break
-        centroids = _centroids(embeddings, labels)
-        similarity = centroids @ centroids[smallest]
+        tied = np.flatnonzero(sizes == smallest_size)
+        smallest = int(tied[np.argmin(first[tied])])
+        similarity = units @ units[smallest]
+        similarity[~np.isfinite(sizes)] = -np.inf
         similarity[smallest] = -np.inf
-        labels = np.where(labels == smallest, int(np.argmax(similarity)), labels)
-        labels = _compact(labels)
-    return labels
+        tied = np.flatnonzero(similarity == similarity.max())
+        nearest = int(tied[np.argmin(first[tied])])
+        sums[nearest] += sums[smallest]
+        units[nearest] = _unit(sums[nearest : nearest + 1])[0]
+        sizes[nearest] += sizes[smallest]
+        first[nearest] = min(first[nearest], first[smallest])
+        sizes[smallest] = np.inf  # gone
+        target[target == smallest] = nearest
+        alive -= 1
+    return _compact(target[labels])
 
 
 def viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
@@ -269,37 +416,92 @@ class SpeechEmbeddings:
 
     Attributes:
         frame_times: Sample index of each 10 ms speech frame (speech regions concatenated).
-        starts: First frame of each window.
-        window: Window length in frames.
-        embeddings: L2-normalised embeddings, one row per window.
+        starts: First frame of each window (indices into ``frame_times``), ascending.
+        ends: One past the last frame of each window, ascending.
+        embeddings: L2-normalised embeddings, one row per window (float32).
         regions: Number of VAD speech regions.
     """
 
     frame_times: np.ndarray
     starts: np.ndarray
-    window: int
+    ends: np.ndarray
     embeddings: np.ndarray
     regions: int
 
 
-def embed_speech(models: EmbeddedModels, audio: np.ndarray, options: EmbeddedOptions) -> SpeechEmbeddings | None:
-    """VAD, then window embeddings over the concatenated speech; None when there is no speech."""
+def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece], options: EmbeddedOptions,
+                 total_s: float | None = None) -> SpeechEmbeddings | None:
+    """VAD, then window embeddings over the concatenated speech, piece by piece; None when there
+    is no speech.
+
+    Args:
+        models: Loaded models.
+        audio: 16 kHz float32 samples, or the pieces of a long recording
+            (:func:`trax.media.audio_pieces`); each piece gets its own VAD pass and windows, so a
+            window never spans two pieces.
+        options: Backend settings.
+        total_s: Length of the recording, for progress reports (none when None).
+    """
     import numpy as np
 
-    regions = speech_regions(audio, options)
-    # Snap regions to the 10 ms mel grid so frames map back to exact times.
-    regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(audio))) for s, e in regions]
-    regions = [(s, e) for s, e in regions if e - s >= FRAME]
-    if not regions:
-        return None
-    speech = np.concatenate([audio[s:e] for s, e in regions])
-    frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions])
-    mel = _mel_frames(speech)
-    frames = min(len(mel), len(frame_times))
+    from trax import progress
+    from trax.media import AudioPiece
+
+    pieces = [AudioPiece(0, audio)] if isinstance(audio, np.ndarray) else audio
     window = max(1, round(options.window_s * SAMPLE_RATE / FRAME))
     hop = max(1, round(options.hop_s * SAMPLE_RATE / FRAME))
-    starts, embeddings = embed_windows(models, mel[:frames], window, hop)
-    return SpeechEmbeddings(frame_times[:frames], starts, min(window, frames), embeddings, len(regions))
+    times: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = []
+    frames_before = 0
+    regions_total = 0
+    for piece in pieces:
+        samples = piece.samples
+        regions = speech_regions(samples, options)
+        # Snap regions to the 10 ms mel grid so frames map back to exact times.
+        regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(samples))) for s, e in regions]
+        regions = [(s, e) for s, e in regions if e - s >= FRAME]
+        if regions:
+            speech = np.concatenate([samples[s:e] for s, e in regions])
+            frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions]) + piece.start
+            mel = _mel_frames(speech)
+            del speech
+            frames = min(len(mel), len(frame_times))
+            local_starts, local_embeddings = embed_windows(models, mel[:frames], window, hop)
+            times.append(frame_times[:frames])
+            starts.append(local_starts + frames_before)
+            ends.append(local_starts + frames_before + min(window, frames))
+            embeddings.append(local_embeddings.astype(np.float32))
+            frames_before += frames
+            regions_total += len(regions)
+        if total_s:
+            progress.report("diarize", min(total_s, (piece.start + len(samples)) / SAMPLE_RATE), total_s)
+    if not times:
+        return None
+    return SpeechEmbeddings(np.concatenate(times), np.concatenate(starts), np.concatenate(ends),
+                            np.concatenate(embeddings), regions_total)
+
+
+#: Frames scored and smoothed at a time by :func:`label_frames` (10 minutes of speech): the
+#: frames x speakers score matrix of a 4-hour file would be ~100 MB at once.
+LABEL_BLOCK_FRAMES = 60_000
+
+
+def _frame_scores(speech: SpeechEmbeddings, similarity: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Scores of frames ``[lo, hi)``: mean similarity of the windows covering each frame to each
+    centroid (0 for a frame no window covers)."""
+    import numpy as np
+
+    sums = np.zeros((hi - lo, similarity.shape[1]))
+    counts = np.zeros(hi - lo)
+    first = int(np.searchsorted(speech.ends, lo, side="right"))
+    last = int(np.searchsorted(speech.starts, hi, side="left"))
+    for start, end, row in zip(speech.starts[first:last], speech.ends[first:last], similarity[first:last]):
+        a, b = max(int(start), lo) - lo, min(int(end), hi) - lo
+        sums[a:b] += row
+        counts[a:b] += 1
+    return sums / np.maximum(counts, 1)[:, None]
 
 
 def label_frames(
@@ -312,40 +514,75 @@ def label_frames(
     """Cluster the windows, label every speech frame, and return (turns, details)."""
     import numpy as np
 
-    starts, window, embeddings = speech.starts, speech.window, speech.embeddings
+    starts = speech.starts
+    # Exact clustering works in float64 (a copy of at most cluster_chunk_windows rows); chunked
+    # clustering converts chunk by chunk, so a long recording is never copied whole.
+    embeddings = (speech.embeddings.astype(np.float64) if len(starts) <= options.cluster_chunk_windows
+                  else speech.embeddings)
     frames = len(speech.frame_times)
     weights = np.full(len(starts), min(options.hop_s, options.window_s))
     labels, facts = cluster(embeddings, weights, options, num_speakers, min_speakers, max_speakers)
     centroids = _centroids(embeddings, labels)
 
     # Frame scores: mean similarity of the covering windows to each centroid. The Viterbi penalty
-    # also applies across pauses, which keeps a speaker through short ones.
-    similarity = embeddings @ centroids.T
-    sums = np.zeros((frames, len(centroids)))
-    counts = np.zeros(frames)
-    for start, row in zip(starts, similarity):
-        sums[start : start + window] += row
-        counts[start : start + window] += 1
-    scores = sums / np.maximum(counts, 1)[:, None]
-    path = viterbi(scores, options.switch_penalty)
+    # also applies across pauses, which keeps a speaker through short ones. Scored block by block.
+    similarity = embeddings @ centroids.T.astype(embeddings.dtype)
+    blocks = [(lo, min(lo + LABEL_BLOCK_FRAMES, frames)) for lo in range(0, frames, LABEL_BLOCK_FRAMES)]
+    path = viterbi_blocks((_frame_scores(speech, similarity, lo, hi) for lo, hi in blocks), frames,
+                          len(centroids), options.switch_penalty)
     required = num_speakers or min_speakers or 1
-    missing = [k for k in range(len(centroids)) if k not in set(path.tolist())]
+    missing = [k for k in range(len(centroids)) if k not in set(np.unique(path).tolist())]
     if missing and required > len(centroids) - len(missing):
         # A requested speaker the smoothing dropped keeps the centre of each of its windows.
         hop = max(1, round(options.hop_s * SAMPLE_RATE / FRAME))
         for k in missing:
-            for start in starts[labels == k]:
-                centre = start + window // 2
+            for start, end in zip(starts[labels == k], speech.ends[labels == k]):
+                centre = start + (end - start) // 2
                 path[max(0, centre - hop // 2) : centre + (hop + 1) // 2] = k
     turns = _runs(speech.frame_times, path)
     if options.overlap_margin > 0 and len(centroids) > 1:
-        chosen = scores[np.arange(frames), path]
-        masked = scores.copy()
-        masked[np.arange(frames), path] = -np.inf
-        runner_up = np.argmax(masked, axis=1)
-        close = chosen - masked[np.arange(frames), runner_up] < options.overlap_margin
-        turns += _runs(speech.frame_times, np.where(close, runner_up, -1))
+        for lo, hi in blocks:
+            scores = _frame_scores(speech, similarity, lo, hi)
+            rows = np.arange(hi - lo)
+            chosen = scores[rows, path[lo:hi]]
+            scores[rows, path[lo:hi]] = -np.inf
+            runner_up = np.argmax(scores, axis=1)
+            close = chosen - scores[rows, runner_up] < options.overlap_margin
+            turns += _runs(speech.frame_times[lo:hi], np.where(close, runner_up, -1))
     return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts}
+
+
+def viterbi_blocks(blocks: Iterable[np.ndarray], frames: int, states: int, penalty: float) -> np.ndarray:
+    """:func:`viterbi` over score blocks (consecutive frames x labels) as one sequence, keeping
+    only one byte per frame and label for the way back."""
+    import numpy as np
+
+    path = np.empty(frames, dtype=np.int64)
+    if states == 1 or penalty <= 0:
+        done = 0
+        for scores in blocks:
+            path[done : done + len(scores)] = np.argmax(scores, axis=1)
+            done += len(scores)
+        return path
+    stay = np.zeros((frames, states), dtype=bool)
+    best_prev = np.zeros(frames, dtype=np.int32)
+    total = None
+    t = 0
+    for scores in blocks:
+        for row in scores:
+            if total is None:
+                total = row.copy()
+            else:
+                best = int(np.argmax(total))
+                switch = total[best] - penalty
+                stay[t] = total >= switch
+                best_prev[t] = best
+                total = np.maximum(total, switch) + row
+            t += 1
+    path[-1] = int(np.argmax(total))
+    for t in range(frames - 1, 0, -1):
+        path[t - 1] = path[t] if stay[t, path[t]] else best_prev[t]
+    return path
 
 
 def _runs(frame_times: np.ndarray, path: np.ndarray) -> list[Turn]:
@@ -365,14 +602,16 @@ def _runs(frame_times: np.ndarray, path: np.ndarray) -> list[Turn]:
 
 def diarize_embedded(
     models: EmbeddedModels,
-    audio: np.ndarray,
+    audio: np.ndarray | Iterable[AudioPiece],
     options: EmbeddedOptions,
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    total_s: float | None = None,
 ) -> tuple[list[Turn], dict[str, Any]]:
-    """Diarize 16 kHz mono float32 ``audio``; return (turns, details). Labels are ``S<k>``."""
-    speech = embed_speech(models, audio, options)
+    """Diarize 16 kHz mono float32 ``audio`` (an array or :func:`trax.media.audio_pieces`);
+    return (turns, details). Labels are ``S<k>``; ``total_s`` enables progress reports."""
+    speech = embed_speech(models, audio, options, total_s)
     if speech is None:
         return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech"}
     return label_frames(speech, options, num_speakers, min_speakers, max_speakers)

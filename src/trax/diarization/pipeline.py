@@ -112,15 +112,22 @@ def load_models(options: DiarizeOptions) -> Any:
     return load_embedded_models()
 
 
-def run_backend(models: Any, audio: Any, options: DiarizeOptions) -> tuple[list[Turn], dict[str, Any]]:
-    """Diarize 16 kHz mono float32 audio with loaded models; return (turns, details)."""
+def run_backend(models: Any, wav_path: str, options: DiarizeOptions) -> tuple[list[Turn], dict[str, Any]]:
+    """Diarize a normalized WAV with loaded models; return (turns, details).
+
+    The embedded backend reads the audio piece by piece (:func:`trax.media.audio_pieces`), so its
+    memory does not depend on the recording's length; pyannote's pipeline takes the whole waveform.
+    """
+    from trax.media import audio_pieces, load_wav, wav_duration
+
     if options.backend == "pyannote":
         from trax.diarization.pyannote_backend import diarize_pyannote
 
-        return diarize_pyannote(models, audio, options.pyannote, **options.hints())
+        return diarize_pyannote(models, load_wav(wav_path), options.pyannote, **options.hints())
     from trax.diarization.embedded import diarize_embedded
 
-    return diarize_embedded(models, audio, options.embedded, **options.hints())
+    return diarize_embedded(models, audio_pieces(wav_path), options.embedded, **options.hints(),
+                            total_s=wav_duration(wav_path))
 
 
 def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models: Any) -> dict[str, Any]:
@@ -128,17 +135,17 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
 
     The one function both the in-process path and the model server run, so their bytes agree.
     """
-    from trax.transcribe import load_wav, pin_blas_threads
+    from trax.media import wav_duration
+    from trax.transcribe import pin_blas_threads
 
     options = DiarizeOptions.from_config(settings)
     pin_blas_threads()
     fix_torch_threads(options.threads)
-    audio = load_wav(wav_path)
-    turns, details = run_backend(models, audio, options)
+    turns, details = run_backend(models, wav_path, options)
     log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
     result = Diarization(
         sample_id=sample_id,
-        duration=len(audio) / 16000,
+        duration=wav_duration(wav_path),
         backend=options.backend,
         turns=relabel_by_first_speech(turns),
         settings=settings,

@@ -1,0 +1,134 @@
+"""Hours-long recordings: wall time, real-time factor and peak memory per stage, 10 min to 4 h.
+
+Usage::
+
+    .venv/bin/python bench/long.py                      # 10 min, 1 h, 4 h (the 4 h run takes a while)
+    .venv/bin/python bench/long.py --minutes 10,60      # a subset
+
+Each recording is real speech from ../shared/benchdata: every distinct speech clip of the set (41
+clips, many speakers, ~13 minutes in all) decoded by ffmpeg to 16 kHz mono and joined in a seeded
+shuffled order, reshuffled each time the set is used up, 0.5 s of silence between clips, cut at the
+exact length (:func:`trax.benchdata.build_long_recording`). Each runs through the default workflow
+cold: a fresh directory, a fresh model server, ``snakemake --cores N`` from nothing to the summary.
+
+Table (one row per stage and per recording):
+
+* ``wall s`` / ``RTF`` — the job's wall time from its ``benchmark:`` TSV, and wall / audio seconds.
+  ``workflow`` is the whole ``snakemake`` command, end to end.
+* ``peak RSS MB`` — the job process's peak (``max_rss`` of its TSV). With the model server on (the
+  default) transcription and diarization run *in the server*, so their jobs are small clients and
+  the ``model server`` row holds the peak of the process doing the work (its own ``ru_maxrss``,
+  from ``metrics.json``). ``workflow`` = the largest job + the server.
+
+Targets (issue 16): the peak of every process at 4 h within 10 % of its peak at 10 min and at most
+1.5 GB; wall(4 h) / wall(10 min) <= 26.4; diarization RTF at 4 h within 1.2x of its RTF at 10 min.
+The console output of each run (progress lines included) is kept in ``bench/out/long-<min>min.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import yaml  # noqa: E402
+
+from trax.benchdata import build_long_recording  # noqa: E402
+from trax.jsonio import read_json  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+STAGES = ["normalize", "transcribe_fast", "diarize", "merge", "export", "enhance", "figures", "metrics", "summary"]
+
+
+def benchmark(workdir: Path, rule: str) -> tuple[float, float] | None:
+    """(wall s, max_rss MB) of the rule's one job, or None when it did not run."""
+    files = sorted((workdir / "benchmarks" / rule).glob("*.tsv"))
+    if not files:
+        files = sorted((workdir / "benchmarks").glob(f"{rule}*.tsv"))
+    if not files:
+        return None
+    with open(files[0], encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle, delimiter="\t"))
+    rss = row.get("max_rss", "NA")
+    return float(row["s"]), float(rss) if rss not in ("NA", "-", "") else 0.0
+
+
+def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]:
+    label = f"long-{minutes}min"
+    audio = build_long_recording(OUT / f"{label}.wav", minutes * 60.0, clips)
+    workdir = Path(tempfile.mkdtemp(prefix=f"trax-{label}-"))
+    try:
+        config = workdir / "config.yaml"
+        config.write_text(yaml.safe_dump({"inputs": str(audio)}), encoding="utf-8")
+        command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d",
+                   str(workdir), "--configfile", str(config), "--cores", str(cores)]
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        start = time.perf_counter()
+        with open(OUT / f"{label}.log", "w", encoding="utf-8") as console:
+            subprocess.run(command, check=True, stdout=console, stderr=subprocess.STDOUT, env=env)
+        wall = time.perf_counter() - start
+        (metrics_path,) = (workdir / "results").glob("*/metrics.json")
+        metrics = read_json(metrics_path)
+        rows = {stage: value for stage in STAGES if (value := benchmark(workdir, stage)) is not None}
+        server = (metrics.get("model_server") or {}).get("peak_rss_mb", 0.0)
+        largest_job = max(rss for _, rss in rows.values())
+        rows["model server"] = (0.0, float(server))
+        rows["workflow"] = (wall, largest_job + float(server))
+        subprocess.run([sys.executable, "-c", "import contextlib\nfrom trax.client import request, ServerUnavailable\n"
+                        "with contextlib.suppress(ServerUnavailable): request('shutdown')"], cwd=workdir, check=False)
+        return rows
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", default="10,60,240", help="recording lengths in minutes, comma-separated")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    lengths = [int(m) for m in args.minutes.split(",")]
+    OUT.mkdir(parents=True, exist_ok=True)
+    clips = OUT / "long-clips"
+    clips.mkdir(exist_ok=True)
+    results = {}
+    for minutes in lengths:
+        before = os.getloadavg()
+        results[minutes] = run(minutes, args.cores, clips)
+        after = os.getloadavg()
+        print(f"{minutes} min done: load average before {before[0]:.2f}, after {after[0]:.2f} (1-min)", flush=True)
+
+    print(f"\n--cores {args.cores}; default config; cold (fresh directory and model server per recording)")
+    header = "| stage | " + " | ".join(f"{m} min wall s | RTF | peak RSS MB" for m in lengths) + " |"
+    print(header)
+    print("|" + "---|" * (1 + 3 * len(lengths)))
+    for stage in [*STAGES, "model server", "workflow"]:
+        cells = []
+        for minutes in lengths:
+            wall, rss = results[minutes].get(stage, (0.0, 0.0))
+            cells.append(f"{wall:.1f} | {wall / (minutes * 60):.4f} | {rss:.0f}" if wall else f"- | - | {rss:.0f}")
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    if len(lengths) > 1:
+        short, long = lengths[0], lengths[-1]
+        ratio = results[long]["workflow"][0] / results[short]["workflow"][0]
+        print(f"\nwall({long} min) / wall({short} min) = {ratio:.2f} for {long / short:.0f}x the audio "
+              f"(target <= {1.1 * long / short:.1f})")
+        for stage, (_, rss) in results[long].items():
+            base = results[short].get(stage, (0.0, 0.0))[1]
+            if rss and base:
+                print(f"  {stage}: peak {rss:.0f} MB vs {base:.0f} MB ({100 * (rss / base - 1):+.1f} %)")
+        d_short = results[short]["diarize"][0] / (short * 60)
+        d_long = results[long]["diarize"][0] / (long * 60)
+        print(f"diarize RTF {d_long:.4f} vs {d_short:.4f} ({d_long / d_short:.2f}x, target <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

