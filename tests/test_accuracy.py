@@ -10,8 +10,9 @@ from trax.jsonio import read_json
 from trax.protocol import socket_path
 from trax.samples import sample_id_from_name
 
-#: tiny.en int8 measured 4.9-5.3 % on this set; the issue's ceiling is 6.0 %.
-MAX_CORPUS_WER = 0.060
+#: tiny.en int8, batched default: 5.29 % (24 errors / 454 words) on this set; sequential beam 5:
+#: 5.07 %. The fast-path issue's ceiling is 5.5 %.
+MAX_CORPUS_WER = 0.055
 
 
 def test_dev_set_wer_server_loads_once_and_byte_identical_reruns(make_workflow, tmp_path) -> None:
