@@ -138,24 +138,43 @@ def ensure_server(settings: ServerSettings, preload: list[dict[str, Any]] | None
         if _server_is_ours():
             return
         process = _spawn(settings, preload)
-        started = _wait_until(lambda: process.poll() is not None or _server_is_ours(), settings.start_timeout_s)
-        if process.poll() is not None:
-            raise TraxError("model server", f"exited at start with code {process.returncode}; see {SERVER_LOG}")
+        started = _wait_until(lambda: _has_exited(process) or _server_is_ours(), settings.start_timeout_s)
+        if _has_exited(process):
+            raise TraxError("model server", f"exited at start; see {SERVER_LOG}")
         if not started:
             process.kill()
             raise TraxError("model server", f"did not answer within {settings.start_timeout_s:g} s (server.start_timeout_s)")
 
 
-def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None) -> subprocess.Popen:
+#: Starts argv[2:] in a new session with output appended to argv[1], prints its pid and exits, so
+#: the server is nobody's child: it outlives the job that started it, Snakemake never waits on it,
+#: and Snakemake's ``benchmark:`` (which sums a job's process and its children) never counts the
+#: server's memory as the job's.
+_DETACH = ("import subprocess, sys\n"
+           "with open(sys.argv[1], 'a') as log:\n"
+           "    print(subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
+           " start_new_session=True, close_fds=True).pid)")
+
+
+def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None):  # -> psutil.Process
+    import psutil
+
     SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "trax.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
     if preload:
         command += ["--preload", json.dumps(preload)]
-    with open(SERVER_LOG, "a", encoding="utf-8") as server_log:
-        # A new session and no inherited pipes: the server outlives the job that started it, and
-        # Snakemake never waits on it.
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+    launcher = subprocess.run([sys.executable, "-S", "-c", _DETACH, str(SERVER_LOG), *command],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    return psutil.Process(int(launcher.stdout))
+
+
+def _has_exited(process) -> bool:  # process: psutil.Process
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -> Any:
