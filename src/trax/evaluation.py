@@ -62,6 +62,33 @@ def wer_of(reference: str, hypothesis: str) -> WerResult | None:
     return corpus_wer([reference], [hypothesis])
 
 
+def word_errors(reference: str, words: Sequence[str]) -> list[int]:
+    """Measured errors located at each hypothesis word (for calibrating and checking review flags).
+
+    Each word is normalized on its own (Whisper's English normalizer) and the word sequence aligned
+    to the normalized reference with jiwer. A word's errors are its substituted and inserted tokens
+    plus the reference words deleted just before it (deletions after the last word go to the last
+    word). Summed, they are the WER numerator of the per-word-normalized hypothesis, which can
+    differ slightly from :func:`corpus_wer`'s (the normalizer sees whole sentences there).
+    Deletions with no hypothesis word at all are not located (an empty list is returned).
+    """
+    owners = [index for index, word in enumerate(words) for _ in normalize_text(word).split()]
+    tokens = [token for word in words for token in normalize_text(word).split()]
+    result = [0] * len(words)
+    ref = normalize_text(reference)
+    if not ref or not tokens:
+        return result if not tokens and not ref else [0] * len(words)
+    out = jiwer.process_words(ref, " ".join(tokens))
+    for chunk in out.alignments[0]:
+        if chunk.type in ("substitute", "insert"):
+            for position in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
+                result[owners[position]] += 1
+        elif chunk.type == "delete":
+            position = min(chunk.hyp_start_idx, len(tokens) - 1)
+            result[owners[position]] += chunk.ref_end_idx - chunk.ref_start_idx
+    return result
+
+
 @dataclass(frozen=True)
 class DerResult:
     """Diarization error, in seconds of the scored reference, with pyannote.metrics' components.

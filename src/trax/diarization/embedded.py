@@ -549,7 +549,11 @@ def label_frames(
             runner_up = np.argmax(scores, axis=1)
             close = chosen - scores[rows, runner_up] < options.overlap_margin
             turns += _runs(speech.frame_times[lo:hi], np.where(close, runner_up, -1))
-    return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts}
+    from trax.quality import diarization_signals
+
+    signals = diarization_signals(similarity, labels, options.cluster_threshold)
+    return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts,
+                   "confidence_signals": signals}
 
 
 def viterbi_blocks(blocks: Iterable[np.ndarray], frames: int, states: int, penalty: float) -> np.ndarray:
