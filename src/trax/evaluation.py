@@ -170,6 +170,7 @@ def evaluate_file(
     reference_rttm: str | None = None,
     reference_uem: str | None = None,
     hypothesis_rttm: str | None = None,
+    merged: str | None = None,
 ) -> dict:
     """Write ``evaluation.json``: WER of each transcript stage and DER of the diarization.
 
@@ -182,6 +183,8 @@ def evaluate_file(
         reference_rttm: Reference diarization; requires ``hypothesis_rttm``.
         reference_uem: Scoring regions for DER; the reference/hypothesis extent when absent.
         hypothesis_rttm: This run's ``diarization.rttm``.
+        merged: This run's ``merged.json``: its quality estimates go into ``estimate``, next to
+            the measured WER and DER.
     """
     from dataclasses import asdict
 
@@ -209,15 +212,37 @@ def evaluate_file(
             inputs["reference_uem"] = sha256_file(reference_uem)
         der = _rounded(asdict(diarization_error(sample_id, reference_rttm, hypothesis_rttm, reference_uem,
                                                 collar=settings["collar"], skip_overlap=settings["skip_overlap"])))
+    estimate = None
+    if merged:
+        inputs["merged"] = sha256_file(merged)
+        estimate = estimate_vs_measured(read_json(merged).get("quality") or {}, wer, der)
     result = {
         "sample_id": sample_id,
         "final_transcript": list(transcripts)[-1],
         "wer": wer,
         "der": der,
+        "estimate": estimate,
         "provenance": provenance(config=settings, input_sha256=inputs),
     }
     write_json_atomic(output_path, result, schema="evaluation")
     return result
+
+
+def estimate_vs_measured(quality: dict, wer: dict | None, der: dict | None) -> dict:
+    """merged.json's quality estimates next to the measurements (None where one side is missing)."""
+    measured_wer = wer["final"]["wer"] if wer else None
+    interval = quality.get("interval")
+    estimated_der = quality.get("estimated_der")
+    return {
+        "wer": quality.get("estimated_wer"),
+        "wer_interval": interval,
+        "measured_wer": measured_wer,
+        "wer_in_interval": (interval[0] <= measured_wer <= interval[1]) if interval and measured_wer is not None else None,
+        "der": estimated_der,
+        "measured_der": der["der"] if der else None,
+        "diarization_confidence": quality.get("diarization_confidence"),
+        "needs_review": quality.get("needs_review"),
+    }
 
 
 def _rounded(values: dict) -> dict:

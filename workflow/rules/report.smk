@@ -27,6 +27,7 @@ rule evaluate:
             output_path=output.evaluation,
             settings=params.settings,
             hypothesis_rttm=input.get("hypothesis_rttm"),
+            merged=input.merged,
             **params.references,
         )
 
@@ -116,6 +117,7 @@ rule summary:
         aggregate="results/aggregate.tsv",
         targets="results/targets.tsv",
         evaluation="results/evaluation.tsv",
+        review="results/review.tsv",
         html=report(
             "results/report/summary.html",
             caption="../report/summary.rst",
@@ -144,4 +146,5 @@ rule summary:
             targets_tsv=output.targets,
             evaluation_tsv=output.evaluation,
             html_path=output.html,
+            review_tsv=output.review,
         )
