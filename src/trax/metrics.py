@@ -373,28 +373,30 @@ def done_line(metrics: Mapping[str, Any]) -> str:
 
 
 def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str], targets: Sequence[Mapping[str, Any]],
-                  summary_tsv: str, aggregate_tsv: str, targets_tsv: str, evaluation_tsv: str, html_path: str,
-                  review_tsv: str | None = None) -> None:
+                  outputs: Mapping[str, str]) -> None:
     """Write the cross-file tables (TSV for tools, one HTML page for the report).
 
-    ``review_tsv`` (``results/review.tsv``) lists the files to review first with their flagged
-    utterances (:func:`review_rows`); the report shows it first.
+    Args:
+        metrics_paths: Every recording's ``metrics.json``.
+        evaluation_paths: The ``evaluation.json`` of recordings with references.
+        targets: The config's ``report.targets``.
+        outputs: The summary rule's outputs: ``review`` (files to review first, worst first, with
+            their flagged utterances: :func:`review_rows`; the report shows it first),
+            ``summary``, ``aggregate``, ``targets`` and ``evaluation`` TSVs, and ``html``.
     """
     metrics = [read_json(path) for path in metrics_paths]
     evaluations = {(e := read_json(path))["sample_id"]: e for path in evaluation_paths}
     rows = summary_rows(metrics, evaluations)
-    tables = {}
-    if review_tsv:
-        tables["Review first (worst first, with the utterances flagged)"] = (review_rows(metrics), review_tsv)
-    tables |= {
-        "Per-file metrics": (rows, summary_tsv),
-        "Aggregate over files": (aggregate(rows), aggregate_tsv),
-        "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), targets_tsv),
-        "Evaluation against references": (evaluation_rows(evaluations) if evaluations else [], evaluation_tsv),
+    tables = {
+        "Review first (worst first, with the utterances flagged)": (review_rows(metrics), outputs["review"]),
+        "Per-file metrics": (rows, outputs["summary"]),
+        "Aggregate over files": (aggregate(rows), outputs["aggregate"]),
+        "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), outputs["targets"]),
+        "Evaluation against references": (evaluation_rows(evaluations) if evaluations else [], outputs["evaluation"]),
     }
     for table_rows, path in tables.values():
         write_tsv(table_rows, path)
-    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, html_path)
+    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, outputs["html"])
 
 
 def _write_html(tables: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:

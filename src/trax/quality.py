@@ -5,9 +5,10 @@ shipped as data (``src/trax/data/quality_model.json``, its version and sha256 go
 Nothing is fitted at run time; applying a model is a few numpy operations.
 
 **Word errors (ASR).** Every transcript word gets a probability of being wrong from an
-L2-regularised logistic regression over six per-word features (:data:`WORD_FEATURES`): the word's
-own probability, the lowest probability around it, and its segment's mean log-probability,
-no-speech probability, compression ratio and speech rate. The probability times
+L2-regularised logistic regression over per-word features: :data:`WORD_FEATURES` are the
+candidates (the word's own probability, the lowest probability around it, and its segment's mean
+log-probability, no-speech probability, compression ratio and speech rate); the shipped model uses
+the first three, which ranked recordings best in leave-one-out (``bench/quality.py``). The probability times
 ``errors_per_flag`` (measured errors per erroneous hypothesis word: substitutions and insertions
 plus the deletions next to them) is the word's expected number of errors. Summed over an utterance
 or a recording and divided by its word count, that is the estimated WER; an utterance's
@@ -16,9 +17,13 @@ or a recording and divided by its word count, that is the estimated WER; an utte
 examples (words) than a recording-level model would (recordings).
 
 **Diarization.** The embedded diarizer reports raw signals (:func:`diarization_signals`): how far
-windows lie from their speaker's centroid, and how close they come to a second speaker. A ridge
-regression maps them to an estimated DER; ``confidence = 1 - estimated DER``. Per speaker, the
-same model is applied to that speaker's windows.
+windows lie from their speaker's centroid, and how close they come to a second speaker; the
+diarize stage adds the share of the recording diarized as speech. A ridge regression maps them to
+an estimated DER; ``confidence = 1 - estimated DER``. Per speaker, the same model is applied to
+that speaker's windows. On the 13 dev meeting excerpts only the speech share ranks DER at all
+(missed speech is most of the embedded backend's error there), so the shipped model is mostly that:
+a coarse figure, and ``bench/quality.py`` prints how coarse. The pyannote backend reports no
+signals: its confidence is null, with the reason.
 """
 
 from __future__ import annotations
@@ -241,6 +246,16 @@ def estimate_wer(model: QualityModel, errors: Sequence[float]) -> WerEstimate:
 
 # --- diarization ---------------------------------------------------------------------------------
 
+#: The signals of no windows at all (no speech): no estimate can be made from them.
+NO_WINDOWS: dict[str, Any] = {"windows": 0, "outlier_share": 0.0, "near_boundary_share": 0.0, "compactness": 1.0,
+                              "low_similarity": 1.0, "margin": None}
+
+
+def no_speech_signals() -> dict[str, Any]:
+    """:func:`diarization_signals`' result for a recording without speech."""
+    return {"recording": dict(NO_WINDOWS), "speakers": {}}
+
+
 def diarization_signals(similarity: Any, labels: Any, cluster_threshold: float) -> dict[str, Any]:
     """Raw confidence signals of a clustering, for the recording and per cluster.
 
@@ -274,8 +289,7 @@ def diarization_signals(similarity: Any, labels: Any, cluster_threshold: float) 
     def summary(mask: Any) -> dict[str, Any]:
         count = int(mask.sum())
         if count == 0:
-            return {"windows": 0, "outlier_share": 0.0, "near_boundary_share": 0.0, "compactness": 1.0,
-                    "low_similarity": 1.0, "margin": None}
+            return NO_WINDOWS
         return {
             "windows": count,
             "outlier_share": round(float(np.mean(own[mask] < 1.0 - cluster_threshold)), DIGITS),
@@ -287,8 +301,8 @@ def diarization_signals(similarity: Any, labels: Any, cluster_threshold: float) 
         }
 
     everything = np.ones(len(labels), dtype=bool)
-    return {"recording": summary(everything),
-            "speakers": {f"S{k}": summary(labels == k) for k in range(similarity.shape[1])}}
+    return {"recording": dict(summary(everything)),
+            "speakers": {f"S{k}": dict(summary(labels == k)) for k in range(similarity.shape[1])}}
 
 
 def diarization_estimate(model: QualityModel, signals: dict[str, Any]) -> float | None:

@@ -141,10 +141,5 @@ rule summary:
             metrics_paths=list(input.metrics),
             evaluation_paths=list(input.evaluations),
             targets=params.targets,
-            summary_tsv=output.summary,
-            aggregate_tsv=output.aggregate,
-            targets_tsv=output.targets,
-            evaluation_tsv=output.evaluation,
-            html_path=output.html,
-            review_tsv=output.review,
+            outputs=dict(output.items()),
         )

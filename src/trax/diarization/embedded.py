@@ -617,5 +617,8 @@ def diarize_embedded(
     return (turns, details). Labels are ``S<k>``; ``total_s`` enables progress reports."""
     speech = embed_speech(models, audio, options, total_s)
     if speech is None:
-        return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech"}
+        from trax.quality import no_speech_signals
+
+        return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech",
+                    "confidence_signals": no_speech_signals()}
     return label_frames(speech, options, num_speakers, min_speakers, max_speakers)
