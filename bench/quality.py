@@ -17,7 +17,8 @@ error" (Newton's method in numpy: deterministic), times errors per erroneous wor
 Leave-one-recording-out: every figure below comes from a model fitted *without* the recording's
 group (the clean file and its two noisy copies leave together), so no recording is scored by a
 model that saw its words. Utterances are the workflow's (``trax.merge.merge`` with one speaker:
-breaks at pauses over ``merge.max_pause_s``), flagged at ``quality.review_utterance_wer``.
+breaks at pauses over ``merge.max_pause_s``), flagged as the workflow flags them (``quality``
+defaults: expected errors >= ``review_utterance_errors`` or estimated WER > ``review_utterance_wer``).
 
 **Diarization (estimated DER).** The dev multi-speaker set (``trax.benchdata.der_items``: 13
 recordings), diarized with the embedded backend's defaults, DER at collar 0 (``evaluate``'s
@@ -233,7 +234,7 @@ def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple
                 count = len(utterance["words"])
                 located = float(recording.errors[cursor : cursor + count].sum())
                 cursor += count
-                per_utterance.append((utterance["estimated_wer"], located))
+                per_utterance.append((utterance["estimated_wer"], count, located))
                 if utterance["needs_review"]:
                     flagged += 1
                     measured_in_flagged += located
@@ -280,18 +281,28 @@ def print_asr(rows: list[dict], inflation: float) -> None:
               f"{100 * measured:.2f} | {100 * estimated:.2f} | {100 * flagged:.1f} | {100 * captured:.1f} | "
               f"{sum(r['recording_flagged'] for r in subset)} | {covered}/{len(subset)} |")
     print()
-    print("Utterance threshold sweep (review_utterance_wer): utterances flagged % / located errors inside them %")
+    print("Utterance flag sweep: flagged when expected errors >= review_utterance_errors or estimated WER > "
+          "review_utterance_wer; utterances flagged % / located errors inside them %")
     print()
     sets = (("dev clean", lambda r: r["snr"] is None), ("all", lambda r: True))
-    print("| review_utterance_wer | " + " | ".join(f"{label} flagged % | {label} errors caught %" for label, _ in sets) + " |")
-    print("|---|" + "---|---|" * len(sets))
-    for threshold in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
+    print("| review_utterance_errors | review_utterance_wer | "
+          + " | ".join(f"{label} flagged % | {label} errors caught %" for label, _ in sets) + " |")
+    print("|---|---|" + "---|---|" * len(sets))
+    grid = [(math.inf, wer) for wer in (0.1, 0.2, 0.3, 0.5)] + [(errors, 0.5) for errors in (1.0, 1.25, 1.5, 2.0, 3.0)]
+    for min_errors, max_wer in grid:
         cells = []
         for _, keep in sets:
             utterances = [u for r in rows if keep(r) for u in r["per_utterance"]]
-            caught = sum(e for w, e in utterances if w > threshold) / max(sum(e for _, e in utterances), 1e-9)
-            cells.append(f"{100 * sum(w > threshold for w, _ in utterances) / len(utterances):.1f} | {100 * caught:.1f}")
-        print(f"| {threshold:g} | " + " | ".join(cells) + " |")
+            hit = [(w * n >= min_errors or w > max_wer, e) for w, n, e in utterances]
+            caught = sum(e for flag, e in hit if flag) / max(sum(e for _, e in hit), 1e-9)
+            cells.append(f"{100 * sum(flag for flag, _ in hit) / len(hit):.1f} | {100 * caught:.1f}")
+        print(f"| {'-' if min_errors == math.inf else f'{min_errors:g}'} | {max_wer:g} | " + " | ".join(cells) + " |")
+    print()
+    for label, keep in sets:
+        utterances = sorted((u for r in rows if keep(r) for u in r["per_utterance"]), key=lambda u: -u[0] * u[1])
+        top = utterances[: len(utterances) // 4]
+        print(f"{label}: the {len(top)} of {len(utterances)} utterances (25 %) with the most expected errors hold "
+              f"{100 * sum(u[2] for u in top) / sum(u[2] for u in utterances):.1f} % of the located errors")
     print()
     print(f"interval inflation (90th percentile of leave-one-out |error| / binomial sd, / {INTERVAL_Z}): {inflation:.3f}")
     print()
@@ -401,7 +412,8 @@ def main() -> None:
     options = QualityOptions()
     recordings = asr_recordings()
     inflation, rows = asr_report(recordings, options)
-    print(f"quality.review_utterance_wer {options.review_utterance_wer}, review_wer {options.review_wer}; "
+    print(f"quality.review_utterance_errors {options.review_utterance_errors}, review_utterance_wer "
+          f"{options.review_utterance_wer}, review_wer {options.review_wer}; "
           f"{len(recordings)} recordings, {sum(len(r.errors) for r in recordings)} hypothesis words")
     print()
     print_asr(rows, inflation)

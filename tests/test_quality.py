@@ -65,13 +65,15 @@ def test_flags_follow_the_configured_thresholds() -> None:
     assert len(transcript_words(transcript)) == 16
     assert not sure["needs_review"] and sure["confidence"] > 0.9
     assert unsure["needs_review"] and "'w10' 0.20" in unsure["review_reason"]
+    assert unsure["review_reason"].startswith(f"{unsure['estimated_wer'] * 6:.1f} errors expected in 6 words")
     assert body["quality"]["needs_review"] and body["quality"]["utterances_flagged"] == 1
     assert body["speakers"][0]["diarization_confidence"] is None and body["quality"]["diarization_confidence"] is None
 
     # Looser thresholds: nothing flagged; a low diarization confidence is a reason of its own.
     diarization = {"confidence": {"score": 0.3, "estimated_der": 0.7, "speakers": {"A": 0.3}}}
     body = merge(transcript, [Turn(0.0, 60.0, "A")], MergeOptions())
-    annotate_merged(body, transcript, diarization, QualityOptions(review_wer=1.0, review_utterance_wer=1.0))
+    loose = QualityOptions(review_wer=1.0, review_utterance_errors=100.0, review_utterance_wer=1.0)
+    annotate_merged(body, transcript, diarization, loose)
     assert body["quality"]["utterances_flagged"] == 0
     assert body["quality"]["reasons"] == ["diarization confidence 0.30 below 0.5"]
     assert body["speakers"][0]["diarization_confidence"] == 0.3
