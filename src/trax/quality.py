@@ -8,7 +8,7 @@ Nothing is fitted at run time; applying a model is a few numpy operations.
 L2-regularised logistic regression over per-word features: :data:`WORD_FEATURES` are the
 candidates (the word's own probability, the lowest probability around it, and its segment's mean
 log-probability, no-speech probability, compression ratio and speech rate); the shipped model uses
-the first three, which ranked recordings best in leave-one-out (``bench/quality.py``). The probability times
+the first three (``bench/quality.py`` compares feature sets in leave-one-out). The probability times
 ``errors_per_flag`` (measured errors per erroneous hypothesis word: substitutions and insertions
 plus the deletions next to them) is the word's expected number of errors. Summed over an utterance
 or a recording and divided by its word count, that is the estimated WER; an utterance's
