@@ -77,7 +77,7 @@ ASR_L2 = 1.0
 DER_L2 = 1.0
 #: Features the DER model uses, out of trax.quality.DIARIZATION_FEATURES: the speech share ranks
 #: DER best on this set (Spearman -0.53; outlier share -0.39, near-boundary share -0.16, cluster
-#: compactness -0.03, low similarity 0.04; adding compactness or the outlier share to it dropped
+#: compactness -0.03, low similarity 0.04; adding compactness or low similarity to it dropped
 #: the leave-one-out Spearman below 0.1); the near-boundary share is kept so speakers can differ.
 DER_FEATURES = ("speech_share", "near_boundary_share")
 #: Nominal coverage of the WER interval (two-sided normal quantile).
