@@ -73,6 +73,11 @@ def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> Non
     # The reference has two speakers and ~22 s of speech in 30 s; the VAD must find most of it.
     assert data["num_speakers"] >= 2 and data["speakers"][0]["label"] == "SPEAKER_00"
     assert abs(speech_time(turns) - speech_time(reference)) < 4.0
+    # Calibrated confidence (trax.quality) for the recording and each of its speakers.
+    confidence = data["confidence"]
+    assert 0 < confidence["score"] < 1 and confidence["estimated_der"] == pytest.approx(1 - confidence["score"], abs=2e-4)
+    assert sorted(confidence["speakers"]) == sorted(s["label"] for s in data["speakers"])
+    assert confidence["signals"]["recording"]["windows"] > 20 and confidence["reason"] is None
     _diarize(wavs["sample"], second, rule_settings(DEFAULTS, {}))
     assert (first / "d.rttm").read_bytes() == (second / "d.rttm").read_bytes()
     assert (first / "d.json").read_bytes() == (second / "d.json").read_bytes()
@@ -86,6 +91,7 @@ def test_empty_audio_gives_an_empty_rttm(wavs, tmp_path) -> None:
     data = _diarize(wavs["empty"], tmp_path, rule_settings(DEFAULTS, {}))
     assert (tmp_path / "d.rttm").read_text() == ""
     assert data["turns"] == [] and data["num_speakers"] == 0
+    assert data["confidence"]["score"] is None and data["confidence"]["reason"] == "no speech windows"
     validate(read_json(tmp_path / "d.json"), "diarization")
 
 
@@ -117,6 +123,8 @@ def test_pyannote_backend_runs_a_local_pipeline(pyannote_pipeline, tmp_path) -> 
     validate(data, "diarization")
     check_rttm(tmp_path / "d.rttm", "clip")
     assert data["backend"] == "pyannote" and data["num_speakers"] <= 2
+    # pyannote reports no signals the quality model was calibrated on: no figure, and why.
+    assert data["confidence"]["score"] is None and "no confidence signals" in data["confidence"]["reason"]
     files = data["provenance"]["models"]["diarization"]["files_sha256"]
     assert {"config.yaml", "segmentation/pytorch_model.bin", "embedding/pytorch_model.bin", "plda/plda.npz"} <= set(files)
 

@@ -12,6 +12,7 @@ from trax.enhance_llm import LLMOptions
 from trax.errors import TraxError
 from trax.jsonio import read_json, write_json_atomic
 from trax.merge import MergeOptions, Turn, merge, merge_files
+from trax.quality import QualityOptions, annotate_merged, load_model
 from trax.schemas import validate
 
 KEY = "sk-test-DO-NOT-LEAK-4242"
@@ -36,11 +37,14 @@ def merged_path(tmp_path: Path) -> Path:
             clock += 0.35
         turns.append(Turn(start, clock, speaker))
         clock += 0.5
-    transcript = {"sample_id": "talk", "language": "en", "duration": clock, "segments": [{"words": words}],
+    segment = {"start": 0.0, "end": clock, "avg_logprob": -0.2, "no_speech_prob": 0.01, "compression_ratio": 1.3,
+               "words": words}
+    transcript = {"sample_id": "talk", "language": "en", "duration": clock, "segments": [segment],
                   "domain": {"name": "technical", "glossary": {"Kubernetes": ["cube ernetes", "kubernetis"]}}}
     merged = merge(transcript, turns, MergeOptions())
+    annotate_merged(merged, transcript, None, QualityOptions())
     merged["provenance"] = {"trax_version": "t", "config": {}, "input_sha256": "0" * 64,
-                            "diarization_sha256": "0" * 64, "models": {}}
+                            "diarization_sha256": "0" * 64, "models": {}, "quality_model": load_model().provenance()}
     path = tmp_path / "merged.json"
     write_json_atomic(path, merged, schema="merged")
     return path

@@ -8,13 +8,15 @@ from conftest import SAMPLE_DIR
 from trax.errors import TraxError
 from trax.jsonio import read_json
 from trax.merge import MergeOptions, Turn, merge, merge_files, parse_speaker_names, read_rttm
+from trax.quality import QualityOptions, annotate_merged, load_model
 from trax.schemas import validate
 
 
 def _transcript(*words: tuple[str, float, float]) -> dict:
     return {
         "sample_id": "t", "language": "en", "duration": 30.0,
-        "segments": [{"words": [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in words]}],
+        "segments": [{"start": 0.0, "end": 30.0, "avg_logprob": -0.2, "no_speech_prob": 0.01, "compression_ratio": 1.2,
+                      "words": [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in words]}],
     }
 
 
@@ -61,8 +63,10 @@ def test_nearest_unassigned_overlap_and_breaks() -> None:
         ("zero", 6.8, 6.8),    # zero-length inside B
     )
     merged = merge(transcript, turns, MergeOptions(nearest_tolerance_s=0.5, max_pause_s=1.0))
+    annotate_merged(merged, transcript, None, QualityOptions())
+    model = load_model().provenance()
     validate({**merged, "provenance": {"trax_version": "x", "config": {}, "input_sha256": "0" * 64,
-                                       "diarization_sha256": "0" * 64, "models": {}}}, "merged")
+                                       "diarization_sha256": "0" * 64, "models": {}, "quality_model": model}}, "merged")
     words = {w["word"]: w for w in _all_words(merged)}
     assert (words["hi"]["speaker"], words["hi"]["assignment"], words["hi"]["overlapped"]) == ("SPEAKER_1", "overlap", False)
     assert (words["there"]["speaker"], words["there"]["overlapped"]) == ("SPEAKER_1", True)

@@ -16,6 +16,8 @@ from trax.benchdata import reference_text
 from trax.evaluation import normalize_text
 from trax.figures import make_figures
 from trax.jsonio import read_json
+from trax.merge import merge_files
+from trax.quality import load_model
 from trax.schemas import validate
 
 LJ = BENCH / "coqui-tts-ljspeech"
@@ -28,6 +30,33 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+#: SNR of the noisy jfk copy: white noise 5 dB louder than the speech (tiny.en then makes about
+#: one error in three words).
+NOISY_SNR_DB = -5.0
+
+
+def _noisy_jfk(path: Path) -> Path:
+    """jfk.flac as 16 kHz mono with seeded white noise at :data:`NOISY_SNR_DB`."""
+    import wave
+
+    import numpy as np
+
+    from conftest import ffmpeg
+    from trax.media import load_wav
+
+    clean = path.with_name("jfk_clean.wav")
+    ffmpeg("-i", str(JFK), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(clean))
+    speech = load_wav(clean).astype(np.float64)
+    noise = np.random.default_rng(15).standard_normal(len(speech)) * np.sqrt(np.mean(speech**2) / 10 ** (NOISY_SNR_DB / 10))
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.round(np.clip(speech + noise, -1, 1) * 32767).astype("<i2").tobytes())
+    clean.unlink()
+    return path
+
+
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     """One workflow run on real clips with reference transcripts (and one without)."""
@@ -35,9 +64,11 @@ def reported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("report")
     lj_audio = sorted(LJ.rglob("LJ001-0003.wav"))[0]
-    references = {"jfk": (JFK, root / "jfk.txt"), "lj3": (lj_audio, root / "lj3.txt")}
+    noisy = _noisy_jfk(root / "jfk_noisy.wav")
+    references = {"jfk": (JFK, root / "jfk.txt"), "lj3": (lj_audio, root / "lj3.txt"),
+                  "jfk_noisy": (noisy, root / "jfk_noisy.txt")}
     for (audio, reference) in references.values():
-        reference.write_text(reference_text(audio), encoding="utf-8")
+        reference.write_text(reference_text(JFK if audio == noisy else audio), encoding="utf-8")
     sheet = root / "samples.tsv"
     sheet.write_text(
         "id\tpath\treference_text\treference_rttm\treference_uem\n"
@@ -104,7 +135,7 @@ def test_der_matches_pyannote_metrics_called_directly(reported) -> None:
 def test_metrics_summary_and_targets(reported) -> None:
     workflow, _ = reported
     results = workflow.workdir / "results"
-    for sample_id in ("jfk", "lj3", "silence", "dev00"):
+    for sample_id in ("jfk", "lj3", "silence", "dev00", "jfk_noisy"):
         metrics = read_json(workflow.result(sample_id, "metrics.json"))
         validate(metrics, "metrics")
         assert set(metrics["stages"]) >= {"normalize", "transcribe_fast"}
@@ -121,11 +152,11 @@ def test_metrics_summary_and_targets(reported) -> None:
     assert read_json(workflow.result("silence", "metrics.json"))["mean_confidence"] is None
 
     summary = _read_tsv(results / "summary.tsv")
-    assert sorted(row["sample_id"] for row in summary) == ["dev00", "jfk", "lj3", "silence"]
+    assert sorted(row["sample_id"] for row in summary) == ["dev00", "jfk", "jfk_noisy", "lj3", "silence"]
     aggregate = {row["metric"]: row for row in _read_tsv(results / "aggregate.tsv")}
     walls = sorted(float(row["wall_s"]) for row in summary)
-    assert float(aggregate["wall_s"]["median"]) == pytest.approx((walls[1] + walls[2]) / 2, abs=1e-3)
-    assert int(aggregate["wall_s"]["count"]) == 4
+    assert float(aggregate["wall_s"]["median"]) == pytest.approx(walls[2], abs=1e-3)
+    assert int(aggregate["wall_s"]["count"]) == 5
     targets = {row["metric"]: row for row in _read_tsv(results / "targets.tsv")}
     # No recording here is near 5 minutes, so the speed target does not apply; memory does.
     assert targets["wall_s_per_5min"]["result"] == "n/a"
@@ -171,18 +202,19 @@ def test_report_has_sections_plots_and_tables_and_renders(reported) -> None:
         summary.feed(bundle.read(summary_name).decode("utf-8"))
         pngs = {name: bundle.read(name) for name in names if name.endswith(".png")}
     # Per-file sections: each recording is a subcategory holding its three figures.
-    for sample_id in ("jfk", "lj3", "silence", "dev00"):
+    for sample_id in ("jfk", "lj3", "silence", "dev00", "jfk_noisy"):
         assert f'"{sample_id}"' in page
-    assert sum(name.endswith("/timeline.png") for name in names) == 4
-    assert sum(name.endswith("/confidence.png") for name in names) == 4
-    assert sum(name.endswith("/preview.html") for name in names) == 4
+    assert sum(name.endswith("/timeline.png") for name in names) == 5
+    assert sum(name.endswith("/confidence.png") for name in names) == 5
+    assert sum(name.endswith("/preview.html") for name in names) == 5
     assert all(data.startswith(b"\x89PNG") for data in pngs.values())
     # Captions and the rule graph are embedded.
     assert "Speaker timeline of recording" in page and "transcribe_fast" in page
-    # Summary page: metrics, aggregate, targets and evaluation tables.
-    assert summary.tables == 4
+    # Summary page: files to review, metrics, aggregate, targets and evaluation tables.
+    assert summary.tables == 5
     text = " ".join(summary.text)
-    for heading in ("Per-file metrics", "Aggregate over files", "Performance targets", "Evaluation against references"):
+    for heading in ("Review first", "Per-file metrics", "Aggregate over files", "Performance targets",
+                    "Evaluation against references"):
         assert heading in text
     assert re.search(r"peak memory under 8 GB.*?pass", text, flags=re.DOTALL) and "None" not in text
 
@@ -202,3 +234,75 @@ def test_report_has_sections_plots_and_tables_and_renders(reported) -> None:
         check=True, capture_output=True, timeout=120,
     )
     assert screenshot.stat().st_size > 20_000  # a blank page is a few kB
+
+
+def test_quality_estimates_flag_the_noisy_copy_not_the_clean_one(reported) -> None:
+    workflow, _ = reported
+    merged = {sid: read_json(workflow.result(sid, "merged.json")) for sid in ("jfk", "jfk_noisy", "lj3", "dev00", "silence")}
+    model = load_model().provenance()
+    for sample_id, body in merged.items():
+        validate(body, "merged")
+        diarization = read_json(workflow.result(sample_id, "diarization.json"))
+        validate(diarization, "diarization")
+        assert body["provenance"]["quality_model"] == model == diarization["confidence"]["model"]
+        # Utterance confidence is 1 - estimated WER; the recording estimate pools its words.
+        utterances = body["utterances"]
+        assert all(u["confidence"] == pytest.approx(max(0.0, 1 - u["estimated_wer"]), abs=2e-4) for u in utterances)
+        assert all((u["review_reason"] is not None) == u["needs_review"] for u in utterances)
+        assert body["quality"]["utterances_flagged"] == sum(u["needs_review"] for u in utterances)
+        if utterances:
+            words = [len(u["words"]) for u in utterances]
+            pooled = sum(u["estimated_wer"] * n for u, n in zip(utterances, words)) / sum(words)
+            assert body["quality"]["estimated_wer"] == pytest.approx(pooled, abs=1e-3)
+            low, high = body["quality"]["interval"]
+            assert low <= body["quality"]["estimated_wer"] <= high
+        # Diarization confidence: the same figure in both files, per recording and per speaker.
+        assert body["quality"]["diarization_confidence"] == diarization["confidence"]["score"]
+        for speaker in body["speakers"]:
+            if speaker["label"]:
+                assert speaker["diarization_confidence"] == diarization["confidence"]["speakers"][speaker["label"]]
+    assert merged["silence"]["quality"]["estimated_wer"] is None and not merged["silence"]["quality"]["needs_review"]
+
+    clean, noisy = merged["jfk"]["quality"], merged["jfk_noisy"]["quality"]
+    assert not clean["needs_review"] and clean["reasons"] == [] and clean["utterances_flagged"] == 0
+    assert noisy["estimated_wer"] > clean["estimated_wer"] + 0.1
+    assert noisy["needs_review"] and any(reason.startswith("estimated WER") for reason in noisy["reasons"])
+    assert noisy["utterances_flagged"] >= 1
+    # The estimate follows the measurement: the noisy copy really is worse.
+    measured = {sid: read_json(workflow.result(sid, "evaluation.json")) for sid in ("jfk", "jfk_noisy")}
+    assert measured["jfk_noisy"]["wer"]["final"]["wer"] > measured["jfk"]["wer"]["final"]["wer"]
+    for sample_id, evaluation in measured.items():
+        estimate = evaluation["estimate"]
+        assert estimate["wer"] == merged[sample_id]["quality"]["estimated_wer"]
+        assert estimate["measured_wer"] == evaluation["wer"]["final"]["wer"]
+    dev00 = read_json(workflow.result("dev00", "evaluation.json"))["estimate"]
+    assert dev00["measured_der"] == read_json(workflow.result("dev00", "evaluation.json"))["der"]["der"]
+    assert dev00["der"] == merged["dev00"]["quality"]["estimated_der"] is not None
+
+    # Summary: estimate, diarization confidence and flag per file; the review list worst first.
+    results = workflow.workdir / "results"
+    summary = {row["sample_id"]: row for row in _read_tsv(results / "summary.tsv")}
+    assert summary["jfk"]["needs_review"] == "False" and summary["jfk_noisy"]["needs_review"] == "True"
+    assert float(summary["jfk_noisy"]["estimated_wer"]) == noisy["estimated_wer"]
+    assert float(summary["jfk"]["diarization_confidence"]) == clean["diarization_confidence"]
+    review = _read_tsv(results / "review.tsv")
+    flagged = [sid for sid, body in merged.items() if body["quality"]["needs_review"]]
+    assert list(dict.fromkeys(row["sample_id"] for row in review)) == sorted(
+        flagged, key=lambda sid: -merged[sid]["quality"]["estimated_wer"])
+    noisy_rows = [row for row in review if row["sample_id"] == "jfk_noisy"]
+    texts = [u["text"] for u in merged["jfk_noisy"]["utterances"] if u["needs_review"]]
+    assert [row["text"] for row in noisy_rows] == texts and all(row["time"] for row in noisy_rows)
+
+
+def test_merge_reproduces_the_workflow_bytes(reported, tmp_path) -> None:
+    """Rerunning merge on the workflow's inputs gives merged.json byte for byte, quality included."""
+    workflow, _ = reported
+    for sample_id in ("jfk_noisy", "dev00"):
+        produced = workflow.result(sample_id, "merged.json")
+        config = read_json(produced)["provenance"]["config"]
+        settings = {key: config[key] for key in ("nearest_tolerance_s", "max_pause_s", "min_overlap_s")}
+        again = tmp_path / f"{sample_id}.json"
+        merge_files(str(workflow.result(sample_id, "transcript.refined.json")),
+                    str(workflow.result(sample_id, "diarization.rttm")), str(again), settings, None,
+                    diarization_path=str(workflow.result(sample_id, "diarization.json")), quality=config["quality"])
+        assert again.read_bytes() == produced.read_bytes()

@@ -62,6 +62,33 @@ def wer_of(reference: str, hypothesis: str) -> WerResult | None:
     return corpus_wer([reference], [hypothesis])
 
 
+def word_errors(reference: str, words: Sequence[str]) -> list[int]:
+    """Measured errors located at each hypothesis word (for calibrating and checking review flags).
+
+    Each word is normalized on its own (Whisper's English normalizer) and the word sequence aligned
+    to the normalized reference with jiwer. A word's errors are its substituted and inserted tokens
+    plus the reference words deleted just before it (deletions after the last word go to the last
+    word). Summed, they are the WER numerator of the per-word-normalized hypothesis, which can
+    differ slightly from :func:`corpus_wer`'s (the normalizer sees whole sentences there).
+    Deletions with no hypothesis word at all are not located (an empty list is returned).
+    """
+    owners = [index for index, word in enumerate(words) for _ in normalize_text(word).split()]
+    tokens = [token for word in words for token in normalize_text(word).split()]
+    result = [0] * len(words)
+    ref = normalize_text(reference)
+    if not ref or not tokens:
+        return result if not tokens and not ref else [0] * len(words)
+    out = jiwer.process_words(ref, " ".join(tokens))
+    for chunk in out.alignments[0]:
+        if chunk.type in ("substitute", "insert"):
+            for position in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
+                result[owners[position]] += 1
+        elif chunk.type == "delete":
+            position = min(chunk.hyp_start_idx, len(tokens) - 1)
+            result[owners[position]] += chunk.ref_end_idx - chunk.ref_start_idx
+    return result
+
+
 @dataclass(frozen=True)
 class DerResult:
     """Diarization error, in seconds of the scored reference, with pyannote.metrics' components.
@@ -143,6 +170,7 @@ def evaluate_file(
     reference_rttm: str | None = None,
     reference_uem: str | None = None,
     hypothesis_rttm: str | None = None,
+    merged: str | None = None,
 ) -> dict:
     """Write ``evaluation.json``: WER of each transcript stage and DER of the diarization.
 
@@ -155,6 +183,8 @@ def evaluate_file(
         reference_rttm: Reference diarization; requires ``hypothesis_rttm``.
         reference_uem: Scoring regions for DER; the reference/hypothesis extent when absent.
         hypothesis_rttm: This run's ``diarization.rttm``.
+        merged: This run's ``merged.json``: its quality estimates go into ``estimate``, next to
+            the measured WER and DER.
     """
     from dataclasses import asdict
 
@@ -182,15 +212,37 @@ def evaluate_file(
             inputs["reference_uem"] = sha256_file(reference_uem)
         der = _rounded(asdict(diarization_error(sample_id, reference_rttm, hypothesis_rttm, reference_uem,
                                                 collar=settings["collar"], skip_overlap=settings["skip_overlap"])))
+    estimate = None
+    if merged:
+        inputs["merged"] = sha256_file(merged)
+        estimate = estimate_vs_measured(read_json(merged).get("quality") or {}, wer, der)
     result = {
         "sample_id": sample_id,
         "final_transcript": list(transcripts)[-1],
         "wer": wer,
         "der": der,
+        "estimate": estimate,
         "provenance": provenance(config=settings, input_sha256=inputs),
     }
     write_json_atomic(output_path, result, schema="evaluation")
     return result
+
+
+def estimate_vs_measured(quality: dict, wer: dict | None, der: dict | None) -> dict:
+    """merged.json's quality estimates next to the measurements (None where one side is missing)."""
+    measured_wer = wer["final"]["wer"] if wer else None
+    interval = quality.get("interval")
+    estimated_der = quality.get("estimated_der")
+    return {
+        "wer": quality.get("estimated_wer"),
+        "wer_interval": interval,
+        "measured_wer": measured_wer,
+        "wer_in_interval": (interval[0] <= measured_wer <= interval[1]) if interval and measured_wer is not None else None,
+        "der": estimated_der,
+        "measured_der": der["der"] if der else None,
+        "diarization_confidence": quality.get("diarization_confidence"),
+        "needs_review": quality.get("needs_review"),
+    }
 
 
 def _rounded(values: dict) -> dict:

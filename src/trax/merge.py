@@ -322,7 +322,8 @@ UNDIARIZED_LABEL = "SPEAKER_00"
 
 
 def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, settings: dict[str, Any],
-                speaker_names: str | None = None) -> dict[str, Any]:
+                speaker_names: str | None = None, diarization_path: str | None = None,
+                quality: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``merge`` rule: write ``merged.json`` from a transcript and an RTTM.
 
     Args:
@@ -333,7 +334,12 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         output_path: Destination ``merged.json``.
         settings: The ``merge`` config section (recorded in provenance).
         speaker_names: The sample sheet's ``speaker_names`` cell, or None.
+        diarization_path: ``diarization.json`` (its ``confidence`` block), or None.
+        quality: The ``quality`` config section (review thresholds; defaults when None). The
+            quality fields (:func:`trax.quality.annotate_merged`) are added either way.
     """
+    from trax.quality import QualityOptions, annotate_merged, load_model
+
     transcript = read_json(transcript_path)
     if rttm_path is None:
         turns = [Turn(0.0, float(transcript["duration"]), UNDIARIZED_LABEL)] if transcript["duration"] > 0 else []
@@ -344,11 +350,15 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
     names = parse_speaker_names(speaker_names, subject=f"sample sheet speaker_names '{speaker_names}'")
     options = MergeOptions.from_config(settings)
     body = merge(transcript, turns, options, names)
+    quality_options = QualityOptions.from_config(quality)
+    model = load_model()
+    annotate_merged(body, transcript, read_json(diarization_path) if diarization_path else None, quality_options, model)
     upstream = transcript.get("provenance", {})
     body["provenance"] = provenance(
-        {**asdict(options), "speaker_names": names},
+        {**asdict(options), "speaker_names": names, "quality": asdict(quality_options)},
         sha256_file(transcript_path),
         models=upstream.get("models", {}),
+        quality_model=model.provenance(),
         **diarization,
     )
     write_json_atomic(output_path, body, schema="merged")

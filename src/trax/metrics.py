@@ -94,6 +94,7 @@ def file_metrics(
     refined_json: str | None = None,
     diarization_json: str | None = None,
     server: Mapping[str, Any] | None = None,
+    merged_json: str | None = None,
 ) -> dict[str, Any]:
     """Collect ``metrics.json`` for one recording.
 
@@ -105,6 +106,7 @@ def file_metrics(
         refined_json: ``transcript.refined.json`` when the DAG has a refine stage.
         diarization_json: ``diarization.json`` when the DAG has a diarize stage.
         server: The model server's ``stats`` reply when the server did the model work.
+        merged_json: ``merged.json``, for its quality estimates (:func:`quality_summary`).
 
     ``wall_s`` sums the stages, so it is an upper bound of the end-to-end time for this file when
     stages (diarization and transcription) ran side by side.
@@ -133,6 +135,24 @@ def file_metrics(
         "share_words_refined": share_words_refined(read_json(refined_json)) if refined_json else None,
         "words": len(words),
         "mean_confidence": round(statistics.fmean(confidences), 4) if confidences else None,
+        **quality_summary(read_json(merged_json) if merged_json else None),
+    }
+
+
+def quality_summary(merged: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The quality figures of ``merged.json`` that the summary and the report show, with the
+    utterances flagged for review (times, text, reason); all None/empty without it."""
+    quality = (merged or {}).get("quality") or {}
+    flagged = [{"id": u["id"], "start": u["start"], "end": u["end"], "speaker": u["speaker"], "text": u["text"],
+                "reason": u["review_reason"]}
+               for u in (merged or {}).get("utterances", []) if u.get("needs_review")]
+    return {
+        "estimated_wer": quality.get("estimated_wer"),
+        "estimated_wer_interval": quality.get("interval"),
+        "diarization_confidence": quality.get("diarization_confidence"),
+        "needs_review": bool(quality.get("needs_review")),
+        "review_reasons": list(quality.get("reasons") or []),
+        "flagged_utterances": flagged,
     }
 
 
@@ -161,7 +181,8 @@ def _model_loads(server: Mapping[str, Any] | None, stages: Mapping[str, StageMet
 
 #: Per-file columns of summary.tsv, in order (stage columns follow).
 SUMMARY_COLUMNS = ["sample_id", "duration_s", "wall_s", "cpu_s", "rtf", "wall_s_per_5min", "peak_rss_mb",
-                   "model_loads", "num_speakers", "share_words_refined", "words", "mean_confidence"]
+                   "model_loads", "num_speakers", "share_words_refined", "words", "mean_confidence",
+                   "estimated_wer", "diarization_confidence", "needs_review"]
 #: Columns that are labels or counts, not measurements to aggregate.
 NOT_AGGREGATED = {"sample_id"}
 
@@ -174,6 +195,7 @@ def summary_rows(metrics: Sequence[Mapping[str, Any]], evaluations: Mapping[str,
         for stage, values in item["stages"].items():
             row[f"{stage}_wall_s"] = values["wall_s"]
             row[f"{stage}_rtf"] = values["rtf"]
+        row["review_reasons"] = "; ".join(item.get("review_reasons") or [])
         evaluation = evaluations.get(item["sample_id"])
         if evaluation:
             final = (evaluation.get("wer") or {}).get("final")
@@ -254,9 +276,12 @@ def evaluation_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[s
         if der:
             totals["der_errors"] += der["false_alarm"] + der["missed_detection"] + der["confusion"]
             totals["der_total"] += der["total"]
+        estimate = evaluation.get("estimate") or {}
         rows.append({"sample_id": sample_id, "wer": wer["wer"] if wer else None,
+                     "estimated_wer": estimate.get("wer"),
                      "reference_words": wer["reference_words"] if wer else None,
-                     "der": der["der"] if der else None, "scored_s": der["total"] if der else None})
+                     "der": der["der"] if der else None, "estimated_der": estimate.get("der"),
+                     "scored_s": der["total"] if der else None})
     rows.append({
         "sample_id": "ALL (corpus WER / total DER)",
         "wer": round(totals["errors"] / totals["words"], 4) if totals["words"] else None,
@@ -264,6 +289,35 @@ def evaluation_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[s
         "der": round(totals["der_errors"] / totals["der_total"], 4) if totals["der_total"] else None,
         "scored_s": round(totals["der_total"], 3) if totals["der_total"] else None,
     })
+    return rows
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(float(seconds), 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def review_rows(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Files to review first, worst first, one row per flagged utterance (a flagged file without
+    flagged utterances gets one row). Worst = highest estimated WER, then lowest diarization
+    confidence; files that need no review are left out."""
+    def badness(item: Mapping[str, Any]) -> tuple:
+        wer = item.get("estimated_wer")
+        confidence = item.get("diarization_confidence")
+        return (-(wer if wer is not None else 0.0), confidence if confidence is not None else 1.0, item["sample_id"])
+
+    rows = []
+    for rank, item in enumerate(sorted((m for m in metrics if m.get("needs_review")), key=badness), 1):
+        head = {"rank": rank, "sample_id": item["sample_id"], "estimated_wer": item.get("estimated_wer"),
+                "diarization_confidence": item.get("diarization_confidence"),
+                "reasons": "; ".join(item.get("review_reasons") or [])}
+        utterances = item.get("flagged_utterances") or [None]
+        for utterance in utterances:
+            rows.append({**head,
+                         "time": f"{_clock(utterance['start'])}-{_clock(utterance['end'])}" if utterance else None,
+                         "speaker": utterance["speaker"] if utterance else None,
+                         "text": utterance["text"] if utterance else None,
+                         "utterance_reason": utterance["reason"] if utterance else None})
     return rows
 
 
@@ -292,6 +346,7 @@ def write_file_metrics(sample_id: str, inputs: Mapping[str, str], stages: Sequen
         refined_json=inputs.get("refined"),
         diarization_json=inputs.get("diarization"),
         server=server_stats() if use_server else None,
+        merged_json=inputs.get("merged"),
     )
     write_json_atomic(output_path, result, schema="metrics")
     from trax import console
@@ -318,20 +373,30 @@ def done_line(metrics: Mapping[str, Any]) -> str:
 
 
 def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str], targets: Sequence[Mapping[str, Any]],
-                  summary_tsv: str, aggregate_tsv: str, targets_tsv: str, evaluation_tsv: str, html_path: str) -> None:
-    """Write the cross-file tables (TSV for tools, one HTML page for the report)."""
+                  outputs: Mapping[str, str]) -> None:
+    """Write the cross-file tables (TSV for tools, one HTML page for the report).
+
+    Args:
+        metrics_paths: Every recording's ``metrics.json``.
+        evaluation_paths: The ``evaluation.json`` of recordings with references.
+        targets: The config's ``report.targets``.
+        outputs: The summary rule's outputs: ``review`` (files to review first, worst first, with
+            their flagged utterances: :func:`review_rows`; the report shows it first),
+            ``summary``, ``aggregate``, ``targets`` and ``evaluation`` TSVs, and ``html``.
+    """
     metrics = [read_json(path) for path in metrics_paths]
     evaluations = {(e := read_json(path))["sample_id"]: e for path in evaluation_paths}
     rows = summary_rows(metrics, evaluations)
     tables = {
-        "Per-file metrics": (rows, summary_tsv),
-        "Aggregate over files": (aggregate(rows), aggregate_tsv),
-        "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), targets_tsv),
-        "Evaluation against references": (evaluation_rows(evaluations) if evaluations else [], evaluation_tsv),
+        "Review first (worst first, with the utterances flagged)": (review_rows(metrics), outputs["review"]),
+        "Per-file metrics": (rows, outputs["summary"]),
+        "Aggregate over files": (aggregate(rows), outputs["aggregate"]),
+        "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), outputs["targets"]),
+        "Evaluation against references": (evaluation_rows(evaluations) if evaluations else [], outputs["evaluation"]),
     }
     for table_rows, path in tables.values():
         write_tsv(table_rows, path)
-    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, html_path)
+    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, outputs["html"])
 
 
 def _write_html(tables: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:

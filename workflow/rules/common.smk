@@ -183,6 +183,7 @@ def evaluate_inputs(wildcards):
     files that exist (so editing a reference reruns evaluate; a missing one fails that job only)."""
     references = references_of(sample_of(wildcards))
     inputs = {f"transcript_{name}": path for name, path in TRANSCRIPTS.items()}
+    inputs["merged"] = "results/{sample}/merged.json"
     if "reference_rttm" in references and DIARIZED:
         inputs["hypothesis_rttm"] = "results/{sample}/diarization.rttm"
     inputs.update({column: path for column, path in references.items() if os.path.exists(path)})
@@ -194,10 +195,11 @@ def evaluate_references(wildcards):
 
 
 def merge_inputs(wildcards):
-    """The final transcript, and the RTTM when recordings are diarized."""
+    """The final transcript, and the RTTM and diarization.json (confidence) when recordings are diarized."""
     inputs = {"transcript": FINAL_TRANSCRIPT}
     if DIARIZED:
         inputs["rttm"] = "results/{sample}/diarization.rttm"
+        inputs["diarization"] = "results/{sample}/diarization.json"
     return inputs
 
 
@@ -216,6 +218,7 @@ def metrics_inputs(wildcards):
         inputs["refined"] = "results/{sample}/transcript.refined.json"
     if "diarize" in STAGES:
         inputs["diarization"] = "results/{sample}/diarization.json"
+    inputs["merged"] = "results/{sample}/merged.json"
     return inputs
 
 

@@ -6,6 +6,7 @@ rule merge:
     params:
         settings=config["merge"],
         speaker_names=speaker_names,
+        quality=config["quality"],
     log:
         "logs/merge/{sample}.log",
     benchmark:
@@ -23,4 +24,6 @@ rule merge:
             output_path=output.merged,
             settings=params.settings,
             speaker_names=params.speaker_names,
+            diarization_path=input.get("diarization"),
+            quality=params.quality,
         )

@@ -27,6 +27,7 @@ rule evaluate:
             output_path=output.evaluation,
             settings=params.settings,
             hypothesis_rttm=input.get("hypothesis_rttm"),
+            merged=input.merged,
             **params.references,
         )
 
@@ -116,6 +117,7 @@ rule summary:
         aggregate="results/aggregate.tsv",
         targets="results/targets.tsv",
         evaluation="results/evaluation.tsv",
+        review="results/review.tsv",
         html=report(
             "results/report/summary.html",
             caption="../report/summary.rst",
@@ -139,9 +141,5 @@ rule summary:
             metrics_paths=list(input.metrics),
             evaluation_paths=list(input.evaluations),
             targets=params.targets,
-            summary_tsv=output.summary,
-            aggregate_tsv=output.aggregate,
-            targets_tsv=output.targets,
-            evaluation_tsv=output.evaluation,
-            html_path=output.html,
+            outputs=dict(output.items()),
         )

@@ -40,11 +40,17 @@ def sort_turns(turns: list[Turn]) -> list[Turn]:
     return sorted((t for t in rounded if t.end > t.start), key=lambda t: (t.start, t.speaker, t.end))
 
 
-def relabel_by_first_speech(turns: list[Turn], prefix: str = "SPEAKER_") -> list[Turn]:
-    """Rename speakers ``SPEAKER_00``, ``SPEAKER_01`` … in order of their first turn."""
+def first_speech_names(turns: list[Turn], prefix: str = "SPEAKER_") -> dict[str, str]:
+    """Backend label -> ``SPEAKER_00``, ``SPEAKER_01`` … in order of the speakers' first turn."""
     names: dict[str, str] = {}
     for turn in sort_turns(turns):
         names.setdefault(turn.speaker, f"{prefix}{len(names):02d}")
+    return names
+
+
+def relabel_by_first_speech(turns: list[Turn], prefix: str = "SPEAKER_") -> list[Turn]:
+    """Rename speakers ``SPEAKER_00``, ``SPEAKER_01`` … in order of their first turn."""
+    names = first_speech_names(turns, prefix)
     return sort_turns([Turn(t.start, t.end, names[t.speaker]) for t in turns])
 
 

@@ -549,7 +549,11 @@ def label_frames(
             runner_up = np.argmax(scores, axis=1)
             close = chosen - scores[rows, runner_up] < options.overlap_margin
             turns += _runs(speech.frame_times[lo:hi], np.where(close, runner_up, -1))
-    return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts}
+    from trax.quality import diarization_signals
+
+    signals = diarization_signals(similarity, labels, options.cluster_threshold)
+    return turns, {"speech_regions": speech.regions, "windows": int(len(starts)), **facts,
+                   "confidence_signals": signals}
 
 
 def viterbi_blocks(blocks: Iterable[np.ndarray], frames: int, states: int, penalty: float) -> np.ndarray:
@@ -613,5 +617,8 @@ def diarize_embedded(
     return (turns, details). Labels are ``S<k>``; ``total_s`` enables progress reports."""
     speech = embed_speech(models, audio, options, total_s)
     if speech is None:
-        return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech"}
+        from trax.quality import no_speech_signals
+
+        return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech",
+                    "confidence_signals": no_speech_signals()}
     return label_frames(speech, options, num_speakers, min_speakers, max_speakers)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trax.diarization.annotation import Diarization, Turn, relabel_by_first_speech
+from trax.diarization.annotation import Diarization, Turn, first_speech_names, relabel_by_first_speech
 from trax.diarization.embedded import EmbeddedOptions
 from trax.diarization.pyannote_backend import PyannoteOptions
 from trax.errors import TraxError
@@ -20,6 +20,8 @@ from trax.jsonio import write_json_atomic, write_text_atomic
 from trax.manager import ModelKey
 from trax.protocol import ServerSettings
 from trax.provenance import provenance, sha256_file
+from trax.quality import diarization_confidence
+from trax.quality import load_model as load_quality_model
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
     fix_torch_threads(options.threads)
     turns, details = run_backend(models, wav_path, options)
     log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
+    signals = details.pop("confidence_signals", None)
     result = Diarization(
         sample_id=sample_id,
         duration=wav_duration(wav_path),
@@ -152,7 +155,12 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
         details=details,
         provenance=provenance(config=settings, input_sha256=sha256_file(wav_path), models=models.ids),
     )
-    return result.serialize()
+    data = result.serialize()
+    quality = load_quality_model()
+    share = data["speech_s"] / data["duration"] if data["duration"] > 0 else 0.0
+    data["confidence"] = diarization_confidence(signals, first_speech_names(turns), share, quality)
+    data["provenance"]["quality_model"] = quality.provenance()
+    return data
 
 
 def diarize_file(

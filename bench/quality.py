@@ -1,0 +1,446 @@
+"""Quality estimates: fit the shipped model and check it by leave-one-recording-out.
+
+Usage::
+
+    .venv/bin/python bench/quality.py            # fit, print the leave-one-out tables
+    .venv/bin/python bench/quality.py --write    # ... and write src/trax/data/quality_model.json
+
+**ASR (estimated WER).** Recordings: the dev category-a set (``trax.benchdata.wer_items``: 26
+files, 454 reference words), each also with white noise added at 10 dB and 0 dB SNR (seeded), so
+the model sees transcripts from easy to hard: 78 recordings in 26 groups. Every recording is
+decoded exactly as the workflow's default ``transcribe_fast`` does (``trax.transcribe.transcribe_wav``
+with config/config.yaml's settings: tiny.en, batched VAD-first decoding). Each word's measured
+errors come from ``trax.evaluation.word_errors`` (Whisper-normalized, jiwer-aligned); its features
+from ``trax.quality.transcript_words``. The model is an L2 logistic regression of "word carries an
+error" (Newton's method in numpy: deterministic), times errors per erroneous word.
+
+Leave-one-recording-out: every figure below comes from a model fitted *without* the recording's
+group (the clean file and its two noisy copies leave together), so no recording is scored by a
+model that saw its words. Utterances are the workflow's (``trax.merge.merge`` with one speaker:
+breaks at pauses over ``merge.max_pause_s``), flagged as the workflow flags them (``quality``
+defaults: expected errors >= ``review_utterance_errors`` or estimated WER > ``review_utterance_wer``).
+
+**Diarization (estimated DER).** The dev multi-speaker set (``trax.benchdata.der_items``: 13
+recordings), diarized with the embedded backend's defaults, DER at collar 0 (``evaluate``'s
+default) within each UEM; a ridge regression of DER on the backend's confidence signals,
+leave-one-recording-out likewise.
+
+Decodes and diarizations are cached in bench/out/quality/ (delete it after changing the decoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from trax.benchdata import der_items, wer_items  # noqa: E402
+from trax.evaluation import corpus_wer, word_errors  # noqa: E402
+from trax.jsonio import dumps, read_json, write_text_atomic  # noqa: E402
+from trax.quality import (  # noqa: E402
+    DIARIZATION_FEATURES,
+    MODEL_PATH,
+    WORD_FEATURES,
+    QualityModel,
+    QualityOptions,
+    annotate_merged,
+    estimate_wer,
+    expected_errors,
+    transcript_words,
+)
+
+#: Version written into the model; bump on every refit that changes coefficients.
+MODEL_VERSION = "1"
+#: SNRs (dB) of the noisy copies; None = the clean recording.
+SNRS = (None, 10.0, 0.0)
+#: Features the word model uses, out of trax.quality.WORD_FEATURES (``--features`` tries others).
+#: Leave-one-out on this set (Spearman of per-recording WER; pooled clean-dev estimate, measured 5.73 %):
+#:   log_prob                                   clean 0.446, 13.77 %; all 78 recordings 0.792
+#:   log_prob, context_log_prob                 clean 0.424, 10.55 %; all 0.791
+#:   log_prob, context_log_prob, segment_avg_logprob   clean 0.358, 6.60 %; all 0.800
+#:   all six                                    clean 0.312, 6.43 %; all 0.789
+#: The word probabilities alone rank clean recordings a little better but overestimate clean WER
+#: twofold; the segment's mean log-probability calibrates the level. Three features it is.
+ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
+#: L2 penalty of the word model (standardised features; 1358 training words).
+ASR_L2 = 1.0
+#: Ridge penalty of the DER model (13 recordings: shrinks toward the mean DER).
+DER_L2 = 1.0
+#: Features the DER model uses, out of trax.quality.DIARIZATION_FEATURES: the speech share ranks
+#: DER best on this set (Spearman -0.53; outlier share -0.39, near-boundary share -0.16, cluster
+#: compactness -0.03, low similarity 0.04; adding compactness or low similarity to it dropped
+#: the leave-one-out Spearman below 0.1); the near-boundary share is kept so speakers can differ.
+DER_FEATURES = ("speech_share", "near_boundary_share")
+#: Nominal coverage of the WER interval (two-sided normal quantile).
+INTERVAL_Z = 1.645
+OUT = REPO / "bench" / "out" / "quality"
+
+
+@dataclass
+class AsrRecording:
+    name: str
+    group: int
+    snr: float | None
+    reference: str
+    transcript: dict
+    rows: np.ndarray
+    errors: np.ndarray  # measured errors located per word
+    measured_errors: int  # corpus_wer numerator (whole-text normalization)
+    reference_words: int
+
+
+def ffmpeg_wav(source: Path, target: Path) -> None:
+    from trax.media import find_ffmpeg
+
+    subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", "-i", str(source), "-map", "0:a:0", "-ac", "1",
+                    "-ar", "16000", "-c:a", "pcm_s16le", "-bitexact", str(target)], check=True)
+
+
+def add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """White Gaussian noise at ``snr_db`` relative to the signal's mean power (seeded)."""
+    power = float(np.mean(samples.astype(np.float64) ** 2))
+    noise = np.random.default_rng(seed).standard_normal(len(samples)) * math.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.round(samples * 32767).clip(-32768, 32767).astype("<i2").tobytes())
+
+
+def asr_recordings() -> list[AsrRecording]:
+    """Decode (or read cached) every recording and locate its errors."""
+    import yaml
+
+    from trax.media import load_wav
+
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transcribe_fast"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = source = None
+    result = []
+    for group, item in enumerate(wer_items()):
+        clean = OUT / f"{group:02d}_{item.path.stem}.wav"
+        if not clean.exists():
+            ffmpeg_wav(item.path, clean)
+        for snr in SNRS:
+            name = f"{group:02d}_{item.path.stem}" + ("" if snr is None else f"_snr{snr:g}")
+            wav = OUT / f"{name}.wav"
+            if not wav.exists():
+                write_wav(wav, add_noise(load_wav(clean), snr, seed=group))
+            cache = OUT / f"{name}.transcript.json"
+            if not cache.exists():
+                if model is None:
+                    from trax.transcribe import TranscribeOptions, load_whisper, resolve_whisper
+
+                    options = TranscribeOptions.from_config(settings)
+                    source = resolve_whisper(options.model)
+                    model = load_whisper(source, options)
+                from trax.transcribe import transcribe_wav
+
+                write_text_atomic(cache, dumps(transcribe_wav(str(wav), name, settings, model, source)))
+            transcript = read_json(cache)
+            words = transcript_words(transcript)
+            measured = corpus_wer([item.reference], [transcript["text"]])
+            result.append(AsrRecording(
+                name=name, group=group, snr=snr, reference=item.reference, transcript=transcript,
+                rows=np.array([row for _, row in words], dtype=np.float64).reshape(-1, len(WORD_FEATURES)),
+                errors=np.array(word_errors(item.reference, [w["word"] for w, _ in words]), dtype=np.float64),
+                measured_errors=measured.substitutions + measured.deletions + measured.insertions,
+                reference_words=measured.reference_words))
+    return result
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> dict:
+    """L2-penalised logistic regression on standardised features, by Newton's method."""
+    x = x[:, [WORD_FEATURES.index(name) for name in ASR_FEATURES]]
+    mean = x.mean(axis=0)
+    scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    penalty = np.diag([0.0] + [l2] * x.shape[1])
+    w = np.zeros(z.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-z @ w))
+        gradient = z.T @ (y - p) - penalty @ w
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return {"features": list(ASR_FEATURES), "mean": _r(mean), "scale": _r(scale), "coef": _r(w[1:]),
+            "intercept": round(float(w[0]), 6)}
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float, features: tuple[str, ...]) -> dict:
+    """Ridge regression on standardised features (intercept unpenalised)."""
+    mean = x.mean(axis=0)
+    scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
+    z = (x - mean) / scale
+    coef = np.linalg.solve(z.T @ z + l2 * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return {"features": list(features), "mean": _r(mean), "scale": _r(scale), "coef": _r(coef),
+            "intercept": round(float(y.mean()), 6)}
+
+
+def _r(values: np.ndarray) -> list[float]:
+    return [round(float(v), 6) for v in values]
+
+
+def fit_asr(recordings: list[AsrRecording], inflation: float = 1.0) -> dict:
+    x = np.vstack([r.rows for r in recordings])
+    errors = np.concatenate([r.errors for r in recordings])
+    y = (errors > 0).astype(np.float64)
+    part = fit_logistic(x, y, ASR_L2)
+    part["errors_per_flag"] = round(float(errors.sum() / max(y.sum(), 1.0)), 6)
+    part["interval_z"] = INTERVAL_Z
+    part["interval_inflation"] = round(inflation, 4)
+    part["l2"] = ASR_L2
+    return part
+
+
+def model_of(asr: dict, diarization: dict | None) -> QualityModel:
+    return QualityModel.from_dict({"version": "loo", "asr": asr, "diarization": diarization})
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple[float, list[dict]]:
+    """Leave-one-group-out predictions, tables; returns the interval inflation fitted on them."""
+    from trax.merge import MergeOptions, Turn, merge
+
+    groups = sorted({r.group for r in recordings})
+    rows = []
+    for group in groups:
+        model = model_of(fit_asr([r for r in recordings if r.group != group]), None)
+        for recording in (r for r in recordings if r.group == group):
+            errors = expected_errors(model, recording.rows.tolist())
+            estimate = estimate_wer(model, errors)
+            body = merge(recording.transcript, [Turn(0.0, recording.transcript["duration"], "S")], MergeOptions())
+            annotate_merged(body, recording.transcript, None, options, model)
+            flagged = measured_in_flagged = 0
+            cursor = 0
+            per_utterance = []
+            for utterance in body["utterances"]:
+                count = len(utterance["words"])
+                located = float(recording.errors[cursor : cursor + count].sum())
+                cursor += count
+                per_utterance.append((utterance["estimated_wer"], count, located))
+                if utterance["needs_review"]:
+                    flagged += 1
+                    measured_in_flagged += located
+            k = model.errors_per_flag
+            sd = math.sqrt(sum(k * e * (1 - min(e / k, 1)) for e in errors)) / max(len(errors), 1)
+            rows.append({
+                "name": recording.name, "snr": recording.snr, "words": len(errors),
+                "measured": recording.measured_errors / recording.reference_words,
+                "measured_errors": recording.measured_errors, "reference_words": recording.reference_words,
+                "estimated": estimate.estimated_wer if estimate.estimated_wer is not None else 0.0,
+                "estimated_errors": sum(errors), "sd": sd,
+                "utterances": len(body["utterances"]), "flagged": flagged,
+                "located_errors": float(recording.errors.sum()), "errors_in_flagged": measured_in_flagged,
+                "recording_flagged": body["quality"]["needs_review"], "per_utterance": per_utterance,
+            })
+    z = [abs(r["measured"] - r["estimated"]) / r["sd"] for r in rows if r["sd"] > 0]
+    inflation = max(1.0, float(np.quantile(z, 0.9)) / INTERVAL_Z)
+    return inflation, rows
+
+
+def print_asr(rows: list[dict], inflation: float) -> None:
+    print("## ASR: leave-one-recording-out (each group = a clean file and its noisy copies)")
+    print()
+    print("| recording | SNR | words | measured WER % | estimated WER % | flagged utt. |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        snr = "clean" if r["snr"] is None else f"{r['snr']:g} dB"
+        print(f"| {r['name']} | {snr} | {r['words']} | "
+              f"{100 * r['measured']:.1f} | {100 * r['estimated']:.1f} | {r['flagged']}/{r['utterances']} |")
+    print()
+    print("| set | recordings | Spearman est. vs measured | pooled measured WER % | pooled estimated WER % | "
+          "utterances flagged % | located errors in flagged utt. % | recordings flagged | 90 % interval covers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, keep in (("dev clean", lambda r: r["snr"] is None), ("10 dB", lambda r: r["snr"] == 10.0),
+                        ("0 dB", lambda r: r["snr"] == 0.0), ("all", lambda r: True)):
+        subset = [r for r in rows if keep(r)]
+        measured = sum(r["measured_errors"] for r in subset) / sum(r["reference_words"] for r in subset)
+        estimated = sum(r["estimated_errors"] for r in subset) / max(sum(r["words"] for r in subset), 1)
+        flagged = sum(r["flagged"] for r in subset) / sum(r["utterances"] for r in subset)
+        located = sum(r["located_errors"] for r in subset)
+        captured = sum(r["errors_in_flagged"] for r in subset) / located if located else float("nan")
+        covered = sum(abs(r["measured"] - r["estimated"]) <= INTERVAL_Z * inflation * r["sd"] for r in subset)
+        print(f"| {label} | {len(subset)} | {spearman([r['estimated'] for r in subset], [r['measured'] for r in subset]):.3f} | "
+              f"{100 * measured:.2f} | {100 * estimated:.2f} | {100 * flagged:.1f} | {100 * captured:.1f} | "
+              f"{sum(r['recording_flagged'] for r in subset)} | {covered}/{len(subset)} |")
+    print()
+    print("Utterance flag sweep: flagged when expected errors >= review_utterance_errors or estimated WER > "
+          "review_utterance_wer; utterances flagged % / located errors inside them %")
+    print()
+    sets = (("dev clean", lambda r: r["snr"] is None), ("all", lambda r: True))
+    print("| review_utterance_errors | review_utterance_wer | "
+          + " | ".join(f"{label} flagged % | {label} errors caught %" for label, _ in sets) + " |")
+    print("|---|---|" + "---|---|" * len(sets))
+    grid = [(math.inf, wer) for wer in (0.1, 0.2, 0.3, 0.5)] + [(errors, 0.5) for errors in (1.0, 1.25, 1.5, 2.0, 3.0)]
+    for min_errors, max_wer in grid:
+        cells = []
+        for _, keep in sets:
+            utterances = [u for r in rows if keep(r) for u in r["per_utterance"]]
+            hit = [(w * n >= min_errors or w > max_wer, e) for w, n, e in utterances]
+            caught = sum(e for flag, e in hit if flag) / max(sum(e for _, e in hit), 1e-9)
+            cells.append(f"{100 * sum(flag for flag, _ in hit) / len(hit):.1f} | {100 * caught:.1f}")
+        print(f"| {'-' if min_errors == math.inf else f'{min_errors:g}'} | {max_wer:g} | " + " | ".join(cells) + " |")
+    print()
+    for label, keep in sets:
+        utterances = sorted((u for r in rows if keep(r) for u in r["per_utterance"]), key=lambda u: -u[0] * u[1])
+        top = utterances[: len(utterances) // 4]
+        print(f"{label}: the {len(top)} of {len(utterances)} utterances (25 %) with the most expected errors hold "
+              f"{100 * sum(u[2] for u in top) / sum(u[2] for u in utterances):.1f} % of the located errors")
+    print()
+    print(f"interval inflation (90th percentile of leave-one-out |error| / binomial sd, / {INTERVAL_Z}): {inflation:.3f}")
+    print()
+
+
+# --- diarization ---------------------------------------------------------------------------------
+
+def der_recordings() -> list[dict]:
+    """Diarize (or read cached) the DER set with the embedded defaults; DER at collar 0."""
+    from trax.diarization.annotation import read_rttm
+    from trax.diarization.embedded import EmbeddedOptions, diarize_embedded, load_embedded_models
+    from trax.evaluation import diarization_error
+    from trax.media import NormalizeOptions, audio_pieces, normalize
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    models = None
+    result = []
+    for item in der_items():
+        cache = OUT / f"der_{item.uri}.json"
+        if not cache.exists():
+            wav = OUT / f"der_{item.uri}.wav"
+            normalize(str(item.path), str(wav), str(OUT / f"der_{item.uri}.audio.json"), item.uri, NormalizeOptions())
+            if models is None:
+                from trax.diarization.pipeline import fix_torch_threads
+                from trax.transcribe import pin_blas_threads
+
+                pin_blas_threads()
+                fix_torch_threads(1)
+                models = load_embedded_models()
+            turns, details = diarize_embedded(models, audio_pieces(wav), EmbeddedOptions())
+            rttm = OUT / f"der_{item.uri}.rttm"
+            rttm.write_text("".join(f"SPEAKER {item.uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+                                    for t in turns))
+            uem = OUT / f"der_{item.uri}.uem"
+            uem.write_text("".join(f"{item.uri} 1 {s:.3f} {e:.3f}\n" for s, e in item.uem))
+            der = diarization_error(item.uri, str(item.rttm), str(rttm), str(uem))
+            reference = read_rttm(item.rttm, uri=item.uri).get(item.uri, [])
+            from trax.diarization.annotation import sort_turns, speech_time
+
+            duration = round(read_json(OUT / f"der_{item.uri}.audio.json")["audio"]["duration"], 3)
+            share = round(speech_time(sort_turns(turns)), 3) / duration
+            signals = details["confidence_signals"]
+            for values in [signals["recording"], *signals["speakers"].values()]:
+                values["speech_share"] = round(share, 4)
+            write_text_atomic(cache, dumps({
+                "uri": item.uri, "der": der.der, "signals": signals,
+                "speakers": len({t.speaker for t in turns}), "reference_speakers": len({t.speaker for t in reference})}))
+        result.append(read_json(cache))
+    return result
+
+
+def der_features(signals: dict) -> list[float]:
+    return [float(signals[f]) for f in DER_FEATURES]
+
+
+def fit_der(recordings: list[dict]) -> dict:
+    x = np.array([der_features(r["signals"]["recording"]) for r in recordings])
+    y = np.array([r["der"] for r in recordings])
+    part = fit_ridge(x, y, DER_L2, DER_FEATURES)
+    part["l2"] = DER_L2
+    return part
+
+
+def print_der(recordings: list[dict]) -> None:
+    from trax.quality import diarization_estimate
+
+    print("## Diarization: leave-one-recording-out")
+    print()
+    print("| recording | speakers (ref) | speech share | outlier share | near-boundary share | compactness | "
+          "measured DER % | estimated DER % |")
+    print("|---|---|---|---|---|---|---|---|")
+    estimates = []
+    for index, recording in enumerate(recordings):
+        model = model_of(fit_asr_placeholder(), fit_der([r for j, r in enumerate(recordings) if j != index]))
+        estimate = diarization_estimate(model, recording["signals"]["recording"])
+        estimates.append(estimate)
+        s = recording["signals"]["recording"]
+        print(f"| {recording['uri']} | {recording['speakers']} ({recording['reference_speakers']}) | "
+              f"{s['speech_share']:.3f} | {s['outlier_share']:.3f} | "
+              f"{s['near_boundary_share']:.3f} | {s['compactness']:.3f} | {100 * recording['der']:.1f} | {100 * estimate:.1f} |")
+    measured = [r["der"] for r in recordings]
+    print()
+    print(f"Spearman estimated vs measured DER (leave-one-out, {len(recordings)} recordings): "
+          f"{spearman(estimates, measured):.3f}; mean |error| {100 * np.mean(np.abs(np.array(estimates) - measured)):.1f} pp")
+    for feature in DIARIZATION_FEATURES:
+        values = [r["signals"]["recording"][feature] for r in recordings]
+        print(f"  Spearman {feature} vs measured DER: {spearman(values, measured):.3f}")
+    print()
+
+
+def fit_asr_placeholder() -> dict:
+    """A neutral ASR part, for models used only for their diarization part."""
+    return {"features": ["log_prob"], "mean": [0.0], "scale": [1.0], "coef": [0.0],
+            "intercept": 0.0, "errors_per_flag": 1.0, "interval_z": INTERVAL_Z, "interval_inflation": 1.0}
+
+
+def main() -> None:
+    global ASR_FEATURES
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help=f"write the model fitted on everything to {MODEL_PATH}")
+    parser.add_argument("--skip-der", action="store_true")
+    parser.add_argument("--features", help=f"comma-separated word features (default {','.join(ASR_FEATURES)})")
+    args = parser.parse_args()
+    if args.features:
+        ASR_FEATURES = tuple(args.features.split(","))
+
+    options = QualityOptions()
+    recordings = asr_recordings()
+    inflation, rows = asr_report(recordings, options)
+    print(f"quality.review_utterance_errors {options.review_utterance_errors}, review_utterance_wer "
+          f"{options.review_utterance_wer}, review_wer {options.review_wer}; "
+          f"{len(recordings)} recordings, {sum(len(r.errors) for r in recordings)} hypothesis words")
+    print()
+    print_asr(rows, inflation)
+    diarization = None
+    if not args.skip_der:
+        der = der_recordings()
+        print_der(der)
+        diarization = fit_der(der)
+        diarization["fitted_on"] = f"{len(der)} recordings of trax.benchdata.der_items, embedded defaults, collar 0"
+    if args.write:
+        asr = fit_asr(recordings, inflation)
+        asr["fitted_on"] = (f"{len(recordings)} recordings: trax.benchdata.wer_items clean and with white noise "
+                            f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, batched)")
+        model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality.py; fitted by "
+                 "bench/quality.py --write", "asr": asr, "diarization": diarization}
+        MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(MODEL_PATH, dumps(model))
+        print(f"wrote {MODEL_PATH.relative_to(REPO)}")
+        print(json.dumps({"asr_coef": dict(zip(ASR_FEATURES, asr["coef"])), "errors_per_flag": asr["errors_per_flag"],
+                          "der_coef": dict(zip(DER_FEATURES, diarization["coef"])) if diarization else None}))
+
+
+if __name__ == "__main__":
+    main()
