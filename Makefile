@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 	touch $@
 
 run: setup
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/example.yaml
 	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
 
 test: setup

@@ -6,6 +6,7 @@ rule merge:
     params:
         settings=config["merge"],
         speaker_names=speaker_names,
+        speakers=IDENTIFY_SETTINGS,
     log:
         "logs/merge/{sample}.log",
     benchmark:
@@ -15,12 +16,4 @@ rule merge:
         mem_mb=config["resources"]["merge_mem_mb"],
         runtime=runtime_min("merge"),
     run:
-        run_job(
-            log[0],
-            "trax.merge:merge_files",
-            transcript_path=input.transcript,
-            rttm_path=input.get("rttm"),
-            output_path=output.merged,
-            settings=params.settings,
-            speaker_names=params.speaker_names,
-        )
+        run_job(log[0], "trax.merge:merge_files", **merge_arguments(input, output, params))

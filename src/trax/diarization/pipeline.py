@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trax.diarization.annotation import Diarization, Turn, relabel_by_first_speech
-from trax.diarization.embedded import EmbeddedOptions
+from trax.diarization.annotation import Diarization, Turn, first_speech_labels, relabel_by_first_speech
+from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions
 from trax.diarization.pyannote_backend import PyannoteOptions
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic, write_text_atomic
@@ -143,6 +143,8 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
     fix_torch_threads(options.threads)
     turns, details = run_backend(models, wav_path, options)
     log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
+    labels = first_speech_labels(turns)
+    vectors = details.pop(SPEAKER_EMBEDDINGS, None) or {}
     result = Diarization(
         sample_id=sample_id,
         duration=wav_duration(wav_path),
@@ -151,6 +153,8 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
         settings=settings,
         details=details,
         provenance=provenance(config=settings, input_sha256=sha256_file(wav_path), models=models.ids),
+        embeddings={labels[label]: vector for label, vector in vectors.items() if label in labels},
+        embedding_model=models.ids.get("embedding"),
     )
     return result.serialize()
 
