@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import wave
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BENCH, REPO, Workflow, reruns
+from conftest import BENCH, REPO, Workflow, jobs_planned, reruns
 from trax.diarization.annotation import Turn
 from trax.errors import TraxError
 from trax.jsonio import read_json
@@ -170,6 +171,15 @@ def test_profile_changes_rerun_only_what_depends_on_them(run) -> None:
     assert reruns(workflow.run("-n")) == {"merge", "export", "enhance", "link_speakers"}
     workflow.write_config({**config, "speakers": {**config["speakers"], "link_threshold": 0.8}})
     assert reruns(workflow.run("-n")) == {"link_speakers"}
+    # A new recording: its own jobs and the linking table, no other recording's merge.
+    extra = workflow.workdir.parent / "inputs" / "extra.wav"
+    shutil.copy(workflow.workdir.parent / "inputs" / "linda_jfk.wav", extra)
+    try:
+        planned = jobs_planned(workflow.run("-n"))
+    finally:
+        extra.unlink()
+    assert planned["merge"] == 1 and planned["diarize"] == 1 and planned["link_speakers"] == 1
+    assert "enroll_speakers" not in planned
     # A clustering setting reruns diarization, not enrollment.
     workflow.write_config({**config, "diarize": {"embedded": {"switch_penalty": 5.0}}})
     planned = reruns(workflow.run("-n"))

@@ -34,7 +34,8 @@ for ((i = 0; i < ${#turns[@]}; i += 2)); do
 done
 ffmpeg -v error -y -f concat -safe 0 -i "$tmp/list.txt" -ar 16000 -ac 1 -fflags +bitexact -map_metadata -1 "welcome meeting.flac"
 
-espeak-ng -v en-gb -s 145 -w "$tmp/update.wav" \
+# Bob's status update (his voice again: the example names him in both recordings).
+espeak-ng "${bob[@]}" -w "$tmp/update.wav" \
   "The new server arrived on Monday. Testing starts next week, and we expect to finish in March."
 ffmpeg -v error -y -i "$tmp/update.wav" -ar 22050 -ac 1 -c:a libvorbis -q:a 4 -fflags +bitexact -map_metadata -1 status_update.ogg
 

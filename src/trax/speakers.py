@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,21 +173,9 @@ def enrollment_audio_files(table: str | os.PathLike[str] | None) -> list[str]:
 
 def load_clip_audio(row: EnrollmentRow, table: Path) -> np.ndarray:
     """Decode a row's clip to 16 kHz mono float32 (Trax's ffmpeg, as normalize does) and cut it."""
-    from trax.media import SAMPLE_RATE, decode_to_wav, load_wav
+    from trax.media import decode_clip
 
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "clip.wav"
-        try:
-            decode_to_wav(row.audio, wav)
-        except TraxError as exc:
-            raise TraxError(table, f"row {row.row}: {row.given}: {exc.reason}") from None
-        audio = load_wav(wav)
-    total = len(audio) / SAMPLE_RATE
-    if row.start is not None and row.start >= total:
-        raise TraxError(table, f"row {row.row}: start {row.start:g} s is beyond the audio's end ({total:.2f} s)")
-    first = int(round((row.start or 0.0) * SAMPLE_RATE))
-    last = len(audio) if row.end is None else min(len(audio), int(round(row.end * SAMPLE_RATE)))
-    return audio[first:last]
+    return decode_clip(row.audio, row.start, row.end, table, f"row {row.row}")
 
 
 def embed_clip(models: Any, audio: np.ndarray, settings: dict[str, Any]) -> tuple[np.ndarray | None, float]:
