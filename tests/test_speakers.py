@@ -169,7 +169,7 @@ def test_profile_changes_rerun_only_what_depends_on_them(run) -> None:
     # only linking.
     workflow.write_config({**config, "speakers": {**config["speakers"], "threshold": 0.9}})
     assert reruns(workflow.run("-n")) == {"merge", "export", "enhance", "link_speakers"}
-    workflow.write_config({**config, "speakers": {**config["speakers"], "link_threshold": 0.8}})
+    workflow.write_config({**config, "speakers": {**config["speakers"], "link_threshold": 0.7}})
     assert reruns(workflow.run("-n")) == {"link_speakers"}
     # A new recording: its own jobs and the linking table, no other recording's merge.
     extra = workflow.workdir.parent / "inputs" / "extra.wav"
