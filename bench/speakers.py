@@ -53,7 +53,6 @@ from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions, diari
 from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models  # noqa: E402
 from trax.media import NormalizeOptions, load_wav, normalize  # noqa: E402
 from trax.speakers import (  # noqa: E402
-    NAMED,
     SpeakerOptions,
     Voice,
     build_store,
@@ -294,7 +293,6 @@ def main() -> None:
         marker = " (default)" if link_threshold == defaults.link_threshold else ""
         print(f"| {link_threshold:.2f}{marker} | {pairs} | {same} | {right / pairs:.1%} | "
               f"{true_positive / max(predicted, 1):.1%} | {true_positive / max(same, 1):.1%} |")
-    _ = NAMED
 
 
 if __name__ == "__main__":

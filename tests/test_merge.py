@@ -6,8 +6,8 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from trax.errors import TraxError
-from trax.jsonio import read_json
 from trax.diarization.annotation import Turn, read_rttm
+from trax.jsonio import read_json
 from trax.merge import MergeOptions, merge, merge_files, parse_speaker_names
 from trax.schemas import validate
 

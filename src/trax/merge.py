@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
-
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from trax.diarization.annotation import Turn, rttm_turns
