@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/example.yaml
-	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
+	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); speakers: results/speakers.tsv; summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
 
 test: setup
 	$(BIN)/python -m pytest -q
