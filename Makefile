@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 	touch $@
 
 run: setup
-	$(BIN)/snakemake --cores $(CORES)
-	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
+	$(BIN)/snakemake --cores $(CORES) --configfile config/example.yaml
+	@echo "Results: results/<id>/ (transcripts, diarization, merged.json, subtitles, enhanced text); speakers: results/speakers.tsv; summary: results/summary.tsv; report: $(BIN)/snakemake --report results/report.html"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from trax.benchdata import DerItem, der_items  # noqa: E402
-from trax.diarization.annotation import Turn, read_rttm  # noqa: E402
+from trax.diarization.annotation import Turn, rttm_turns  # noqa: E402
 from trax.diarization.embedded import (  # noqa: E402
     EmbeddedOptions,
     diarize_embedded,
@@ -86,7 +86,7 @@ def score(items, hypotheses: dict[str, list[Turn]]) -> dict[str, float]:
                0.5: DiarizationErrorRate(collar=0.5, skip_overlap=False)}
     count_ok = 0
     for item, _ in items:
-        reference = annotation(read_rttm(item.rttm, uri=item.uri).get(item.uri, []), item.uri)
+        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
         hypothesis = annotation(hypotheses[item.uri], item.uri)
         uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
         for metric in metrics.values():
@@ -122,7 +122,58 @@ def run_variant(models, items, options: EmbeddedOptions, repeats: int, one_speak
     return {**score(items, hypotheses), "rtf": statistics.median(rtfs)}
 
 
+def per_file_components(items, hypotheses: dict[str, list[Turn]]) -> dict[str, dict]:
+    """Per recording: DER components at collar 0 and 0.5, and whether the speaker count is exact."""
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    result = {}
+    for item, _ in items:
+        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
+        hypothesis = annotation(hypotheses[item.uri], item.uri)
+        uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
+        result[item.uri] = {
+            collar: DiarizationErrorRate(collar=collar, skip_overlap=False)(reference, hypothesis, uem=uem, detailed=True)
+            for collar in (0.0, 0.5)}
+        result[item.uri]["count_ok"] = len(reference.labels()) == len(hypothesis.labels())
+    return result
+
+
+def pooled_der(files: list[dict], collar: float) -> float:
+    errors = sum(f[collar]["missed detection"] + f[collar]["false alarm"] + f[collar]["confusion"] for f in files)
+    return 100 * errors / max(sum(f[collar]["total"] for f in files), 1e-9)
+
+
+def loo_bench(models, items, grids: dict[str, list]) -> None:
+    """Leave-one-recording-out: for each recording, the variant of a grid with the lowest pooled
+    collar-0 DER on the other recordings is chosen and scored on it (see the module docstring)."""
+    uris = [item.uri for item, _ in items]
+    cache: dict = {}
+    print("| search space | variants | LOO DER c0 | LOO DER c.25 | LOO spk ok | in-sample best DER c0 | chosen (per held-out file) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, variants in grids.items():
+        scores = {}
+        for label, options in variants:
+            if options not in cache:
+                hypotheses = {item.uri: diarize_embedded(models, audio, options)[0] for item, audio in items}
+                cache[options] = per_file_components(items, hypotheses)
+            scores[label] = cache[options]
+        held = []
+        chosen = []
+        for uri in uris:
+            best = min(scores, key=lambda label: pooled_der([scores[label][u] for u in uris if u != uri], 0.0))
+            held.append(scores[best][uri])
+            chosen.append(best)
+        in_sample = min(pooled_der(list(files.values()), 0.0) for files in scores.values())
+        counts = {label: chosen.count(label) for label in dict.fromkeys(chosen)}
+        print(f"| {name} | {len(variants)} | {pooled_der(held, 0.0):.1f} | {pooled_der(held, 0.5):.1f} | "
+              f"{sum(f['count_ok'] for f in held)}/{len(held)} | {in_sample:.1f} | "
+              f"{'; '.join(f'{k} x{v}' for k, v in counts.items())} |")
+
+
 def parse_value(text: str):
+    if text.lower() in ("none", "null"):
+        return None
     for kind in (int, float):
         try:
             return kind(text)
@@ -144,7 +195,7 @@ def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Pa
     for _ in range(repeats):
         for item, audio in items:
             parts.append(audio)
-            for turn in read_rttm(item.rttm, uri=item.uri).get(item.uri, []):
+            for turn in rttm_turns(item.rttm, uri=item.uri):
                 reference.append(Turn(turn.start + offset, turn.end + offset, f"{item.uri}:{turn.speaker}"))
             uem += [(s + offset, e + offset) for s, e in item.uem]
             offset += len(audio) / 16000
@@ -186,6 +237,19 @@ def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Pa
         print(f"  details: {details}")
 
 
+def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
+    """Search spaces for ``--loo``: before issue 14 (no levelling: the cluster threshold alone) and
+    after (speech levelled to -30/-25/-20 dBFS before embedding, with the same thresholds)."""
+    thresholds = (0.25, 0.3, 0.35, 0.4)
+
+    def grid(levels) -> list:
+        return [(f"dbfs={level} cut={t}", dataclasses.replace(base, speech_dbfs=level, cluster_threshold=t))
+                for level in levels for t in thresholds]
+
+    return {"before: cluster_threshold": grid([None]),
+            "after: + speech_dbfs": grid([None, -30.0, -25.0, -20.0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -194,6 +258,8 @@ def main() -> None:
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (diarize.threads)")
+    parser.add_argument("--loo", action="store_true",
+                        help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
                         help="score one recording of the dev set N times over instead (see above)")
     args = parser.parse_args()
@@ -215,6 +281,9 @@ def main() -> None:
         if args.concat:
             concat_bench(models, items, base, args.concat, Path(tmp))
             return
+    if args.loo:
+        loo_bench(models, items, loo_grids(base))
+        return
     total = sum(len(audio) for _, audio in items) / 16000
     print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s; torch threads {args.threads}")
     print(f"base settings: {base}")

@@ -49,7 +49,8 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 
 from trax.benchdata import benchdata_dir  # noqa: E402
 from trax.evaluation import corpus_wer, normalize_text  # noqa: E402
-from trax.merge import MergeOptions, Turn, assign_word, merge_files, read_rttm  # noqa: E402
+from trax.diarization.annotation import Turn, rttm_turns  # noqa: E402
+from trax.merge import MergeOptions, assign_word, merge_files  # noqa: E402
 
 SAMPLE = benchdata_dir() / "pyannote-audio" / "sample"
 
@@ -134,7 +135,7 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="trax-bench-merge-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stm = read_stm(SAMPLE / "sample.stm")
-    reference_turns = read_rttm(SAMPLE / "sample.rttm")
+    reference_turns = rttm_turns(SAMPLE / "sample.rttm")
     results = workdir / "results" / "sample"
     try:
         built = run_workflow(workdir)

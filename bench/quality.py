@@ -222,7 +222,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple[float, list[dict]]:
     """Leave-one-group-out predictions, tables; returns the interval inflation fitted on them."""
-    from trax.merge import MergeOptions, Turn, merge
+    from trax.diarization.annotation import Turn
+    from trax.merge import MergeOptions, merge
 
     groups = sorted({r.group for r in recordings})
     rows = []

@@ -11,7 +11,8 @@ from trax.enhance import DEFAULT_FILLERS, Glossary, RulesOptions, enhance_files,
 from trax.enhance_llm import LLMOptions
 from trax.errors import TraxError
 from trax.jsonio import read_json, write_json_atomic
-from trax.merge import MergeOptions, Turn, merge, merge_files
+from trax.diarization.annotation import Turn
+from trax.merge import MergeOptions, merge, merge_files
 from trax.quality import QualityOptions, annotate_merged, load_model
 from trax.schemas import validate
 

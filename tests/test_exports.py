@@ -10,7 +10,8 @@ import webvtt
 
 from conftest import SAMPLE_DIR
 from trax.exports import ExportOptions, export_files, to_srt, to_vtt
-from trax.merge import MergeOptions, Turn, merge, merge_files
+from trax.diarization.annotation import Turn
+from trax.merge import MergeOptions, merge, merge_files
 
 FORMATS = ("srt", "vtt", "txt", "md")
 

@@ -6,8 +6,9 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from trax.errors import TraxError
+from trax.diarization.annotation import Turn, read_rttm
 from trax.jsonio import read_json
-from trax.merge import MergeOptions, Turn, merge, merge_files, parse_speaker_names, read_rttm
+from trax.merge import MergeOptions, merge, merge_files, parse_speaker_names
 from trax.quality import QualityOptions, annotate_merged, load_model
 from trax.schemas import validate
 

@@ -12,7 +12,8 @@ import pytest
 
 from trax.errors import TraxError
 from trax.evaluation import word_errors
-from trax.merge import MergeOptions, Turn, merge
+from trax.diarization.annotation import Turn
+from trax.merge import MergeOptions, merge
 from trax.quality import MODEL_PATH, QualityOptions, annotate_merged, expected_errors, load_model, transcript_words
 
 

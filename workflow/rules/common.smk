@@ -195,11 +195,79 @@ def evaluate_references(wildcards):
 
 
 def merge_inputs(wildcards):
-    """The final transcript, and the RTTM and diarization.json (confidence) when recordings are diarized."""
+    """The final transcript; when recordings are diarized the RTTM and diarization.json (confidence,
+    speaker embeddings); with speaker profiles the profile store (so a rebuilt store reruns merge)."""
     inputs = {"transcript": FINAL_TRANSCRIPT}
     if DIARIZED:
-        inputs["rttm"] = "results/{sample}/diarization.rttm"
-        inputs["diarization"] = "results/{sample}/diarization.json"
+        inputs.update(rttm="results/{sample}/diarization.rttm", diarization="results/{sample}/diarization.json")
+        if PROFILES:
+            inputs["profiles"] = PROFILE_STORE
+    return inputs
+
+
+def merge_arguments(input, output, params):
+    """trax.merge.merge_files's arguments from the merge job (the optional inputs may be absent)."""
+    return dict(
+        transcript_path=input.transcript,
+        rttm_path=input.get("rttm"),
+        output_path=output.merged,
+        settings=params.settings,
+        speaker_names=params.speaker_names,
+        diarization_path=input.get("diarization"),
+        profiles_path=input.get("profiles"),
+        speaker_settings=params.speakers,
+        quality=params.quality,
+    )
+
+
+#: The enrollment table (speakers.profiles) or None; its store, built by rule enroll_speakers.
+PROFILES = config["speakers"]["profiles"]
+PROFILE_STORE = "results/speakers/profiles.json"
+#: What identification in merge depends on (link_threshold is linking's alone).
+IDENTIFY_SETTINGS = {key: config["speakers"][key] for key in ("threshold", "ambiguous_margin")} if PROFILES else None
+
+
+def enrollment_table(wildcards):
+    if not PROFILES:
+        raise WorkflowError("trax: error: speakers.profiles is not set: no enrollment table to build profiles from")
+    return PROFILES
+
+
+def enrollment_audio(wildcards):
+    """The clips the table names, so a changed clip rebuilds the store (missing ones are left to
+    the job, which reports the first with its row in one line)."""
+    from trax.speakers import enrollment_audio_files
+
+    return enrollment_audio_files(PROFILES)
+
+
+#: Settings of the embedded backend that shape an embedding (the clustering ones do not).
+EMBEDDING_KEYS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs")
+
+
+def enroll_settings():
+    """The diarize settings enrollment embeds with: the backend, its threads and the part of its
+    section that shapes an embedding, so a clustering change does not rebuild the profiles."""
+    backend = config["diarize"]["backend"]
+    section = dict(config["diarize"][backend])
+    if backend == "embedded":
+        section = {key: value for key, value in section.items() if key in EMBEDDING_KEYS}
+    return {"backend": backend, "threads": config["diarize"]["threads"], backend: section}
+
+
+def enroll_speaker_settings():
+    return {"min_speech_s": config["speakers"]["min_speech_s"]}
+
+
+def link_settings():
+    """The speakers section without the table path (the store is an input)."""
+    return {key: value for key, value in config["speakers"].items() if key != "profiles"}
+
+
+def link_inputs(wildcards):
+    inputs = {"diarizations": expand("results/{sample}/diarization.json", sample=sorted(SAMPLES))}
+    if PROFILES:
+        inputs["store"] = PROFILE_STORE
     return inputs
 
 
@@ -296,6 +364,8 @@ def all_outputs(wildcards):
     outputs = per_file_outputs() + expand("results/{sample}/evaluation.json", sample=EVALUATED)
     if DIARIZED:
         outputs += expand(["results/{sample}/diarization.rttm", "results/{sample}/diarization.json"], sample=SAMPLES)
+        if SAMPLES:
+            outputs.append("results/speakers.tsv")
     if SAMPLES:
         outputs += ["results/summary.tsv", "results/report/summary.html"]
     # Adapters are opt-in: only domains that name a dataset in adapters.datasets get one.

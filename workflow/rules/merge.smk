@@ -7,6 +7,7 @@ rule merge:
         settings=config["merge"],
         speaker_names=speaker_names,
         quality=config["quality"],
+        speakers=IDENTIFY_SETTINGS,
     log:
         "logs/merge/{sample}.log",
     benchmark:
@@ -16,14 +17,4 @@ rule merge:
         mem_mb=config["resources"]["merge_mem_mb"],
         runtime=runtime_min("merge"),
     run:
-        run_job(
-            log[0],
-            "trax.merge:merge_files",
-            transcript_path=input.transcript,
-            rttm_path=input.get("rttm"),
-            output_path=output.merged,
-            settings=params.settings,
-            speaker_names=params.speaker_names,
-            diarization_path=input.get("diarization"),
-            quality=params.quality,
-        )
+        run_job(log[0], "trax.merge:merge_files", **merge_arguments(input, output, params))

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trax.diarization.annotation import Diarization, Turn, first_speech_names, relabel_by_first_speech
-from trax.diarization.embedded import EmbeddedOptions
+from trax.diarization.annotation import Diarization, Turn, first_speech_labels, relabel_by_first_speech
+from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions
 from trax.diarization.pyannote_backend import PyannoteOptions
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic, write_text_atomic
@@ -146,6 +146,8 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
     turns, details = run_backend(models, wav_path, options)
     log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
     signals = details.pop("confidence_signals", None)
+    labels = first_speech_labels(turns)
+    vectors = details.pop(SPEAKER_EMBEDDINGS, None) or {}
     result = Diarization(
         sample_id=sample_id,
         duration=wav_duration(wav_path),
@@ -154,11 +156,13 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
         settings=settings,
         details=details,
         provenance=provenance(config=settings, input_sha256=sha256_file(wav_path), models=models.ids),
+        embeddings={labels[label]: vector for label, vector in vectors.items() if label in labels},
+        embedding_model=models.ids.get("embedding"),
     )
     data = result.serialize()
     quality = load_quality_model()
     share = data["speech_s"] / data["duration"] if data["duration"] > 0 else 0.0
-    data["confidence"] = diarization_confidence(signals, first_speech_names(turns), share, quality)
+    data["confidence"] = diarization_confidence(signals, labels, share, quality)
     data["provenance"]["quality_model"] = quality.provenance()
     return data
 

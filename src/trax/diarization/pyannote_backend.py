@@ -11,13 +11,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from trax.diarization.annotation import Turn
+from trax.diarization.embedded import SPEAKER_EMBEDDINGS
 from trax.errors import TraxError
 
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,11 @@ def load_pyannote(options: PyannoteOptions) -> PyannoteModels:
     if pipeline is None:
         raise TraxError(source.spec, f"cannot load pyannote pipeline (gated or missing; set ${options.token_env})")
     pipeline.to(torch.device(resolve_device(options.device)))
-    return PyannoteModels(pipeline=pipeline, ids={"diarization": source.describe()})
+    ids: dict[str, Any] = {"diarization": source.describe()}
+    embedding = embedding_model_id(pipeline, source)
+    if embedding is not None:
+        ids["embedding"] = embedding
+    return PyannoteModels(pipeline=pipeline, ids=ids)
 
 
 def diarize_pyannote(
@@ -133,4 +138,41 @@ def diarize_pyannote(
     annotation = getattr(output, "speaker_diarization", output)
     turns = [Turn(float(segment.start), float(segment.end), str(label))
              for segment, _, label in annotation.itertracks(yield_label=True)]
-    return turns, {"pipeline": type(models.pipeline).__name__}
+    details: dict[str, Any] = {"pipeline": type(models.pipeline).__name__}
+    # pyannote 4: one centroid per speaker, in the order of annotation.labels() (all zeros for a
+    # speaker the clustering did not produce: no voice to keep).
+    centroids = getattr(output, "speaker_embeddings", None)
+    if centroids is not None and "embedding" in models.ids:
+        details[SPEAKER_EMBEDDINGS] = {str(label): vector for label, vector in zip(annotation.labels(), centroids)
+                                       if np.isfinite(vector).all() and np.abs(vector).sum() > 0}
+    return turns, details
+
+
+def embedding_model_id(pipeline: Any, source: PipelineSource) -> dict[str, Any] | None:
+    """``{"id", "weights_sha256"}`` of the pipeline's speaker-embedding model (None when it has
+    none): the id names the pipeline and its embedding entry; the hash is of the embedding
+    weights file for a local pipeline, or of the entry's name for a hub one."""
+    import hashlib
+
+    from trax.provenance import sha256_file
+
+    if getattr(pipeline, "_embedding", None) is None:
+        return None
+    spec = str(getattr(pipeline, "embedding", "") or "")
+    weights = None
+    if source.path is not None:
+        candidates = sorted((source.path / "embedding").glob("*.bin")) + sorted((source.path / "embedding").glob("*.safetensors"))
+        weights = candidates[0] if candidates else None
+    digest = sha256_file(weights) if weights else hashlib.sha256(spec.encode()).hexdigest()
+    name = f"local:{source.path.name}" if source.path is not None else f"hub:{source.name}"
+    return {"id": f"pyannote {name} embedding", "weights_sha256": digest}
+
+
+def embed_pyannote(models: PyannoteModels, audio: np.ndarray) -> np.ndarray:
+    """The pipeline's speaker embedding of 16 kHz mono float32 ``audio`` (one vector), for
+    enrollment: the same model, so profiles and diarized speakers are comparable."""
+    import torch
+
+    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, None]
+    with torch.inference_mode():
+        return np.asarray(models.pipeline._embedding(waveform), dtype=np.float64)[0]
