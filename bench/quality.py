@@ -346,7 +346,7 @@ def der_recordings() -> list[dict]:
             uem = OUT / f"der_{item.uri}.uem"
             uem.write_text("".join(f"{item.uri} 1 {s:.3f} {e:.3f}\n" for s, e in item.uem))
             der = diarization_error(item.uri, str(item.rttm), str(rttm), str(uem))
-            reference = read_rttm(item.rttm, uri=item.uri).get(item.uri, [])
+            reference = read_rttm(item.rttm).get(item.uri, [])
             from trax.diarization.annotation import sort_turns, speech_time
 
             duration = round(read_json(OUT / f"der_{item.uri}.audio.json")["audio"]["duration"], 3)
