@@ -46,7 +46,10 @@ class TranscribeOptions:
         word_timestamps: Align words with cross-attention (needed by merge and subtitles).
         batch_size: Speech chunks decoded at once by faster-whisper's ``BatchedInferencePipeline``
             (Silero VAD first, speech merged into chunks of at most 30 s, each decoded without
-            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder.
+            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder. 4, not
+            faster-whisper's 8: the same dev WER, no slower on 2 cores, and half the cross-attention
+            memory (batch x beam copies of the encoder output): a long recording peaked at 1.17 GB
+            instead of 1.65 GB.
         vad_filter: Skip non-speech with Silero VAD before decoding (sequential path only; the
             batched path always runs VAD).
         vad_threshold: Silero speech probability above which a 32 ms frame is speech.
@@ -75,7 +78,7 @@ class TranscribeOptions:
     beam_size: int = 5
     temperature: float = 0.0
     word_timestamps: bool = True
-    batch_size: int = 8
+    batch_size: int = 4
     vad_filter: bool = False
     vad_threshold: float = 0.5
     vad_min_silence_ms: int = 160
