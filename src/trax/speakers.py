@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trax.diarization.annotation import round_embedding
 from trax.errors import TraxError
 from trax.jsonio import read_json, write_json_atomic, write_text_atomic
 from trax.provenance import provenance, sha256_file
@@ -205,12 +206,6 @@ def embed_clip(models: Any, audio: np.ndarray, settings: dict[str, Any]) -> tupl
     return mean, len(speech.frame_times) * FRAME / SAMPLE_RATE
 
 
-def _unit(vector: Any) -> list[float]:
-    from trax.diarization.annotation import round_embedding
-
-    return round_embedding(vector)
-
-
 # --- the profile store ---------------------------------------------------------------------------
 
 @dataclass
@@ -282,13 +277,13 @@ def build_store(table: str | os.PathLike[str], settings: dict[str, Any], models:
         if vector is None or speech_s < options.min_speech_s:
             raise TraxError(table, f"row {row.row}: {row.given}: only {speech_s:.2f} s of speech "
                                    f"(at least {options.min_speech_s:g} s needed for a voice profile)")
-        unit = np.asarray(_unit(vector))
+        unit = np.asarray(round_embedding(vector))
         sums[row.name] = sums.get(row.name, 0) + unit * speech_s
         people.setdefault(row.name, []).append({
             "audio": row.given, "sha256": sha256_file(row.audio), "start": row.start, "end": row.end,
-            "speech_s": round(speech_s, 3), "embedding": _unit(vector)})
+            "speech_s": round(speech_s, 3), "embedding": round_embedding(vector)})
         log.info("enrolled %s: %s (%.1f s of speech)", row.name, row.given, speech_s)
-    profiles = [Profile(name, _unit(sums[name]), round(sum(c["speech_s"] for c in clips), 3), clips)
+    profiles = [Profile(name, round_embedding(sums[name]), round(sum(c["speech_s"] for c in clips), 3), clips)
                 for name, clips in sorted(people.items())]
     return ProfileStore(settings.get("backend", "embedded"), model_id, profiles)
 
