@@ -159,12 +159,15 @@ _DETACH = ("import subprocess, sys\n"
 def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None):  # -> psutil.Process
     import psutil
 
+    from trax.jobs import model_process_env
+
     SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "trax.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
     if preload:
         command += ["--preload", json.dumps(preload)]
     launcher = subprocess.run([sys.executable, "-S", "-c", _DETACH, str(SERVER_LOG), *command],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True,
+                              env=model_process_env())
     return psutil.Process(int(launcher.stdout))
 
 

@@ -37,6 +37,18 @@ from trax.errors import TraxError
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+def model_process_env() -> dict[str, str]:
+    """Environment for a process that runs models (the model server, an isolated model job).
+
+    OpenMP threads (CTranslate2's, torch's) otherwise spin after each parallel region waiting for
+    more work; with two decodes or a decode beside diarization on few cores the spinning threads
+    steal the cores the other one needs. ``PASSIVE`` makes them sleep. A user's own setting wins.
+    """
+    import os
+
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+
+
 class JobFailed(Exception):
     """A job failed; its one-line reason was already written to the log and the console."""
 
@@ -100,7 +112,7 @@ def run_isolated(log_path: str, function: str, /, **kwargs: Any) -> None:
     line on the console. Raises :class:`JobFailed` when it exits non-zero.
     """
     command = [sys.executable, "-m", "trax.jobs", log_path, function, json.dumps(kwargs)]
-    if subprocess.run(command).returncode != 0:
+    if subprocess.run(command, env=model_process_env()).returncode != 0:
         raise JobFailed(f"{function} failed (see {log_path})")
 
 
