@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/quality.py            # fit, print the leave-one-out tables
     .venv/bin/python bench/quality.py --write    # ... and write src/trax/data/quality_model.json
+    .venv/bin/python bench/quality.py --compare  # ... and the other candidate features' figures
 
 **ASR (estimated WER).** Recordings: the dev category-a set (``trax.benchdata.wer_items``: 26
 files, 454 reference words), each also with white noise added at 10 dB and 0 dB SNR (seeded), so
