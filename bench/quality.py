@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/quality.py            # fit, print the leave-one-out tables
     .venv/bin/python bench/quality.py --write    # ... and write src/trax/data/quality_model.json
+    .venv/bin/python bench/quality.py --compare  # ... and the other candidate features' figures
 
 **ASR (estimated WER).** Recordings: the dev category-a set (``trax.benchdata.wer_items``: 26
 files, 454 reference words), each also with white noise added at 10 dB and 0 dB SNR (seeded), so
@@ -62,23 +63,35 @@ from trax.quality import (  # noqa: E402
 MODEL_VERSION = "1"
 #: SNRs (dB) of the noisy copies; None = the clean recording.
 SNRS = (None, 10.0, 0.0)
-#: Features the word model uses, out of trax.quality.WORD_FEATURES (``--features`` tries others).
-#: Leave-one-out on this set (Spearman of per-recording WER; pooled clean-dev estimate, measured 5.73 %):
-#:   log_prob                                   clean 0.446, 13.77 %; all 78 recordings 0.792
-#:   log_prob, context_log_prob                 clean 0.424, 10.55 %; all 0.791
-#:   log_prob, context_log_prob, segment_avg_logprob   clean 0.358, 6.60 %; all 0.800
-#:   all six                                    clean 0.312, 6.43 %; all 0.789
+#: Features the word model uses, out of trax.quality.WORD_FEATURES (``--features`` tries others,
+#: ``--compare`` prints them all). Leave-one-out on this set (Spearman of per-recording WER on the
+#: clean dev set; its pooled estimate, measured 5.29 %; Spearman on all 78 recordings):
+#:   log_prob                                          clean 0.370, 13.42 %; all 0.688
+#:   log_prob, context_log_prob                        clean 0.395, 10.09 %; all 0.697
+#:   log_prob, context_log_prob, segment_avg_logprob   clean 0.323,  6.19 %; all 0.721
+#:   ... plus any one other candidate                  clean 0.279-0.344, 6.00-6.32 %; all 0.704-0.722
 #: The word probabilities alone rank clean recordings a little better but overestimate clean WER
-#: twofold; the segment's mean log-probability calibrates the level. Three features it is.
+#: twofold; the segment's mean log-probability calibrates the level. Three features it is. No
+#: summary of word probabilities reaches a clean Spearman of 0.5 even fitted on the clean set
+#: itself (share of words below p, for any p, or mean (1 - p)^k: at most 0.44): the 26 clean
+#: recordings hold 24 errors, and short clips of isolated words (02_001, 04_003: no errors, low
+#: probabilities) rank above long confident ones with an error (09, 19, 20).
 ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
 #: L2 penalty of the word model (standardised features; 1358 training words).
 ASR_L2 = 1.0
 #: Ridge penalty of the DER model (13 recordings: shrinks toward the mean DER).
 DER_L2 = 1.0
 #: Features the DER model uses, out of trax.quality.DIARIZATION_FEATURES: the speech share ranks
-#: DER best on this set (Spearman -0.53; outlier share -0.39, near-boundary share -0.16, cluster
-#: compactness -0.03, low similarity 0.04; adding compactness or low similarity to it dropped
-#: the leave-one-out Spearman below 0.1); the near-boundary share is kept so speakers can differ.
+#: DER best on this set (Spearman -0.43; near-boundary share 0.06, cluster compactness -0.04, low
+#: similarity 0.06; the outlier share is 0 everywhere). Leave-one-out (``--compare``): speech share
+#: alone 0.35, with the near-boundary share 0.28, with compactness or low similarity -0.06; every
+#: other one-feature model is negative. The near-boundary share is kept so speakers can differ.
+#: No model of these signals can reach 0.5: trn01 and trn02 both have about 2 % of their audio
+#: diarized as speech (one window) and DERs of 112 % and 2 % (missed speech vs. a near-silent
+#: recording). Also measured outside the model, none better: diarized speaker count, turn count,
+#: short-turn share, mean turn length (with the speech share: 0.29-0.32 leave-one-out), Silero VAD
+#: probability bands and frame-energy activity (the best, share of 20 ms frames 15 dB above the
+#: noise floor: Spearman -0.51 as it is, 0.28 leave-one-out alone, 0.04 with the speech share).
 DER_FEATURES = ("speech_share", "near_boundary_share")
 #: Nominal coverage of the WER interval (two-sided normal quantile).
 INTERVAL_Z = 1.645
@@ -164,9 +177,9 @@ def asr_recordings() -> list[AsrRecording]:
     return result
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> dict:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, features: tuple[str, ...]) -> dict:
     """L2-penalised logistic regression on standardised features, by Newton's method."""
-    x = x[:, [WORD_FEATURES.index(name) for name in ASR_FEATURES]]
+    x = x[:, [WORD_FEATURES.index(name) for name in features]]
     mean = x.mean(axis=0)
     scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
     z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
@@ -180,7 +193,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> dict:
         w += step
         if np.max(np.abs(step)) < 1e-10:
             break
-    return {"features": list(ASR_FEATURES), "mean": _r(mean), "scale": _r(scale), "coef": _r(w[1:]),
+    return {"features": list(features), "mean": _r(mean), "scale": _r(scale), "coef": _r(w[1:]),
             "intercept": round(float(w[0]), 6)}
 
 
@@ -198,11 +211,11 @@ def _r(values: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in values]
 
 
-def fit_asr(recordings: list[AsrRecording], inflation: float = 1.0) -> dict:
+def fit_asr(recordings: list[AsrRecording], inflation: float = 1.0, features: tuple[str, ...] = ASR_FEATURES) -> dict:
     x = np.vstack([r.rows for r in recordings])
     errors = np.concatenate([r.errors for r in recordings])
     y = (errors > 0).astype(np.float64)
-    part = fit_logistic(x, y, ASR_L2)
+    part = fit_logistic(x, y, ASR_L2, features)
     part["errors_per_flag"] = round(float(errors.sum() / max(y.sum(), 1.0)), 6)
     part["interval_z"] = INTERVAL_Z
     part["interval_inflation"] = round(inflation, 4)
@@ -220,7 +233,8 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple[float, list[dict]]:
+def asr_report(recordings: list[AsrRecording], options: QualityOptions,
+               features: tuple[str, ...] = ASR_FEATURES) -> tuple[float, list[dict]]:
     """Leave-one-group-out predictions, tables; returns the interval inflation fitted on them."""
     from trax.diarization.annotation import Turn
     from trax.merge import MergeOptions, merge
@@ -228,7 +242,7 @@ def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple
     groups = sorted({r.group for r in recordings})
     rows = []
     for group in groups:
-        model = model_of(fit_asr([r for r in recordings if r.group != group]), None)
+        model = model_of(fit_asr([r for r in recordings if r.group != group], features=features), None)
         for recording in (r for r in recordings if r.group == group):
             errors = expected_errors(model, recording.rows.tolist())
             estimate = estimate_wer(model, errors)
@@ -262,6 +276,48 @@ def asr_report(recordings: list[AsrRecording], options: QualityOptions) -> tuple
     return inflation, rows
 
 
+def set_figures(subset: list[dict]) -> dict[str, float]:
+    """Leave-one-out figures of a set of recordings (rows of :func:`asr_report`)."""
+    located = sum(r["located_errors"] for r in subset)
+    return {
+        "spearman": spearman([r["estimated"] for r in subset], [r["measured"] for r in subset]),
+        "measured": sum(r["measured_errors"] for r in subset) / sum(r["reference_words"] for r in subset),
+        "estimated": sum(r["estimated_errors"] for r in subset) / max(sum(r["words"] for r in subset), 1),
+        "flagged": sum(r["flagged"] for r in subset) / sum(r["utterances"] for r in subset),
+        "caught": sum(r["errors_in_flagged"] for r in subset) / located if located else float("nan"),
+    }
+
+
+def top_quarter_share(subset: list[dict]) -> float:
+    """Share of located errors in the 25 % of utterances with the most expected errors."""
+    utterances = sorted((u for r in subset for u in r["per_utterance"]), key=lambda u: -u[0] * u[1])
+    return sum(u[2] for u in utterances[: len(utterances) // 4]) / max(sum(u[2] for u in utterances), 1e-9)
+
+
+#: Word feature sets ``--compare`` tries: the word probability alone, the shipped set, and the
+#: shipped set plus each other candidate of trax.quality.WORD_FEATURES.
+def candidate_feature_sets() -> list[tuple[str, ...]]:
+    others = [name for name in WORD_FEATURES if name not in ASR_FEATURES]
+    return [("log_prob",), ("log_prob", "context_log_prob"), ASR_FEATURES] + [(*ASR_FEATURES, name) for name in others]
+
+
+def print_comparison(recordings: list[AsrRecording], options: QualityOptions) -> None:
+    print("## Word feature sets: leave-one-recording-out, flags at the quality defaults")
+    print()
+    print("| features | dev clean Spearman | dev clean pooled est. / measured WER % | dev clean utt. flagged % | "
+          "dev clean errors caught % | dev clean top-25 % utt. hold % | all Spearman |")
+    print("|---|---|---|---|---|---|---|")
+    for features in candidate_feature_sets():
+        _, rows = asr_report(recordings, options, features)
+        clean = [r for r in rows if r["snr"] is None]
+        f, everything = set_figures(clean), set_figures(rows)
+        label = ", ".join(features) if len(features) <= len(ASR_FEATURES) else f"shipped + {features[-1]}"
+        print(f"| {label} | {f['spearman']:.3f} | {100 * f['estimated']:.2f} / {100 * f['measured']:.2f} | "
+              f"{100 * f['flagged']:.1f} | {100 * f['caught']:.1f} | {100 * top_quarter_share(clean):.1f} | "
+              f"{everything['spearman']:.3f} |")
+    print()
+
+
 def print_asr(rows: list[dict], inflation: float) -> None:
     print("## ASR: leave-one-recording-out (each group = a clean file and its noisy copies)")
     print()
@@ -278,14 +334,10 @@ def print_asr(rows: list[dict], inflation: float) -> None:
     for label, keep in (("dev clean", lambda r: r["snr"] is None), ("10 dB", lambda r: r["snr"] == 10.0),
                         ("0 dB", lambda r: r["snr"] == 0.0), ("all", lambda r: True)):
         subset = [r for r in rows if keep(r)]
-        measured = sum(r["measured_errors"] for r in subset) / sum(r["reference_words"] for r in subset)
-        estimated = sum(r["estimated_errors"] for r in subset) / max(sum(r["words"] for r in subset), 1)
-        flagged = sum(r["flagged"] for r in subset) / sum(r["utterances"] for r in subset)
-        located = sum(r["located_errors"] for r in subset)
-        captured = sum(r["errors_in_flagged"] for r in subset) / located if located else float("nan")
+        f = set_figures(subset)
         covered = sum(abs(r["measured"] - r["estimated"]) <= INTERVAL_Z * inflation * r["sd"] for r in subset)
-        print(f"| {label} | {len(subset)} | {spearman([r['estimated'] for r in subset], [r['measured'] for r in subset]):.3f} | "
-              f"{100 * measured:.2f} | {100 * estimated:.2f} | {100 * flagged:.1f} | {100 * captured:.1f} | "
+        print(f"| {label} | {len(subset)} | {f['spearman']:.3f} | {100 * f['measured']:.2f} | {100 * f['estimated']:.2f} | "
+              f"{100 * f['flagged']:.1f} | {100 * f['caught']:.1f} | "
               f"{sum(r['recording_flagged'] for r in subset)} | {covered}/{len(subset)} |")
     print()
     print("Utterance flag sweep: flagged when expected errors >= review_utterance_errors or estimated WER > "
@@ -295,7 +347,7 @@ def print_asr(rows: list[dict], inflation: float) -> None:
     print("| review_utterance_errors | review_utterance_wer | "
           + " | ".join(f"{label} flagged % | {label} errors caught %" for label, _ in sets) + " |")
     print("|---|---|" + "---|---|" * len(sets))
-    grid = [(math.inf, wer) for wer in (0.1, 0.2, 0.3, 0.5)] + [(errors, 0.5) for errors in (1.0, 1.25, 1.5, 2.0, 3.0)]
+    grid = [(errors, wer) for wer in (0.2, 0.3, 0.5) for errors in (math.inf, 1.0, 1.25, 1.5, 2.0, 3.0)]
     for min_errors, max_wer in grid:
         cells = []
         for _, keep in sets:
@@ -306,10 +358,10 @@ def print_asr(rows: list[dict], inflation: float) -> None:
         print(f"| {'-' if min_errors == math.inf else f'{min_errors:g}'} | {max_wer:g} | " + " | ".join(cells) + " |")
     print()
     for label, keep in sets:
-        utterances = sorted((u for r in rows if keep(r) for u in r["per_utterance"]), key=lambda u: -u[0] * u[1])
-        top = utterances[: len(utterances) // 4]
-        print(f"{label}: the {len(top)} of {len(utterances)} utterances (25 %) with the most expected errors hold "
-              f"{100 * sum(u[2] for u in top) / sum(u[2] for u in utterances):.1f} % of the located errors")
+        subset = [r for r in rows if keep(r)]
+        count = sum(len(r["per_utterance"]) for r in subset)
+        print(f"{label}: the {count // 4} of {count} utterances (25 %) with the most expected errors hold "
+              f"{100 * top_quarter_share(subset):.1f} % of the located errors")
     print()
     print(f"interval inflation (90th percentile of leave-one-out |error| / binomial sd, / {INTERVAL_Z}): {inflation:.3f}")
     print()
@@ -361,31 +413,33 @@ def der_recordings() -> list[dict]:
     return result
 
 
-def der_features(signals: dict) -> list[float]:
-    return [float(signals[f]) for f in DER_FEATURES]
-
-
-def fit_der(recordings: list[dict]) -> dict:
-    x = np.array([der_features(r["signals"]["recording"]) for r in recordings])
+def fit_der(recordings: list[dict], features: tuple[str, ...] = DER_FEATURES) -> dict:
+    x = np.array([[float(r["signals"]["recording"][f]) for f in features] for r in recordings])
     y = np.array([r["der"] for r in recordings])
-    part = fit_ridge(x, y, DER_L2, DER_FEATURES)
+    part = fit_ridge(x, y, DER_L2, features)
     part["l2"] = DER_L2
     return part
 
 
-def print_der(recordings: list[dict]) -> None:
+def der_loo(recordings: list[dict], features: tuple[str, ...] = DER_FEATURES) -> list[float]:
+    """Leave-one-recording-out DER estimates of a ridge model over ``features``."""
     from trax.quality import diarization_estimate
 
+    estimates = []
+    for index, recording in enumerate(recordings):
+        model = model_of(fit_asr_placeholder(), fit_der([r for j, r in enumerate(recordings) if j != index], features))
+        estimates.append(diarization_estimate(model, recording["signals"]["recording"]))
+    return estimates
+
+
+def print_der(recordings: list[dict], compare: bool = False) -> None:
     print("## Diarization: leave-one-recording-out")
     print()
     print("| recording | speakers (ref) | speech share | outlier share | near-boundary share | compactness | "
           "measured DER % | estimated DER % |")
     print("|---|---|---|---|---|---|---|---|")
-    estimates = []
-    for index, recording in enumerate(recordings):
-        model = model_of(fit_asr_placeholder(), fit_der([r for j, r in enumerate(recordings) if j != index]))
-        estimate = diarization_estimate(model, recording["signals"]["recording"])
-        estimates.append(estimate)
+    estimates = der_loo(recordings)
+    for recording, estimate in zip(recordings, estimates):
         s = recording["signals"]["recording"]
         print(f"| {recording['uri']} | {recording['speakers']} ({recording['reference_speakers']}) | "
               f"{s['speech_share']:.3f} | {s['outlier_share']:.3f} | "
@@ -396,8 +450,19 @@ def print_der(recordings: list[dict]) -> None:
           f"{spearman(estimates, measured):.3f}; mean |error| {100 * np.mean(np.abs(np.array(estimates) - measured)):.1f} pp")
     for feature in DIARIZATION_FEATURES:
         values = [r["signals"]["recording"][feature] for r in recordings]
-        print(f"  Spearman {feature} vs measured DER: {spearman(values, measured):.3f}")
+        rho = spearman(values, measured) if len(set(values)) > 1 else float("nan")
+        print(f"  Spearman {feature} vs measured DER: {rho:.3f}" + ("" if len(set(values)) > 1 else " (constant)"))
     print()
+    if compare:
+        print("Leave-one-out Spearman of ridge models over one or two features (estimated vs measured DER):")
+        print()
+        print("| features | Spearman |")
+        print("|---|---|")
+        varying = [f for f in DIARIZATION_FEATURES if len({r["signals"]["recording"][f] for r in recordings}) > 1]
+        sets = [(f,) for f in varying] + [("speech_share", f) for f in varying if f != "speech_share"]
+        for features in sets:
+            print(f"| {', '.join(features)} | {spearman(der_loo(recordings, features), measured):.3f} |")
+        print()
 
 
 def fit_asr_placeholder() -> dict:
@@ -407,31 +472,33 @@ def fit_asr_placeholder() -> dict:
 
 
 def main() -> None:
-    global ASR_FEATURES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"write the model fitted on everything to {MODEL_PATH}")
     parser.add_argument("--skip-der", action="store_true")
     parser.add_argument("--features", help=f"comma-separated word features (default {','.join(ASR_FEATURES)})")
+    parser.add_argument("--compare", action="store_true", help="also print the leave-one-out figures of other "
+                        "word feature sets and of single diarization features")
     args = parser.parse_args()
-    if args.features:
-        ASR_FEATURES = tuple(args.features.split(","))
+    features = tuple(args.features.split(",")) if args.features else ASR_FEATURES
 
     options = QualityOptions()
     recordings = asr_recordings()
-    inflation, rows = asr_report(recordings, options)
+    inflation, rows = asr_report(recordings, options, features)
     print(f"quality.review_utterance_errors {options.review_utterance_errors}, review_utterance_wer "
           f"{options.review_utterance_wer}, review_wer {options.review_wer}; "
           f"{len(recordings)} recordings, {sum(len(r.errors) for r in recordings)} hypothesis words")
     print()
     print_asr(rows, inflation)
+    if args.compare:
+        print_comparison(recordings, options)
     diarization = None
     if not args.skip_der:
         der = der_recordings()
-        print_der(der)
+        print_der(der, args.compare)
         diarization = fit_der(der)
         diarization["fitted_on"] = f"{len(der)} recordings of trax.benchdata.der_items, embedded defaults, collar 0"
     if args.write:
-        asr = fit_asr(recordings, inflation)
+        asr = fit_asr(recordings, inflation, features)
         asr["fitted_on"] = (f"{len(recordings)} recordings: trax.benchdata.wer_items clean and with white noise "
                             f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, batched)")
         model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality.py; fitted by "
@@ -439,7 +506,7 @@ def main() -> None:
         MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(MODEL_PATH, dumps(model))
         print(f"wrote {MODEL_PATH.relative_to(REPO)}")
-        print(json.dumps({"asr_coef": dict(zip(ASR_FEATURES, asr["coef"])), "errors_per_flag": asr["errors_per_flag"],
+        print(json.dumps({"asr_coef": dict(zip(features, asr["coef"])), "errors_per_flag": asr["errors_per_flag"],
                           "der_coef": dict(zip(DER_FEATURES, diarization["coef"])) if diarization else None}))
 
 

@@ -78,3 +78,25 @@ def test_flags_follow_the_configured_thresholds() -> None:
     assert body["quality"]["utterances_flagged"] == 0
     assert body["quality"]["reasons"] == ["diarization confidence 0.30 below 0.5"]
     assert body["speakers"][0]["diarization_confidence"] == 0.3
+
+
+def test_candidate_word_features() -> None:
+    """The candidate features bench/quality.py compares: one row per word, in WORD_FEATURES order."""
+    import math
+
+    from trax.quality import WORD_FEATURES
+
+    transcript = _transcript([0.9, 0.4, 0.95, 0.3])
+    words = transcript["segments"][0]["words"]
+    words[1]["word"], words[2]["word"], words[3]["word"] = " Gutenberg", "1455.", "w3"
+    words[2]["end"] = words[2]["start"]  # Whisper reports some words 0 s long
+    rows = [dict(zip(WORD_FEATURES, row)) for _, row in transcript_words(transcript)]
+    assert len(rows) == 4 and all(len(row) == len(WORD_FEATURES) for row in rows)
+    assert [row["segment_edge"] for row in rows] == [1.0, 0.0, 0.0, 1.0]
+    assert [row["capitalized"] for row in rows] == [0.0, 1.0, 0.0, 0.0]
+    assert [row["word_length"] for row in rows] == [2.0, 9.0, 4.0, 2.0]
+    assert rows[2]["word_duration"] == 0.0 and rows[2]["chars_per_second"] == 40.0
+    assert rows[0]["chars_per_second"] == pytest.approx(2 / 0.3)
+    assert all(row["segment_low_share"] == 0.5 and row["segment_words"] == pytest.approx(math.log(4)) for row in rows)
+    # 10 % quantile of ln(0.9, 0.4, 0.95, 0.3), numpy's linear interpolation.
+    assert rows[0]["segment_q10_log_prob"] == pytest.approx(math.log(0.3) + 0.3 * (math.log(0.4) - math.log(0.3)))

@@ -6,9 +6,13 @@ Nothing is fitted at run time; applying a model is a few numpy operations.
 
 **Word errors (ASR).** Every transcript word gets a probability of being wrong from an
 L2-regularised logistic regression over per-word features: :data:`WORD_FEATURES` are the
-candidates (the word's own probability, the lowest probability around it, and its segment's mean
-log-probability, no-speech probability, compression ratio and speech rate); the shipped model uses
-the first three (``bench/quality.py`` compares feature sets in leave-one-out). The probability times
+candidates (the word's own probability, the lowest probability around it, its segment's mean
+log-probability, no-speech probability, compression ratio and speech rate, the word's length,
+duration and characters per second, whether it opens or closes its segment, the share of doubtful
+words and the 10 % quantile of word log-probability in its segment, the segment's length, and
+whether the word is capitalized mid-segment); the shipped model uses the first three
+(``bench/quality.py --compare`` prints every candidate's leave-one-out figures: none of the others
+ranks clean recordings better). The probability times
 ``errors_per_flag`` (measured errors per erroneous hypothesis word: substitutions and insertions
 plus the deletions next to them) is the word's expected number of errors. Summed over an utterance
 or a recording and divided by its word count, that is the estimated WER; an utterance's
@@ -44,7 +48,8 @@ MODEL_PATH = Path(__file__).resolve().parent / "data" / "quality_model.json"
 
 #: Per-word candidate features (:func:`transcript_words`); a model uses those its JSON names.
 WORD_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob", "segment_no_speech_prob",
-                 "segment_compression_ratio", "speech_rate")
+                 "segment_compression_ratio", "speech_rate", "word_length", "word_duration", "chars_per_second",
+                 "segment_edge", "segment_low_share", "segment_q10_log_prob", "segment_words", "capitalized")
 #: Per-recording (and per-speaker) candidate features of the diarization model (a model uses those
 #: its JSON names). ``speech_share`` is the diarized speech over the recording's duration (the
 #: recording's, also for each speaker: missed speech is the recording's); the others come from
@@ -65,6 +70,25 @@ BOUNDARY_MARGIN = 0.1
 #: voice merged into a speaker shows as a low tail before it moves the mean.
 LOW_QUANTILE = 0.1
 DIGITS = 4
+#: A word below this probability counts as doubtful for ``segment_low_share``.
+LOW_PROB = 0.5
+#: ``word_length`` (letters and digits) is clipped here.
+MAX_WORD_LENGTH = 15
+#: ``word_duration`` (seconds) is clipped here: a word stretched over a pause is not 5 s long.
+MAX_WORD_S = 2.0
+#: Words shorter than this count as this long for ``chars_per_second`` (Whisper gives some 0 s).
+MIN_WORD_S = 0.05
+#: ``chars_per_second`` is clipped here.
+MAX_CHARS_PER_S = 40.0
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default method) of a non-empty list."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass(frozen=True)
@@ -75,12 +99,17 @@ class QualityOptions:
         review_wer: A recording is flagged when its estimated WER is above this (0.15: on the dev
             set tiny.en is around 8 %; twice that is a transcript a reader will stumble over).
         review_utterance_errors: An utterance is flagged when the errors expected in it (its
-            estimated WER x its words) reach this. 1.5: "probably more than one word wrong". On
-            the clean dev set this flags 25 % of utterances holding 58 % of the measured errors
-            (leave-one-out; ``bench/quality.py`` prints the sweep); flagging by WER alone caught
-            far fewer, since errors of clean speech sit in long utterances of confident words.
+            estimated WER x its words) reach this. 1.5: "probably more than one word wrong".
+            Flagging by WER alone catches far fewer errors, since errors of clean speech sit in
+            long utterances of confident words.
         review_utterance_wer: An utterance is also flagged when its estimated WER is above this
-            (0.5: a short utterance that is probably mostly wrong, whatever its error count).
+            (0.3: a short utterance with probably a third of its words wrong, whatever its error
+            count). With 1.5 errors, the clean dev set flags 22 % of its utterances, holding 62.5 %
+            of the measured word errors (leave-one-out; ``bench/quality.py`` prints the sweep). The
+            margin is one utterance each way: any cut from 1.25 to 1.95 errors gives the same
+            flags, but a WER cut under 0.28 flags one more (error-free) utterance (26 % flagged)
+            and one over 0.31 drops a flagged one (54 % of the errors); 0.5 flagged 18.5 %
+            holding 54 %.
         review_diarization_confidence: A recording is flagged when its diarization confidence
             (1 - estimated DER) is below this. 0.5 (an estimated DER above 50 %): the embedded
             backend's DER on the dev meeting excerpts is about 40 %, so only recordings estimated
@@ -90,7 +119,7 @@ class QualityOptions:
 
     review_wer: float = 0.15
     review_utterance_errors: float = 1.5
-    review_utterance_wer: float = 0.5
+    review_utterance_wer: float = 0.3
     review_diarization_confidence: float = 0.5
     max_listed_words: int = 3
 
@@ -195,6 +224,15 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
             decoder statistics as the transcript records them.
         speech_rate: the segment's words per second (clipped to :data:`MAX_SPEECH_RATE`); very
             fast or very slow speech is harder.
+        word_length / word_duration / chars_per_second: the word's letters and digits, its
+            seconds, and their ratio (clipped: :data:`MAX_WORD_LENGTH`, :data:`MAX_WORD_S`,
+            :data:`MIN_WORD_S`, :data:`MAX_CHARS_PER_S`).
+        segment_edge: 1 for the first and last word of a segment, else 0.
+        segment_low_share: share of the segment's words below :data:`LOW_PROB`.
+        segment_q10_log_prob: the 10 % quantile of the segment's word log-probabilities.
+        segment_words: ln of the segment's word count.
+        capitalized: 1 for a capitalized word that does not open its segment (names, or a sentence
+            starting inside the segment), else 0.
     """
     result = []
     for segment in transcript.get("segments", []):
@@ -202,10 +240,20 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
         logs = [_log_prob(w["probability"]) for w in words]
         duration = max(float(segment["end"]) - float(segment["start"]), MIN_SEGMENT_S)
         rate = min(len(words) / duration, MAX_SPEECH_RATE)
+        low_share = sum(w["probability"] < LOW_PROB for w in words) / max(len(words), 1)
+        q10 = _quantile(logs, 0.1) if logs else 0.0
         for index, word in enumerate(words):
             context = min(logs[max(0, index - 1) : index + 2])
+            text = word["word"].strip()
+            letters = sum(c.isalnum() for c in text)
+            length = float(min(letters, MAX_WORD_LENGTH))
+            seconds = min(max(float(word["end"]) - float(word["start"]), 0.0), MAX_WORD_S)
+            cps = min(letters / max(seconds, MIN_WORD_S), MAX_CHARS_PER_S)
+            edge = float(index == 0 or index == len(words) - 1)
+            capital = float(index > 0 and text[:1].isupper())
             result.append((word, [logs[index], context, float(segment["avg_logprob"]),
-                                  float(segment["no_speech_prob"]), float(segment["compression_ratio"]), rate]))
+                                  float(segment["no_speech_prob"]), float(segment["compression_ratio"]), rate,
+                                  length, seconds, cps, edge, low_share, q10, math.log(len(words)), capital]))
     return result
 
 
