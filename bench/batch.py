@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/batch.py [--repeats 1] [--before PATH] [--server on|off|both]
+    .venv/bin/python bench/batch.py [--repeats 1] [--before PATH] [--server on|off|both] [--set SECTION.KEY=VALUE]
 
 Runs the default workflow (every stage, model server on unless ``--server off``) with ``--cores 2``
 on the dev category-a clips (26 real recordings, 1-29 s each, 180.6 s in all, from
@@ -55,9 +55,22 @@ def server_call(checkout: Path, workdir: Path, method: str) -> dict:
     return yaml.safe_load(out.stdout)
 
 
-def measure(checkout: Path, sheet: Path, server_on: bool) -> dict:
+def with_overrides(config: dict, overrides: list[str]) -> dict:
+    """``config`` with ``section.key=value`` settings applied (values parsed as YAML)."""
+    for override in overrides:
+        dotted, value = override.split("=", 1)
+        *sections, key = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = yaml.safe_load(value)
+    return config
+
+
+def measure(checkout: Path, sheet: Path, server_on: bool, overrides: list[str]) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="trax-batch-"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump({"inputs": str(sheet), "server": {"enabled": server_on}}))
+    config = with_overrides({"inputs": str(sheet), "server": {"enabled": server_on}}, overrides)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     try:
         wall = run_snakemake(checkout, workdir)
         startup = run_snakemake(checkout, workdir)
@@ -82,6 +95,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--before", type=Path, default=None, help="another Trax checkout to run alongside")
     parser.add_argument("--server", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override for this checkout's runs (not --before's), e.g. transcribe_fast.batch_size=8")
     args = parser.parse_args()
     items = wer_items()
     sheet = Path(tempfile.mkdtemp(prefix="trax-batch-sheet-")) / "batch.tsv"
@@ -93,9 +108,9 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (path, on) in variants.items():
-            results[name].append(measure(path, sheet, on))
+            results[name].append(measure(path, sheet, on, args.set if path == REPO else []))
 
-    print(f"{len(items)} files, --cores 2, cold, {args.repeats} repeat(s), medians; "
+    print(f"{len(items)} files, --cores 2, cold, {args.repeats} repeat(s), medians; overrides: {args.set or 'none'}; "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'variant':24s} {'wall s':>7s} {'start-up s':>10s} {'jobs':>5s} {'loads':>6s} {'server peak MB':>14s}")
     for name, runs in results.items():

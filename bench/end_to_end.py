@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/end_to_end.py [--repeats 3] [--cores 2]
+    .venv/bin/python bench/end_to_end.py [--repeats 3] [--cores 2] [--set SECTION.KEY=VALUE]
 
 The recording: real speech from ../shared/benchdata concatenated with ffmpeg's ``concat`` filter
 (each part resampled to 16 kHz mono first), cut at exactly 300 s: columbia.16k.wav (one speaker,
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from batch import with_overrides
 from fast_pass import BARE, REPO, snakemake, stop_server
 
 from trax.benchdata import benchdata_dir
@@ -72,11 +73,11 @@ def build_recording(destination: Path) -> Path:
     return destination
 
 
-def run_workflow(audio: Path, cores: int) -> tuple[float, dict]:
+def run_workflow(audio: Path, cores: int, overrides: list[str]) -> tuple[float, dict]:
     workdir = Path(tempfile.mkdtemp(prefix="trax-e2e-"))
     try:
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump({"inputs": str(audio)}))
+        config.write_text(yaml.safe_dump(with_overrides({"inputs": str(audio)}, overrides)))
         wall = snakemake(workdir, config, cores=cores)
         metrics = read_json(workdir / "results" / SAMPLE_ID / "metrics.json")
         stop_server(workdir)
@@ -89,6 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="workflow config override, e.g. transcribe_fast.batch_size=8")
     args = parser.parse_args()
 
     audio = build_recording(REPO / "bench" / "out" / f"{SAMPLE_ID}.wav")
@@ -98,7 +101,7 @@ def main() -> None:
     walls, peaks, bare_walls, bare_peaks = [], [], [], []
     stages: dict[str, list[float]] = {}
     for _ in range(args.repeats):
-        wall, metrics = run_workflow(audio, args.cores)
+        wall, metrics = run_workflow(audio, args.cores, args.set)
         walls.append(wall)
         peaks.append(metrics["peak_rss_mb"])
         for stage, values in metrics["stages"].items():
@@ -109,6 +112,7 @@ def main() -> None:
         bare_peaks.append(bare["rss_mb"])
 
     print(f"audio: {audio.name}, {TARGET_S:.0f} s ({' + '.join(Path(p).name for p in PARTS)}, cut at {TARGET_S:.0f} s)")
+    print(f"overrides: {args.set or 'none'}")
     print(f"--cores {args.cores}; {args.repeats} repeats, medians; cold start each time (fresh directory and model server)")
     print(f"{'row':34s} {'wall s':>8s} {'RTF':>7s} {'peak RSS MB':>12s}")
     wall = statistics.median(walls)
