@@ -238,16 +238,24 @@ def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Pa
 
 
 def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
-    """Search spaces for ``--loo``: before issue 14 (no levelling: the cluster threshold alone) and
-    after (speech levelled to -30/-25/-20 dBFS before embedding, with the same thresholds)."""
+    """Search spaces for ``--loo``: before issue 14 (no levelling: the cluster threshold alone),
+    after levelling (speech levelled to -30/-25/-20 dBFS before embedding, with the same
+    thresholds), both with every small cluster merged (``distinct_speaker_distance`` None), and
+    then with small distinct clusters kept (``distinct_speaker_distance``; None first, so a tie
+    keeps the old behaviour)."""
     thresholds = (0.25, 0.3, 0.35, 0.4)
+    merged = dataclasses.replace(base, distinct_speaker_distance=None)
 
     def grid(levels) -> list:
-        return [(f"dbfs={level} cut={t}", dataclasses.replace(base, speech_dbfs=level, cluster_threshold=t))
+        return [(f"dbfs={level} cut={t}", dataclasses.replace(merged, speech_dbfs=level, cluster_threshold=t))
                 for level in levels for t in thresholds]
 
+    distinct = [(f"dbfs=-20.0 cut={t} distinct={d}",
+                 dataclasses.replace(base, speech_dbfs=-20.0, cluster_threshold=t, distinct_speaker_distance=d))
+                for d in (None, 0.38, 0.41, 0.44) for t in thresholds]
     return {"before: cluster_threshold": grid([None]),
-            "after: + speech_dbfs": grid([None, -30.0, -25.0, -20.0])}
+            "issue 14: + speech_dbfs": grid([None, -30.0, -25.0, -20.0]),
+            "+ distinct_speaker_distance": distinct}
 
 
 def main() -> None:

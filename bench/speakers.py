@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/speakers.py                 # default settings (config speakers.*)
-    .venv/bin/python bench/speakers.py --recordings 12 --seed 3
+    .venv/bin/python bench/speakers.py --recordings 20 --seed 99   # other conversations of the same voices
 
 Voices come from ``trax.benchdata.voice_pool``: LJ Speech's reader, the columbia speaker, LibriSpeech
 1272 and three AMI participants are enrolled from clips that never occur in a test recording; JFK,
@@ -16,14 +16,16 @@ code.
 
 Tables:
 
-* **identification by threshold** — per threshold: ``named ok`` = share of enrolled people's
+* **identification by threshold and margin** — per threshold (at the default margin) and per
+  margin (at the default threshold): ``named ok`` = share of enrolled people's
   speech time whose diarized speaker got that person's name (target ≥ 95 %); ``named wrong`` =
   enrolled speech given another person's name; ``unenrolled named`` = share of unenrolled
   people's speech time given any name (target ≤ 2 %). Speech the diarizer gives no speaker counts
   as not named (``no speaker`` shows how much: VAD misses and the pauses inside clips, which the
-  reference counts as the clip's speaker); ``named ok, detected speech`` leaves it out. ``ambiguous`` = enrolled speech left unnamed
-  because two profiles were close. ``oracle`` rows embed each person's own speech in the
-  recording instead of the diarizer's speakers: identification alone, without diarization errors.
+  reference counts as the clip's speaker); ``named ok, detected speech`` leaves it out.
+  ``ambiguous`` = enrolled speech left unnamed because the runner-up profile scored within the
+  margin of the best. ``oracle`` rows embed each person's own speech in the recording instead of
+  the diarizer's speakers: identification alone, without diarization errors.
 * **embedding EER** — equal error rate of profile-vs-clip trials: each test clip (≥ 1.5 s)
   embedded alone and scored against every profile (target trials: its own person's profile), for
   the profile centroid (what Trax uses) and for the best single enrollment clip; and of diarized
@@ -32,6 +34,12 @@ Tables:
 * **linking** — over all recordings, every pair of diarized speakers from different recordings:
   same person (majority of its time) vs same global id (``trax.speakers.link``). ``pair acc`` =
   share of pairs decided right; ``precision``/``recall`` of "same voice" pairs.
+
+Which recordings chose what: ``speakers.threshold`` (0.845) was set on the default recordings
+(seed 14); ``speakers.ambiguous_margin`` and the diarizer's ``distinct_speaker_s`` /
+``distinct_speaker_distance`` were chosen on ``--recordings 20 --seed 99`` and ``--seed 7`` and
+then checked on the default ones. All draws reuse the same test clips (in other conversations),
+so they are not independent samples of voices.
 """
 
 from __future__ import annotations
@@ -137,9 +145,9 @@ def eer(target: list[float], nontarget: list[float]) -> float:
     return float(best)
 
 
-def identification_table(segmentation, runs, thresholds, store, enrolled, defaults) -> None:
-    for threshold in thresholds:
-        options = SpeakerOptions(threshold=threshold, ambiguous_margin=defaults.ambiguous_margin)
+def identification_table(segmentation, runs, settings, store, enrolled, defaults) -> None:
+    for threshold, margin in settings:
+        options = SpeakerOptions(threshold=threshold, ambiguous_margin=margin)
         ok = wrong = ambiguous = enrolled_frames = unenrolled_named = unenrolled_frames = missed = 0
         for _, samples, reference, turns, vectors in runs:
             frames = len(samples) * 100 // RATE
@@ -158,8 +166,8 @@ def identification_table(segmentation, runs, thresholds, store, enrolled, defaul
             unenrolled = spoken & ~is_enrolled
             unenrolled_frames += int(unenrolled.sum())
             unenrolled_named += int((unenrolled & (names != None)).sum())  # noqa: E711
-        marker = " (default)" if threshold == defaults.threshold else ""
-        print(f"| {segmentation} | {threshold:.3f}{marker} | {ok / enrolled_frames:.1%} | "
+        marker = " (default)" if (threshold, margin) == (defaults.threshold, defaults.ambiguous_margin) else ""
+        print(f"| {segmentation} | {threshold:.3f} | {margin:.2f}{marker} | {ok / enrolled_frames:.1%} | "
               f"{ok / max(enrolled_frames - missed, 1):.1%} | {wrong / enrolled_frames:.1%} | "
               f"{ambiguous / enrolled_frames:.1%} | {missed / enrolled_frames:.1%} | {unenrolled_named / max(unenrolled_frames, 1):.1%} |")
 
@@ -172,6 +180,8 @@ def main() -> None:
     parser.add_argument("--dump", help="pickle the embeddings here (for experiments)")
     parser.add_argument("--verbose", action="store_true", help="one line per diarized speaker")
     parser.add_argument("--thresholds", default="0.70,0.75,0.78,0.80,0.82,0.84,0.85,0.86,0.88,0.90")
+    parser.add_argument("--margins", default="0,0.02,0.04,0.06,0.08,0.10",
+                        help="ambiguous margins, each at the default threshold")
     args = parser.parse_args()
     pin_blas_threads()
     fix_torch_threads(1)
@@ -228,12 +238,15 @@ def main() -> None:
           f"{sum(len(r[4]) for r in results)} (reference: {sum(len({p for *_, p in r[2]}) for r in results)})\n")
 
     thresholds = sorted({float(t) for t in args.thresholds.split(",")} | {defaults.threshold})
-    print("identification by threshold (margin %.2f)\n" % defaults.ambiguous_margin)
-    print("| segmentation | threshold | named ok | named ok, detected speech | named wrong | ambiguous | no speaker | unenrolled named |")
-    print("|---|---|---|---|---|---|---|---|")
+    margins = sorted({float(m) for m in args.margins.split(",")} | {defaults.ambiguous_margin})
+    settings = [(t, defaults.ambiguous_margin) for t in thresholds] + \
+        [(defaults.threshold, m) for m in margins if m != defaults.ambiguous_margin]
+    print("identification by threshold (at the default margin) and by margin (at the default threshold)\n")
+    print("| segmentation | threshold | margin | named ok | named ok, detected speech | named wrong | ambiguous | no speaker | unenrolled named |")
+    print("|---|---|---|---|---|---|---|---|---|")
     speaker_trials_t, speaker_trials_n = [], []
     for segmentation, runs in (("diarized", results), ("oracle", oracle)):
-        identification_table(segmentation, runs, thresholds, store, enrolled, defaults)
+        identification_table(segmentation, runs, settings, store, enrolled, defaults)
     voices = []
     majority = {}
     for name, samples, reference, turns, vectors in results:

@@ -87,6 +87,29 @@ def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> Non
     assert Diarization.from_dict(data).rttm() == (fixed / "d.rttm").read_text()
 
 
+def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
+    """``min_speaker_s`` merges small clusters, but not one that is a distinct voice
+    (``distinct_speaker_s`` of windows and ``distinct_speaker_distance`` from the nearest)."""
+    import numpy as np
+
+    from trax.diarization.embedded import _merge_small
+
+    rng = np.random.default_rng(0)
+
+    def voice(axis: int, windows: int) -> np.ndarray:
+        rows = np.eye(8)[axis] + 0.1 * rng.standard_normal((windows, 8))
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    # 10 s of one voice, 2.5 s of another (distance ~1), 1 s of a third (below distinct_speaker_s).
+    embeddings = np.vstack([voice(0, 20), voice(1, 5), voice(2, 2)])
+    labels = np.repeat([0, 1, 2], [20, 5, 2])
+    weights = np.full(len(labels), 0.5)
+    kept = _merge_small(embeddings, labels, weights, 4.0, 1.5, 0.41)
+    assert kept[:25].tolist() == [0] * 20 + [1] * 5 and set(kept[25:].tolist()) < {0, 1}  # the 1 s one merged
+    merged = _merge_small(embeddings, labels, weights, 4.0, 1.5, None)  # before issue 14
+    assert merged.tolist() == [0] * 27
+
+
 def test_empty_audio_gives_an_empty_rttm(wavs, tmp_path) -> None:
     data = _diarize(wavs["empty"], tmp_path, rule_settings(DEFAULTS, {}))
     assert (tmp_path / "d.rttm").read_text() == ""

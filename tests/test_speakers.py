@@ -269,6 +269,22 @@ def test_pyannote_backend_enrolls_with_its_own_embedding_model(run, tmp_path) ->
         check_same_model(store, resemblyzer, "store", "linda_jfk")
 
 
+def test_a_name_needs_a_lead_over_the_runner_up_profile() -> None:
+    """``ambiguous_margin`` counts the runner-up even below the threshold: voices recorded in one
+    room score high against every profile made there (bench/speakers.py: an unenrolled AMI voice
+    at 0.85 against one AMI profile and 0.80 against another)."""
+    from trax.speakers import AMBIGUOUS, NAMED, UNKNOWN, Profile, SpeakerOptions, identify
+
+    store = ProfileStore("embedded", {"id": "m", "weights_sha256": "0"},
+                         [Profile("A", [1.0, 0.0, 0.0], 1.0, []), Profile("B", [0.8, 0.6, 0.0], 1.0, [])])
+    options = SpeakerOptions(threshold=0.845, ambiguous_margin=0.07)
+
+    assert identify([1.0, 0.0, 0.0], store, options).decision == NAMED  # A 1.0, B 0.8
+    close = identify([0.86, 0.22, np.sqrt(1 - 0.86**2 - 0.22**2)], store, options)  # A 0.86, B 0.82
+    assert (close.decision, close.profile, close.name) == (AMBIGUOUS, "A", None)
+    assert identify([0.8, 0.0, 0.6], store, options).decision == UNKNOWN  # A 0.8
+
+
 def test_one_turn_type_and_one_rttm_reader() -> None:
     import trax.figures
     import trax.merge

@@ -11,9 +11,9 @@ Three steps, each a rule:
    model's id and weights hash.
 2. **Identification** (inside ``merge``): each diarized speaker's embedding, which the diarizer
    keeps in ``diarization.json``, is scored against every profile by cosine similarity. Above
-   ``speakers.threshold`` it gets the person's name (``named``); when a second profile also passes
-   the threshold within ``speakers.ambiguous_margin`` of the best, the speaker stays unnamed
-   (``ambiguous``); otherwise ``unknown``. A store made by another embedding model is an error,
+   ``speakers.threshold`` it gets the person's name (``named``) if it also leads the runner-up
+   profile by at least ``speakers.ambiguous_margin``; with a closer runner-up the speaker stays
+   unnamed (``ambiguous``); below the threshold it is ``unknown``. A store made by another embedding model is an error,
    never a comparison.
 3. **Linking** (``link_speakers``): over all recordings of a run, speakers named by a profile share
    the global id ``profile:<name>``; the others are linked by average-linkage clustering of their
@@ -66,10 +66,22 @@ class SpeakerOptions:
             people scored >= 0.852 against their own profile, everyone else <= 0.837 against
             any profile (unenrolled AMI voices, which share a room and microphone with the
             enrolled AMI ones, come closest); 0.845 lies between. With each person's own speech
-            embedded (oracle segmentation) 0.84-0.85 names 100 % and misnames 0 %.
-        ambiguous_margin: When the two best profiles both pass ``threshold`` and lie within this
-            margin of each other, the speaker stays unnamed (``ambiguous``): a wrong name is
-            worse than none.
+            embedded (oracle segmentation) 0.84-0.85 names 100 % and misnames 0 %. Those are
+            the default bench's recordings (seed 14), the ones it was set on; in other draws
+            (``--seed 99``, ``--seed 7``) the two overlap (enrolled down to 0.839, unenrolled up
+            to 0.851), which ``ambiguous_margin`` handles.
+        ambiguous_margin: A speaker above ``threshold`` is named only when its best profile
+            leads the runner-up profile by at least this much; otherwise it stays unnamed
+            (``ambiguous``): a wrong name is worse than none. The runner-up counts whether or not
+            it passes the threshold: recordings made in one room with one microphone score high
+            against every profile enrolled there, so an unenrolled person can pass the threshold
+            against an enrolled colleague's profile while scoring almost as high against the
+            others. 0.07 was chosen with ``bench/speakers.py --seed 99`` and ``--seed 7`` (20
+            recordings each, not the default seed-14 bench): unenrolled speech given a name
+            7.3 -> 2.5 % and 10.7 -> 2.4 %, enrolled speech named unchanged; 0.02 (the old
+            margin, applied only when the runner-up also passed the threshold) to 0.10 measured.
+            On the default bench it also leaves unnamed a speaker that the diarizer merged from
+            three people (see config/README.md).
         link_threshold: Average cosine similarity above which two unnamed speakers are linked as
             one voice in ``speakers.tsv``. 0.80 had the best pair accuracy in ``bench/speakers.py``
             (98.6 %, precision 100 %; 0.70-0.90 measured); it stays well above the diarizer's own
@@ -80,7 +92,7 @@ class SpeakerOptions:
 
     profiles: str | None = None
     threshold: float = 0.845
-    ambiguous_margin: float = 0.02
+    ambiguous_margin: float = 0.07
     link_threshold: float = 0.8
     min_speech_s: float = 1.0
 
@@ -315,8 +327,9 @@ class Identification:
     Attributes:
         profile: The best-scoring profile's name (also when not ``named``, for review).
         score: Its cosine similarity (4 decimals).
-        decision: ``named`` (score >= threshold, no close rival), ``ambiguous`` (a second profile
-            also passes within the margin) or ``unknown``.
+        decision: ``named`` (score >= threshold and the runner-up profile at least the margin
+            below), ``ambiguous`` (score >= threshold but the runner-up within the margin) or
+            ``unknown`` (score below the threshold).
     """
 
     profile: str | None
@@ -369,7 +382,7 @@ def identify(vector: Any, store: ProfileStore, options: SpeakerOptions) -> Ident
     score = round(best, SCORE_DIGITS) + 0.0
     if best < options.threshold:
         return Identification(name, score, UNKNOWN)
-    if len(scores) > 1 and scores[1][0] >= options.threshold and best - scores[1][0] < options.ambiguous_margin:
+    if len(scores) > 1 and best - scores[1][0] < options.ambiguous_margin:
         return Identification(name, score, AMBIGUOUS)
     return Identification(name, score, NAMED)
 
