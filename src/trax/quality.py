@@ -82,15 +82,6 @@ MIN_WORD_S = 0.05
 MAX_CHARS_PER_S = 40.0
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile (numpy's default method) of a non-empty list."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 @dataclass(frozen=True)
 class QualityOptions:
     """The ``quality`` config section: when a recording or an utterance needs review.
@@ -234,6 +225,8 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
         capitalized: 1 for a capitalized word that does not open its segment (names, or a sentence
             starting inside the segment), else 0.
     """
+    import numpy as np
+
     result = []
     for segment in transcript.get("segments", []):
         words = [w for w in segment.get("words", []) if w.get("word", "").strip()]
@@ -241,7 +234,7 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
         duration = max(float(segment["end"]) - float(segment["start"]), MIN_SEGMENT_S)
         rate = min(len(words) / duration, MAX_SPEECH_RATE)
         low_share = sum(w["probability"] < LOW_PROB for w in words) / max(len(words), 1)
-        q10 = _quantile(logs, 0.1) if logs else 0.0
+        q10 = float(np.quantile(logs, 0.1)) if logs else 0.0
         for index, word in enumerate(words):
             context = min(logs[max(0, index - 1) : index + 2])
             text = word["word"].strip()

@@ -9,8 +9,8 @@ Steps, for 16 kHz mono audio:
    ``vad_min_silence_ms`` are bridged, regions padded by ``vad_pad_ms``).
 2. **Embeddings.** The speech regions are concatenated and resemblyzer's mel frames (10 ms)
    computed once; windows of ``window_s`` every ``hop_s`` go through the LSTM speaker encoder in
-   blocks of ``EMBED_BLOCK_WINDOWS``, giving L2-normalised 256-d embeddings. A window may span the end of one region and
-   the start of the next; the frame-level labelling below decides where a change falls.
+   blocks of ``EMBED_BLOCK_WINDOWS``, giving L2-normalised 256-d embeddings. A window may span
+   the end of one region and the start of the next; the frame-level labelling below decides where a change falls.
 3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
    ``cluster_threshold`` (automatic speaker count), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
@@ -204,9 +204,6 @@ def _mel_frames(audio: np.ndarray) -> np.ndarray:
 #: and a 40-minute recording); 128 windows keep it flat at no measurable cost in speed.
 EMBED_BLOCK_WINDOWS = 128
 
-#: Size of resemblyzer's speaker embedding.
-EMBEDDING_DIM = 256
-
 
 def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """Embed windows of ``window`` mel frames every ``hop`` frames.
@@ -226,12 +223,12 @@ def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int
         starts = np.arange(0, n - window + 1, hop)
         if starts[-1] + window < n:  # cover the tail
             starts = np.append(starts, n - window)
-    embeddings = np.empty((len(starts), EMBEDDING_DIM), dtype=np.float64)
+    blocks = []
     with torch.inference_mode():
         for lo in range(0, len(starts), EMBED_BLOCK_WINDOWS):
-            block = starts[lo : lo + EMBED_BLOCK_WINDOWS]
-            batch = np.stack([mel[s : s + window] for s in block]).astype(np.float32)
-            embeddings[lo : lo + len(block)] = models.encoder(torch.from_numpy(batch)).numpy()
+            batch = np.stack([mel[s : s + window] for s in starts[lo : lo + EMBED_BLOCK_WINDOWS]])
+            blocks.append(models.encoder(torch.from_numpy(batch.astype(np.float32))).numpy())
+    embeddings = np.concatenate(blocks).astype(np.float64)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     return starts, embeddings
 
