@@ -7,6 +7,7 @@ with :func:`os.replace`, so a killed job never leaves a half-written file under 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -15,9 +16,22 @@ from pathlib import Path
 from typing import Any
 
 
+# The one way Trax writes JSON: sorted keys, 2-space indent, UTF-8, no NaN, final newline.
+_ENCODER = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
-    """Serialize ``obj`` the one way Trax writes JSON: sorted keys, 2-space indent, UTF-8, final newline."""
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    """Serialize ``obj`` the one way Trax writes JSON, as one string (for small documents)."""
+    return _ENCODER.encode(obj) + "\n"
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of :func:`dumps` of ``obj``, hashed chunk by chunk so no whole copy is built."""
+    digest = hashlib.sha256()
+    for chunk in _ENCODER.iterencode(obj):
+        digest.update(chunk.encode("utf-8"))
+    digest.update(b"\n")
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -58,7 +72,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, schema: str | None
         from trax.schemas import validate
 
         validate(obj, schema)
-    write_text_atomic(path, dumps(obj))
+    # Streamed: with an indent the encoder yields ~25 small strings per word, and joining them
+    # (json.dumps) held ~57 MB more at the peak for a 4-hour transcript than writing them as they come.
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for chunk in _ENCODER.iterencode(obj):
+            handle.write(chunk)
+        handle.write("\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -53,6 +53,16 @@ def process_rss_mb() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 1048576
 
 
+def process_peak_rss_mb() -> float:
+    """Peak resident memory of this process so far in MB (the kernel's high-water mark, so a
+    short spike between two samples counts too)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1048576 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 class ModelManager:
     """Thread-safe model cache with a memory budget.
 

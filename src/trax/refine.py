@@ -368,11 +368,9 @@ def refine_transcript(
 
 
 def _fast_hash(fast: dict[str, Any]) -> str:
-    import hashlib
+    from trax.jsonio import sha256_json
 
-    from trax.jsonio import dumps
-
-    return hashlib.sha256(dumps(fast).encode("utf-8")).hexdigest()
+    return sha256_json(fast)
 
 
 def _confidence(words: list[dict[str, Any]]) -> float | None:

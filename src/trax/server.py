@@ -27,7 +27,7 @@ from typing import Any
 import trax
 from trax import progress, protocol
 from trax.errors import TraxError
-from trax.manager import ModelManager, process_rss_mb
+from trax.manager import ModelManager, process_peak_rss_mb, process_rss_mb
 from trax.protocol import ErrorCode, ServerSettings
 
 log = logging.getLogger("trax.server")
@@ -57,7 +57,6 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.in_flight = 0
         self.stopping = False
         self.counts: Counter[str] = Counter()
-        self.peak_rss_mb = process_rss_mb()
         self._state = threading.Lock()
         self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self.ping,
@@ -85,7 +84,6 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with self._state:
             self.in_flight -= 1
             self.last_activity = time.monotonic()
-            self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb())
 
     def idle_for(self) -> float:
         with self._state:
@@ -99,7 +97,6 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def stats(self, params: dict[str, Any]) -> dict[str, Any]:
         rss = process_rss_mb()
         with self._state:
-            self.peak_rss_mb = max(self.peak_rss_mb, rss)
             counts = dict(self.counts)
         return {
             "pid": os.getpid(),
@@ -108,7 +105,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "uptime_s": round(time.monotonic() - self.started, 3),
             "requests": counts,
             "rss_mb": round(rss, 1),
-            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "peak_rss_mb": round(process_peak_rss_mb(), 1),
             "models": self.manager.stats(),
         }
 
