@@ -108,6 +108,11 @@ def run_job(log_path: str, function: str, /, subject: str | None = None, **kwarg
         finally:
             logger.removeHandler(handler)
             console.attach(None, thread_only=True)
+            from trax.media import release_free_memory
+
+            # Jobs run in threads of one long-lived Snakemake process: what this job freed is
+            # returned now, so the next job's peak does not sit on top of it.
+            release_free_memory()
         print(line, file=log_file)
         print(line, file=sys.stderr, flush=True)
         # Not the line again: Snakemake prints the exception's message under its own error block.
