@@ -108,7 +108,7 @@ class TranscribeOptions:
         return cls(**settings)
 
 
-@dataclass
+@dataclass(slots=True)  # ~36,000 of them held for a 4-hour recording
 class Word:
     """One word with its time span (seconds) and Whisper's probability for it."""
 
@@ -118,7 +118,7 @@ class Word:
     probability: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     """One decoded segment.
 
