@@ -110,7 +110,6 @@ def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     assert merged.tolist() == [0] * 27
 
 
-
 @pytest.mark.parametrize("states", [2, 8, 9, 30])
 def test_blockwise_viterbi_with_packed_way_back_finds_the_whole_path(states: int) -> None:
     """The long-recording Viterbi (score blocks, one bit per frame and label for the way back)
@@ -124,6 +123,7 @@ def test_blockwise_viterbi_with_packed_way_back_finds_the_whole_path(states: int
     path = viterbi_blocks(blocks, 2000, states, 1.5)
     assert path.tolist() == viterbi(scores, 1.5).tolist()
     assert len(set(path.tolist())) > 1  # the penalty lets the path switch: the way back is exercised
+
 
 def test_empty_audio_gives_an_empty_rttm(wavs, tmp_path) -> None:
     data = _diarize(wavs["empty"], tmp_path, rule_settings(DEFAULTS, {}))

@@ -108,7 +108,7 @@ def run_job(log_path: str, function: str, /, subject: str | None = None, **kwarg
         finally:
             logger.removeHandler(handler)
             console.attach(None, thread_only=True)
-            from trax.media import release_free_memory
+            from trax.manager import release_free_memory
 
             # Jobs run in threads of one long-lived Snakemake process: what this job freed is
             # returned now, so the next job's peak does not sit on top of it.

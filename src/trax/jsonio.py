@@ -75,8 +75,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, schema: str | None
     # Streamed: with an indent the encoder yields ~25 small strings per word, and joining them
     # (json.dumps) held ~57 MB more at the peak for a 4-hour transcript than writing them as they come.
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for chunk in _ENCODER.iterencode(obj):
-            handle.write(chunk)
+        handle.writelines(_ENCODER.iterencode(obj))
         handle.write("\n")
 
 

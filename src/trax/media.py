@@ -22,6 +22,7 @@ import ffmpeg
 
 from trax.errors import TraxError
 from trax.jsonio import atomic_path, write_json_atomic
+from trax.manager import release_free_memory
 from trax.provenance import provenance, sha256_file
 
 SAMPLE_RATE = 16000
@@ -451,27 +452,8 @@ def audio_pieces(path: str | os.PathLike[str], piece_s: float = PIECE_S,
     layout = wav_layout(path)
     for start, stop in piece_bounds(layout, piece_s, search_s):
         yield AudioPiece(start, read_samples(layout, start, stop))
+        # What one piece's decoding freed goes back to the OS before the next piece peaks.
         release_free_memory()
-
-
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
-
-    Called between the pieces of a long recording: what one piece's decoding freed otherwise
-    stays resident, scattered between live blocks, and the next piece's peak lands on top of it,
-    so a process's peak crept up with the recording's length.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim`` from the running process's own symbols, or None (musl, macOS)."""
-    import ctypes
-
-    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def wav_duration(path: str | os.PathLike[str]) -> float:

@@ -381,7 +381,7 @@ def done_line(metrics: Mapping[str, Any]) -> str:
     """
     from trax.progress import clock
 
-    duration, wall = float(metrics["duration_s"]), float(metrics.get("elapsed_s", metrics["wall_s"]))
+    duration, wall = float(metrics["duration_s"]), float(metrics["elapsed_s"])
     speed = f"{duration / wall:.1f}x real time" if wall > 0 else "instant"
     speakers = metrics.get("num_speakers")
     who = f", {speakers} speaker{'s' if speakers != 1 else ''}" if speakers is not None else ""
