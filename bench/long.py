@@ -15,10 +15,15 @@ Table (one row per stage and per recording):
 
 * ``wall s`` / ``RTF`` — the job's wall time from its ``benchmark:`` TSV, and wall / audio seconds.
   ``workflow`` is the whole ``snakemake`` command, end to end.
-* ``peak RSS MB`` — the job process's peak (``max_rss`` of its TSV). With the model server on (the
-  default) transcription and diarization run *in the server*, so their jobs are small clients and
-  the ``model server`` row holds the peak of the process doing the work (its own ``ru_maxrss``,
-  from ``metrics.json``). ``workflow`` = the largest job + the server.
+* ``peak RSS MB`` of a stage — ``max_rss`` of its TSV: Snakemake samples the job's process tree now
+  and then. Light jobs (merge … summary) and the model jobs' clients run in threads of the one
+  Snakemake process, so these rows are that process's size while the job ran (plus ffmpeg for
+  normalize, when a sample caught it). With the model server on (the default) transcription and
+  diarization run *in the server*.
+* Process rows, the kernel's high-water marks (``ru_maxrss``): ``snakemake process`` (GNU time on
+  the workflow command: Snakemake and every process it waited for, ffmpeg included),
+  ``ffmpeg (normalize)`` (normalize's ffmpeg command alone on the same recording), ``model server``
+  (its own, from ``metrics.json``). ``workflow`` = Snakemake's + the server's.
 
 Targets (issue 16): the peak of every process at 4 h within 10 % of its peak at 10 min and at most
 1.5 GB; wall(4 h) / wall(10 min) <= 26.4; diarization RTF at 4 h within 1.2x of its RTF at 10 min.
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -44,8 +50,10 @@ import yaml  # noqa: E402
 
 from trax.benchdata import build_long_recording  # noqa: E402
 from trax.jsonio import read_json  # noqa: E402
+from trax.media import decode_command, find_ffmpeg  # noqa: E402
 
 OUT = REPO / "bench" / "out"
+GNU_TIME = "/usr/bin/time"
 STAGES = ["normalize", "transcribe_fast", "diarize", "merge", "export", "enhance", "figures", "metrics", "summary"]
 
 
@@ -62,6 +70,23 @@ def benchmark(workdir: Path, rule: str) -> tuple[float, float] | None:
     return float(row["s"]), float(rss) if rss not in ("NA", "-", "") else 0.0
 
 
+def peak_rss_mb(command: list[str], **popen: Any) -> float:
+    """Run ``command`` to the end; return the kernel's high-water RSS in MB of it and of every
+    process it waited for (the model server outlives the workflow and is not one of them).
+
+    Measured by GNU time (``/usr/bin/time``, Debian package ``time``): a process's ``ru_maxrss``
+    starts at the size of the process that forked it, so it must be forked by a small one.
+
+    Raises:
+        subprocess.CalledProcessError: when the command fails.
+    """
+    if not Path(GNU_TIME).exists():
+        sys.exit(f"bench/long.py: {GNU_TIME} not found (apt-get install time)")
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
+        subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *command], check=True, **popen)
+        return int(report.read().split()[-1]) / 1024
+
+
 def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]:
     label = f"long-{minutes}min"
     audio = build_long_recording(OUT / f"{label}.wav", minutes * 60.0, clips)
@@ -72,17 +97,21 @@ def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]
         command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d",
                    str(workdir), "--configfile", str(config), "--cores", str(cores)]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        ffmpeg_peak = peak_rss_mb(decode_command(audio, workdir / "decoded.wav").compile(
+            cmd=find_ffmpeg().ffmpeg, overwrite_output=True))
+        (workdir / "decoded.wav").unlink()
         start = time.perf_counter()
         with open(OUT / f"{label}.log", "w", encoding="utf-8") as console:
-            subprocess.run(command, check=True, stdout=console, stderr=subprocess.STDOUT, env=env)
+            snakemake_peak = peak_rss_mb(command, stdout=console, stderr=subprocess.STDOUT, env=env)
         wall = time.perf_counter() - start
         (metrics_path,) = (workdir / "results").glob("*/metrics.json")
         metrics = read_json(metrics_path)
         rows = {stage: value for stage in STAGES if (value := benchmark(workdir, stage)) is not None}
         server = (metrics.get("model_server") or {}).get("peak_rss_mb", 0.0)
-        largest_job = max(rss for _, rss in rows.values())
+        rows["snakemake process"] = (0.0, snakemake_peak)
+        rows["ffmpeg (normalize)"] = (0.0, ffmpeg_peak)
         rows["model server"] = (0.0, float(server))
-        rows["workflow"] = (wall, largest_job + float(server))
+        rows["workflow"] = (wall, snakemake_peak + float(server))
         subprocess.run([sys.executable, "-c", "import contextlib\nfrom trax.client import request, ServerUnavailable\n"
                         "with contextlib.suppress(ServerUnavailable): request('shutdown')"], cwd=workdir, check=False)
         return rows
@@ -110,7 +139,7 @@ def main() -> None:
     header = "| stage | " + " | ".join(f"{m} min wall s | RTF | peak RSS MB" for m in lengths) + " |"
     print(header)
     print("|" + "---|" * (1 + 3 * len(lengths)))
-    for stage in [*STAGES, "model server", "workflow"]:
+    for stage in [*STAGES, "snakemake process", "ffmpeg (normalize)", "model server", "workflow"]:
         cells = []
         for minutes in lengths:
             wall, rss = results[minutes].get(stage, (0.0, 0.0))

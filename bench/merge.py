@@ -50,6 +50,7 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 from trax.benchdata import benchdata_dir  # noqa: E402
 from trax.evaluation import corpus_wer, normalize_text  # noqa: E402
 from trax.diarization.annotation import Turn, rttm_turns  # noqa: E402
+from trax.jsonio import read_json  # noqa: E402
 from trax.merge import MergeOptions, assign_word, merge_files  # noqa: E402
 
 SAMPLE = benchdata_dir() / "pyannote-audio" / "sample"
@@ -148,7 +149,8 @@ def main() -> None:
                 continue
             for label, rttm in diarizations:
                 out = workdir / f"merged.{kind}.{label.split()[0]}.json"
-                merged = merge_files(str(results / f"transcript.{kind}.json"), str(rttm), str(out), {})
+                merge_files(str(results / f"transcript.{kind}.json"), str(rttm), str(out), {})
+                merged = read_json(out)
                 cp, plain = cpwer(merged, stm)
                 print(f"| {kind} | {label} | {cp:.1%} | {plain:.1%} "
                       f"| {speaker_match(merged, rttm_speaker(reference_turns)):.1%} "

@@ -2,14 +2,17 @@
 progress on the console."""
 
 import csv
+import json
 import re
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BENCH, JFK, ffmpeg
+from conftest import BENCH, JFK, SAMPLE_DIR, ffmpeg
 from trax import console
 from trax.errors import TraxError
 from trax.jsonio import read_json
@@ -218,3 +221,53 @@ def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow
         assert thirty <= factor * five, f"{rule}: {thirty:.0f} MB at 30 min vs {five:.0f} MB at 5 min"
         assert thirty <= 1500, f"{rule}: {thirty:.0f} MB"
     assert read_json(workflow.result("thirty", "transcript.fast.json"))["duration"] == 1800.0
+
+
+def test_streamed_json_has_the_bytes_of_the_whole_document_and_checks_every_item(tmp_path: Path) -> None:
+    from jsonschema import ValidationError
+
+    from trax.jsonio import iter_json_list, read_json_head, write_json_atomic, write_json_streamed
+
+    words = [{"start": i * 0.5, "end": i * 0.5 + 0.4, "word": f"w{i} ü", "probability": 0.9, "speaker": "SPEAKER_1",
+              "assignment": "overlap", "overlapped": False} for i in range(5)]
+    utterances = [{"id": i, "speaker": "SPEAKER_1", "start": i * 0.5, "end": i * 0.5 + 0.4, "text": w["word"],
+                   "words": [w], "confidence": 0.9, "estimated_wer": 0.1, "needs_review": False,
+                   "review_reason": None} for i, w in enumerate(words)]
+    whole = tmp_path / "whole.json"
+    streamed = tmp_path / "streamed.json"
+    head = {"sample_id": "x", "language": "en", "duration": 3.0, "notes": {"b": [1, 2], "a": "\n"}}
+    for items in (utterances, []):
+        write_json_atomic(whole, {**head, "utterances": items})
+        write_json_streamed(streamed, "utterances", iter(items), lambda: head)
+        assert streamed.read_bytes() == whole.read_bytes()
+        assert read_json_head(streamed, {"utterances"}) == head
+        assert list(iter_json_list(streamed, "utterances")) == items
+    # An item that breaks the schema fails the write and leaves nothing behind.
+    item_schema = "merged.schema.yaml#/properties/utterances/items"
+    with pytest.raises(ValidationError):
+        write_json_streamed(tmp_path / "bad.json", "utterances", [{"id": 0}], lambda: head, item_schema=item_schema)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.json", "whole.json"]
+
+
+def test_light_jobs_take_the_same_memory_for_4_hours_as_for_10_minutes(sample_fast_transcript: Path,
+                                                                       tmp_path: Path) -> None:
+    """Refine (off), merge, exports, enhance, figures and metrics run in threads of the one
+    Snakemake process: what they add to its high-water mark must not grow with the recording
+    (a real 30-s transcript and its reference RTTM, repeated to 10 minutes and to 4 hours)."""
+    from light_jobs import longer
+
+    transcript = read_json(sample_fast_transcript)
+    growth = {}
+    for copies in (20, 480):
+        warm, measured = tmp_path / f"{copies}" / "warm", tmp_path / f"{copies}" / "measured"
+        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), 1, warm)
+        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), copies, measured)
+        run = subprocess.run([sys.executable, str(Path(__file__).with_name("light_jobs.py")), str(warm), str(measured)],
+                             capture_output=True, text=True, check=True)
+        figures = json.loads(run.stdout.splitlines()[-1])
+        growth[copies] = figures["peak_mb"] - figures["baseline_mb"]
+        assert read_json(measured / "merged.json")["stats"]["words"] == copies * read_json(warm / "merged.json")["stats"]["words"]
+    # Measured: +0.4 MB at 10 minutes, +2.6 MB at 4 hours (38,000 words); +1.5 / +74 MB when each job
+    # loaded whole documents.
+    print(growth)
+    assert growth[480] <= growth[20] + 8.0, growth

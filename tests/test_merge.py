@@ -27,9 +27,10 @@ def _all_words(merged: dict) -> list[dict]:
 
 def test_real_sample_with_reference_rttm(sample_fast_transcript: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged.json"
-    merged = merge_files(str(sample_fast_transcript), str(SAMPLE_DIR / "sample.rttm"), str(out), {},
-                         "SPEAKER_1=Diane;SPEAKER_2=Sheila")
-    validate(read_json(out), "merged")
+    merge_files(str(sample_fast_transcript), str(SAMPLE_DIR / "sample.rttm"), str(out), {},
+                "SPEAKER_1=Diane;SPEAKER_2=Sheila")
+    merged = read_json(out)
+    validate(merged, "merged")
     # speaker90 speaks first (6.69 s) -> SPEAKER_1, and the sheet names it.
     assert [(s["id"], s["label"], s["name"]) for s in merged["speakers"]] == [
         ("SPEAKER_1", "speaker90", "Diane"), ("SPEAKER_2", "speaker91", "Sheila")]

@@ -25,7 +25,7 @@ from typing import Any
 
 from trax.errors import TraxError
 from trax.exports import to_markdown
-from trax.jsonio import read_json, write_json_atomic, write_text_atomic
+from trax.jsonio import iter_json_list, read_json_head, write_json_atomic, write_text_atomic
 from trax.provenance import provenance, sha256_file
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,9 @@ def enhance_files(merged_path: str, json_path: str, md_path: str, settings: dict
             API key is only ever read from the environment variable the section names).
         cache_dir: Where ``openai`` responses are cached (default ``settings['openai']['cache_dir']``).
     """
-    merged = read_json(merged_path)
+    # Utterances are read one at a time (the Snakemake process must not grow with the recording,
+    # trax.jsonio); what enhance keeps of each (no words) is small.
+    merged = {**read_json_head(merged_path, {"utterances"}), "utterances": iter_json_list(merged_path, "utterances")}
     rules = RulesOptions.from_config(settings.get("rules", {}))
     glossary = glossary_of(merged)
     provider = settings.get("provider", "rules")
@@ -231,6 +233,8 @@ def enhance_files(merged_path: str, json_path: str, md_path: str, settings: dict
         from trax.enhance_llm import LLMOptions, enhance_llm
 
         llm = LLMOptions.from_config(settings.get("openai", {}))
+        # Chunks with context on both sides: this provider holds the utterances.
+        merged["utterances"] = list(merged["utterances"])
         utterances, fallbacks = enhance_llm(merged, llm, rules, glossary, cache_dir or llm.cache_dir)
         extra["llm"] = llm.describe()
     else:

@@ -15,11 +15,12 @@ a pure function of ``merged.json`` and the ``export`` config section, so reruns 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trax.jsonio import read_json, write_text_atomic
+from trax.jsonio import iter_json_list, read_json_head, write_text_atomic
 from trax.merge import display_name
 
 
@@ -101,22 +102,20 @@ def utterance_cues(utterance: dict[str, Any], options: ExportOptions, prefix: st
     return cues
 
 
-def build_cues(merged: dict[str, Any], options: ExportOptions, with_prefix: bool) -> list[Cue]:
+def build_cues(merged: dict[str, Any], options: ExportOptions, with_prefix: bool) -> Iterator[Cue]:
     """All cues of a transcript in time order, with overlaps and zero lengths removed."""
-    cues: list[Cue] = []
     previous_speaker = None
+    last_end = 0
     for utterance in merged["utterances"]:
         prefix = ""
         if with_prefix and utterance["speaker"] != previous_speaker:
             prefix = f"{display_name(merged, utterance['speaker'])}: "
         previous_speaker = utterance["speaker"]
-        cues.extend(utterance_cues(utterance, options, prefix))
-    last_end = 0
-    for cue in cues:
-        cue.start_ms = max(cue.start_ms, last_end)
-        cue.end_ms = max(cue.end_ms, cue.start_ms + 1)
-        last_end = cue.end_ms
-    return cues
+        for cue in utterance_cues(utterance, options, prefix):
+            cue.start_ms = max(cue.start_ms, last_end)
+            cue.end_ms = max(cue.end_ms, cue.start_ms + 1)
+            last_end = cue.end_ms
+            yield cue
 
 
 def _clock(ms: int, separator: str) -> str:
@@ -203,15 +202,16 @@ def export_files(merged_path: str, outputs: dict[str, str], settings: dict[str, 
         outputs: Format (``srt``, ``vtt``, ``txt``, ``md``) → destination path.
         settings: The ``export`` config section.
     """
-    merged = read_json(merged_path)
+    # Utterances are read one at a time, once per format: this runs in the Snakemake process, which
+    # must not grow with the recording (trax.jsonio).
+    head = read_json_head(merged_path, {"utterances"})
     options = ExportOptions.from_config(settings)
-    title = f"Transcript: {merged['sample_id'] or Path(merged_path).parent.name}"
+    title = f"Transcript: {head['sample_id'] or Path(merged_path).parent.name}"
     renderers = {
-        "srt": lambda: to_srt(merged, options),
-        "vtt": lambda: to_vtt(merged, options),
-        "txt": lambda: to_txt(merged),
-        "md": lambda: to_markdown(merged, title),
+        "srt": lambda merged: to_srt(merged, options),
+        "vtt": lambda merged: to_vtt(merged, options),
+        "txt": to_txt,
+        "md": lambda merged: to_markdown(merged, title),
     }
     for fmt, path in outputs.items():
-        write_text_atomic(path, renderers[fmt]())
-
+        write_text_atomic(path, renderers[fmt]({**head, "utterances": iter_json_list(merged_path, "utterances")}))

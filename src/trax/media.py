@@ -176,7 +176,17 @@ def decode_to_wav(source: str | os.PathLike[str], destination: str | os.PathLike
     error lines it printed come back (see :func:`decode_errors`) and the caller decides.
     """
     tools = find_ffmpeg()
-    stream = ffmpeg.input(str(source)).output(
+    try:
+        _, stderr = decode_command(source, destination).run(cmd=tools.ffmpeg, overwrite_output=True,
+                                                             capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        raise TraxError(source, f"decoding failed ({_last_line(exc.stderr)})") from None
+    return decode_errors(stderr)
+
+
+def decode_command(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Any:
+    """The ffmpeg command (an ffmpeg-python stream) :func:`decode_to_wav` runs."""
+    return ffmpeg.input(str(source)).output(
         str(destination),
         map="0:a:0",
         ac=1,
@@ -187,11 +197,6 @@ def decode_to_wav(source: str | os.PathLike[str], destination: str | os.PathLike
         fflags="+bitexact",
         **{"flags:a": "+bitexact"},
     ).global_args("-nostdin", "-loglevel", "error")
-    try:
-        _, stderr = stream.run(cmd=tools.ffmpeg, overwrite_output=True, capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as exc:
-        raise TraxError(source, f"decoding failed ({_last_line(exc.stderr)})") from None
-    return decode_errors(stderr)
 
 
 #: Decode error lines kept in ``audio.json``: enough to say what went wrong, bounded for a file

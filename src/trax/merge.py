@@ -19,13 +19,15 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+from array import array
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trax.diarization.annotation import Turn, rttm_turns
 from trax.errors import TraxError
-from trax.jsonio import read_json, write_json_atomic
+from trax.jsonio import iter_json_list, read_json_head, write_json_streamed
 from trax.provenance import provenance, sha256_file
 
 #: Times are kept to the millisecond, confidences to 4 digits (as in transcripts).
@@ -164,71 +166,180 @@ def assign_word(start: float, end: float, turns: list[Turn], options: MergeOptio
     return None, "unassigned"
 
 
-def _words(transcript: dict[str, Any]) -> list[dict[str, Any]]:
-    words = [w for segment in transcript.get("segments", []) for w in segment.get("words", [])]
-    return [w for w in words if w.get("word", "").strip()]
+def _raw_words(segments: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """The transcript's non-empty words, in order (what merge keeps)."""
+    for segment in segments:
+        yield from (w for w in segment.get("words", []) if w.get("word", "").strip())
 
 
-def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
-          speaker_names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Build the body of ``merged.json`` (everything but provenance)."""
-    speaker_names = speaker_names or {}
+def speaker_ids(turns: list[Turn]) -> dict[str, str]:
+    """Backend label -> readable ``SPEAKER_<n>``, numbered in order of first speech."""
     readable: dict[str, str] = {}
     for turn in turns:  # sorted by start: numbering follows first speech
         readable.setdefault(turn.speaker, f"SPEAKER_{len(readable) + 1}")
-    regions = overlap_regions(turns)
-    turn_index = IntervalIndex([(t.start, t.end) for t in turns])
-    region_index = IntervalIndex(regions)
+    return readable
 
-    words = []
-    for raw in _words(transcript):
+
+class _WordAssigner:
+    """Gives transcript words their speaker, assignment and overlap flag (``merged.json`` words)."""
+
+    def __init__(self, turns: list[Turn], options: MergeOptions) -> None:
+        self.turns = turns
+        self.options = options
+        self.readable = speaker_ids(turns)
+        self.regions = overlap_regions(turns)
+        self.turn_index = IntervalIndex([(t.start, t.end) for t in turns])
+        self.region_index = IntervalIndex(self.regions)
+
+    def __call__(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         start, end = float(raw["start"]), float(raw["end"])
-        label, how = assign_word(start, end, turns, options, turn_index)
-        near = [regions[i] for i in region_index.between(start, max(start, end))]
+        label, how = assign_word(start, end, self.turns, self.options, self.turn_index)
+        near = [self.regions[i] for i in self.region_index.between(start, max(start, end))]
         in_overlap = sum(_overlap(start, end, a, b) for a, b in near)
-        words.append({
+        return {
             "start": round(start, TIME_DIGITS),
             "end": round(end, TIME_DIGITS),
             "word": raw["word"].strip(),
             "probability": round(float(raw["probability"]), PROB_DIGITS),
-            "speaker": readable[label] if label is not None else UNKNOWN,
+            "speaker": self.readable[label] if label is not None else UNKNOWN,
             "assignment": how,
-            "overlapped": bool(in_overlap >= options.min_overlap_s
+            "overlapped": bool(in_overlap >= self.options.min_overlap_s
                                or (end <= start and any(a <= start <= b for a, b in near))),
-        })
+        }
 
-    utterances: list[dict[str, Any]] = []
-    for word in words:
-        last = utterances[-1] if utterances else None
-        if (last is None or last["speaker"] != word["speaker"]
-                or word["start"] - last["words"][-1]["end"] > options.max_pause_s):
-            utterances.append({"id": len(utterances), "speaker": word["speaker"], "words": []})
-        utterances[-1]["words"].append(word)
-    for utterance in utterances:
-        utterance["start"] = utterance["words"][0]["start"]
-        utterance["end"] = max(w["end"] for w in utterance["words"])
-        utterance["text"] = " ".join(w["word"] for w in utterance["words"])
 
-    speakers = _speaker_totals(readable, turns, words, utterances, speaker_names)
-    counts = {how: sum(w["assignment"] == how for w in words) for how in ("overlap", "nearest", "unassigned")}
+def group_utterances(words: Iterable[tuple[dict[str, Any], Any]], max_pause_s: float
+                     ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """Group merged words (each with a companion value, e.g. its expected errors) into utterances
+    that break where the speaker changes and at pauses over ``max_pause_s``; yields each finished
+    utterance with its words' companions."""
+    utterance: dict[str, Any] | None = None
+    companions: list[Any] = []
+    count = 0
+    for word, companion in words:
+        if (utterance is None or utterance["speaker"] != word["speaker"]
+                or word["start"] - utterance["words"][-1]["end"] > max_pause_s):
+            if utterance is not None:
+                yield _finished(utterance), companions
+            utterance, companions = {"id": count, "speaker": word["speaker"], "words": []}, []
+            count += 1
+        utterance["words"].append(word)
+        companions.append(companion)
+    if utterance is not None:
+        yield _finished(utterance), companions
+
+
+def _finished(utterance: dict[str, Any]) -> dict[str, Any]:
+    words = utterance["words"]
+    utterance["start"] = words[0]["start"]
+    utterance["end"] = max(w["end"] for w in words)
+    utterance["text"] = " ".join(w["word"] for w in words)
+    return utterance
+
+
+@dataclass
+class _SpeakerTally:
+    words: int = 0
+    utterances: int = 0
+    #: Per utterance / per word, in order: summed at the end exactly as a list would be.
+    speech: array = field(default_factory=lambda: array("d"))
+    probabilities: array = field(default_factory=lambda: array("d"))
+
+
+class MergeTally:
+    """Totals over the utterances of a merge, kept as they stream past (a few numbers per word),
+    so ``speakers`` and ``stats`` need no utterance held in memory."""
+
+    def __init__(self) -> None:
+        self.by_speaker: dict[str, _SpeakerTally] = defaultdict(_SpeakerTally)
+        self.words = 0
+        self.utterances = 0
+        self.overlapped = 0
+        self.assignment = {how: 0 for how in ("overlap", "nearest", "unassigned")}
+
+    def add(self, utterance: dict[str, Any]) -> None:
+        tally = self.by_speaker[utterance["speaker"]]
+        tally.utterances += 1
+        tally.speech.append(utterance["end"] - utterance["start"])
+        self.utterances += 1
+        for word in utterance["words"]:
+            tally.words += 1
+            tally.probabilities.append(word["probability"])
+            self.words += 1
+            self.overlapped += word["overlapped"]
+            self.assignment[word["assignment"]] += 1
+
+    def speakers(self, turns: list[Turn], speaker_names: dict[str, str]) -> list[dict[str, Any]]:
+        """``merged.json`` speakers: in order of first speech, ``unknown`` last when it has words."""
+        entries = [(speaker, label) for label, speaker in speaker_ids(turns).items()]
+        if self.by_speaker.get(UNKNOWN, _SpeakerTally()).words:
+            entries.append((UNKNOWN, None))
+        speakers = []
+        for speaker, label in entries:
+            tally = self.by_speaker.get(speaker, _SpeakerTally())
+            speakers.append({
+                "id": speaker,
+                "label": label,
+                "name": speaker_names.get(speaker),
+                "diarized_s": round(_union_length([(t.start, t.end) for t in turns if t.speaker == label]),
+                                    TIME_DIGITS),
+                "speech_s": round(sum(tally.speech), TIME_DIGITS),
+                "words": tally.words,
+                "utterances": tally.utterances,
+                "mean_confidence": (round(sum(tally.probabilities) / len(tally.probabilities), PROB_DIGITS)
+                                    if tally.probabilities else None),
+            })
+        return speakers
+
+    def stats(self, turns: list[Turn]) -> dict[str, Any]:
+        return {"words": self.words, "utterances": self.utterances, "assignment": dict(self.assignment),
+                "overlapped_words": self.overlapped, "turns": len(turns)}
+
+
+def merged_utterances(words: Iterable[tuple[Mapping[str, Any], Any]], turns: list[Turn], options: MergeOptions,
+                      tally: MergeTally, annotate: Callable[[dict[str, Any], list[Any]], None] | None = None
+                      ) -> Iterator[dict[str, Any]]:
+    """The utterances of ``merged.json``, one at a time, counted into ``tally`` as they pass.
+
+    Args:
+        words: Every non-empty transcript word, in order, each with a companion value passed on to
+            ``annotate`` (its expected errors: :func:`trax.quality.word_errors`; or None).
+        turns: The diarization's turns, sorted by start.
+        options: Merge settings.
+        tally: Receives every utterance (speaker totals, stats).
+        annotate: Called with each utterance and its words' companions before it is counted (the
+            quality fields).
+    """
+    assign = _WordAssigner(turns, options)
+    for utterance, values in group_utterances(((assign(raw), value) for raw, value in words), options.max_pause_s):
+        if annotate is not None:
+            annotate(utterance, values)
+        tally.add(utterance)
+        yield utterance
+
+
+def _head(transcript: Mapping[str, Any], turns: list[Turn], tally: MergeTally,
+          speaker_names: dict[str, str]) -> dict[str, Any]:
     return {
         "sample_id": transcript.get("sample_id", ""),
         "language": transcript.get("language", ""),
         "duration": transcript.get("duration", 0.0),
         "domain": _domain(transcript),
-        "speakers": speakers,
-        "utterances": utterances,
-        "stats": {
-            "words": len(words),
-            "utterances": len(utterances),
-            "assignment": counts,
-            "overlapped_words": sum(w["overlapped"] for w in words),
-            "turns": len(turns),
-        },
+        "speakers": tally.speakers(turns, speaker_names),
+        "stats": tally.stats(turns),
     }
 
 
-def _domain(transcript: dict[str, Any]) -> dict[str, Any] | None:
+def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
+          speaker_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the body of ``merged.json`` in memory (everything but quality and provenance)."""
+    tally = MergeTally()
+    words = ((raw, None) for raw in _raw_words(transcript.get("segments", [])))
+    utterances = list(merged_utterances(words, turns, options, tally))
+    return {**_head(transcript, turns, tally, speaker_names or {}), "utterances": utterances}
+
+
+def _domain(transcript: Mapping[str, Any]) -> dict[str, Any] | None:
     domain = transcript.get("domain")
     if not isinstance(domain, dict) or not domain.get("name"):
         return None
@@ -249,29 +360,6 @@ def _union_length(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def _speaker_totals(readable: dict[str, str], turns: list[Turn], words: list[dict], utterances: list[dict],
-                    speaker_names: dict[str, str]) -> list[dict[str, Any]]:
-    entries = [(speaker, label) for label, speaker in readable.items()]
-    if any(w["speaker"] == UNKNOWN for w in words):
-        entries.append((UNKNOWN, None))
-    speakers = []
-    for speaker, label in entries:
-        own_words = [w for w in words if w["speaker"] == speaker]
-        own_utts = [u for u in utterances if u["speaker"] == speaker]
-        probs = [w["probability"] for w in own_words]
-        speakers.append({
-            "id": speaker,
-            "label": label,
-            "name": speaker_names.get(speaker),
-            "diarized_s": round(_union_length([(t.start, t.end) for t in turns if t.speaker == label]), TIME_DIGITS),
-            "speech_s": round(sum(u["end"] - u["start"] for u in own_utts), TIME_DIGITS),
-            "words": len(own_words),
-            "utterances": len(own_utts),
-            "mean_confidence": round(sum(probs) / len(probs), PROB_DIGITS) if probs else None,
-        })
-    return speakers
-
-
 def display_name(merged: dict[str, Any], speaker: str) -> str:
     """The name to show for a speaker id: its ``name`` (the sample sheet's, else the enrolled
     profile that identified it), else the id."""
@@ -288,7 +376,7 @@ UNDIARIZED_LABEL = "SPEAKER_00"
 def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, settings: dict[str, Any],
                 speaker_names: str | None = None, diarization_path: str | None = None,
                 profiles_path: str | None = None, speaker_settings: dict[str, Any] | None = None,
-                quality: dict[str, Any] | None = None) -> dict[str, Any]:
+                quality: dict[str, Any] | None = None) -> None:
     """The ``merge`` rule: write ``merged.json`` from a transcript and an RTTM.
 
     Args:
@@ -307,10 +395,12 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         quality: The ``quality`` config section (review thresholds; defaults when None). The
             quality fields (:func:`trax.quality.annotate_merged`) are added either way.
     """
-    from trax.quality import QualityOptions, annotate_merged, load_model
+    from trax.quality import QualityOptions, add_quality, annotate_utterance, load_model, word_errors
     from trax.speakers import ProfileStore, SpeakerOptions, check_same_model, identify_speakers
 
-    transcript = read_json(transcript_path)
+    # Read and written one utterance at a time: this runs in the Snakemake process, which must not
+    # grow with the recording (a 4-hour transcript is ~20 MB of Python objects; trax.jsonio).
+    transcript = read_json_head(transcript_path, {"segments"})
     if rttm_path is None:
         turns = [Turn(0.0, float(transcript["duration"]), UNDIARIZED_LABEL)] if transcript["duration"] > 0 else []
         diarization = {"diarization": "disabled"}
@@ -319,26 +409,41 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         diarization = {"diarization_sha256": sha256_file(rttm_path)}
     names = parse_speaker_names(speaker_names, subject=f"sample sheet speaker_names '{speaker_names}'")
     options = MergeOptions.from_config(settings)
-    body = merge(transcript, turns, options, names)
-    voices = read_json(diarization_path) if diarization_path else {}
+    voices = read_json_head(diarization_path, {"turns"}) if diarization_path else {}
     store = ProfileStore.read(profiles_path) if profiles_path else None
     if store is not None and voices.get("speakers"):
         check_same_model(store, voices.get("embedding_model"), profiles_path, diarization_path)
     speaker_options = SpeakerOptions.from_config(speaker_settings or {})
-    identify_speakers(body["speakers"], voices, store, speaker_options, names)
     quality_options = QualityOptions.from_config(quality)
     model = load_model()
-    annotate_merged(body, transcript, voices or None, quality_options, model)
-    upstream = transcript.get("provenance", {})
-    if store is not None:
-        diarization["profiles_sha256"] = sha256_file(profiles_path)
-    body["provenance"] = provenance(
-        {**asdict(options), "speaker_names": names, "quality": asdict(quality_options),
-         **({"speakers": asdict(speaker_options)} if store is not None else {})},
-        sha256_file(transcript_path),
-        models=upstream.get("models", {}),
-        quality_model=model.provenance(),
-        **diarization,
-    )
-    write_json_atomic(output_path, body, schema="merged")
-    return body
+    errors = array("d")
+    flagged = 0
+
+    def annotate(utterance: dict[str, Any], own_errors: list[float]) -> None:
+        nonlocal flagged
+        annotate_utterance(utterance, own_errors, quality_options)
+        errors.extend(own_errors)
+        flagged += utterance["needs_review"]
+
+    tally = MergeTally()
+    words = word_errors(iter_json_list(transcript_path, "segments"), model)
+    utterances = merged_utterances(words, turns, options, tally, annotate)
+
+    def head() -> dict[str, Any]:
+        body = _head(transcript, turns, tally, names)
+        identify_speakers(body["speakers"], voices, store, speaker_options, names)
+        add_quality(body, errors, flagged, voices or None, quality_options, model)
+        if store is not None:
+            diarization["profiles_sha256"] = sha256_file(profiles_path)
+        body["provenance"] = provenance(
+            {**asdict(options), "speaker_names": names, "quality": asdict(quality_options),
+             **({"speakers": asdict(speaker_options)} if store is not None else {})},
+            sha256_file(transcript_path),
+            models=transcript.get("provenance", {}).get("models", {}),
+            quality_model=model.provenance(),
+            **diarization,
+        )
+        return body
+
+    write_json_streamed(output_path, "utterances", utterances, head, schema="merged",
+                        item_schema="merged.schema.yaml#/properties/utterances/items")

@@ -12,13 +12,14 @@ import logging
 import math
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import trax
-from trax.jsonio import read_json
+from trax.jsonio import iter_json_list, read_json, read_json_head
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,19 @@ def server_stats() -> dict[str, Any] | None:
     return None
 
 
-def _words(transcript: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [word for segment in transcript["segments"] for word in segment.get("words", [])]
+def _segments(transcript_json: str) -> Iterator[Mapping[str, Any]]:
+    """A transcript's segments, read one at a time: metrics run in the Snakemake process, which must
+    not grow with the recording (trax.jsonio)."""
+    return iter_json_list(transcript_json, "segments")
 
 
-def share_words_refined(refined: Mapping[str, Any]) -> float:
+def share_words_refined(segments: Iterable[Mapping[str, Any]]) -> float:
     """Share of words that lie in segments whose re-decoded text the refine stage accepted."""
-    segments = refined["segments"]
-    total = sum(len(segment.get("words", [])) for segment in segments)
-    changed = sum(len(segment.get("words", [])) for segment in segments
-                  if segment.get("refinement", {}).get("refined"))
+    total = changed = 0
+    for segment in segments:
+        count = len(segment.get("words", []))
+        total += count
+        changed += count if segment.get("refinement", {}).get("refined") else 0
     return round(changed / total, 4) if total else 0.0
 
 
@@ -116,8 +120,8 @@ def file_metrics(
     stages = {name: read_benchmark(path, duration) for name, path in benchmarks.items()}
     wall = sum(stage.wall_s for stage in stages.values())
     elapsed = elapsed_s(benchmarks, stages)
-    words = _words(read_json(transcript_json))
-    confidences = [float(word["probability"]) for word in words]
+    confidences = array("d", (float(word["probability"]) for segment in _segments(transcript_json)
+                              for word in segment.get("words", [])))
     peak_job_rss = max((stage.max_rss_mb for stage in stages.values()), default=0.0)
     server_peak = float(server["peak_rss_mb"]) if server else 0.0
     return {
@@ -134,11 +138,13 @@ def file_metrics(
         "stages": {name: asdict(stage) for name, stage in stages.items()},
         "model_server": _server_summary(server),
         "model_loads": _model_loads(server, stages),
-        "num_speakers": read_json(diarization_json)["num_speakers"] if diarization_json else None,
-        "share_words_refined": share_words_refined(read_json(refined_json)) if refined_json else None,
-        "words": len(words),
+        "num_speakers": (read_json_head(diarization_json, {"turns", "speakers"})["num_speakers"]
+                         if diarization_json else None),
+        "share_words_refined": share_words_refined(_segments(refined_json)) if refined_json else None,
+        "words": len(confidences),
         "mean_confidence": round(statistics.fmean(confidences), 4) if confidences else None,
-        **quality_summary(read_json(merged_json) if merged_json else None),
+        **quality_summary({**read_json_head(merged_json, {"utterances"}),
+                           "utterances": iter_json_list(merged_json, "utterances")} if merged_json else None),
     }
 
 

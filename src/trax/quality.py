@@ -36,7 +36,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,29 +225,40 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
         capitalized: 1 for a capitalized word that does not open its segment (names, or a sentence
             starting inside the segment), else 0.
     """
+    return [pair for segment in transcript.get("segments", []) for pair in segment_words(segment)]
+
+
+def segment_words(segment: Mapping[str, Any]) -> list[tuple[dict[str, Any], list[float]]]:
+    """One segment's non-empty words with their feature rows (see :func:`transcript_words`)."""
     import numpy as np
 
     result = []
-    for segment in transcript.get("segments", []):
-        words = [w for w in segment.get("words", []) if w.get("word", "").strip()]
-        logs = [_log_prob(w["probability"]) for w in words]
-        duration = max(float(segment["end"]) - float(segment["start"]), MIN_SEGMENT_S)
-        rate = min(len(words) / duration, MAX_SPEECH_RATE)
-        low_share = sum(w["probability"] < LOW_PROB for w in words) / max(len(words), 1)
-        q10 = float(np.quantile(logs, 0.1)) if logs else 0.0
-        for index, word in enumerate(words):
-            context = min(logs[max(0, index - 1) : index + 2])
-            text = word["word"].strip()
-            letters = sum(c.isalnum() for c in text)
-            length = float(min(letters, MAX_WORD_LENGTH))
-            seconds = min(max(float(word["end"]) - float(word["start"]), 0.0), MAX_WORD_S)
-            cps = min(letters / max(seconds, MIN_WORD_S), MAX_CHARS_PER_S)
-            edge = float(index == 0 or index == len(words) - 1)
-            capital = float(index > 0 and text[:1].isupper())
-            result.append((word, [logs[index], context, float(segment["avg_logprob"]),
-                                  float(segment["no_speech_prob"]), float(segment["compression_ratio"]), rate,
-                                  length, seconds, cps, edge, low_share, q10, math.log(len(words)), capital]))
+    words = [w for w in segment.get("words", []) if w.get("word", "").strip()]
+    logs = [_log_prob(w["probability"]) for w in words]
+    duration = max(float(segment["end"]) - float(segment["start"]), MIN_SEGMENT_S)
+    rate = min(len(words) / duration, MAX_SPEECH_RATE)
+    low_share = sum(w["probability"] < LOW_PROB for w in words) / max(len(words), 1)
+    q10 = float(np.quantile(logs, 0.1)) if logs else 0.0
+    for index, word in enumerate(words):
+        context = min(logs[max(0, index - 1) : index + 2])
+        text = word["word"].strip()
+        letters = sum(c.isalnum() for c in text)
+        length = float(min(letters, MAX_WORD_LENGTH))
+        seconds = min(max(float(word["end"]) - float(word["start"]), 0.0), MAX_WORD_S)
+        cps = min(letters / max(seconds, MIN_WORD_S), MAX_CHARS_PER_S)
+        edge = float(index == 0 or index == len(words) - 1)
+        capital = float(index > 0 and text[:1].isupper())
+        result.append((word, [logs[index], context, float(segment["avg_logprob"]),
+                              float(segment["no_speech_prob"]), float(segment["compression_ratio"]), rate,
+                              length, seconds, cps, edge, low_share, q10, math.log(len(words)), capital]))
     return result
+
+
+def word_errors(segments: Iterable[Mapping[str, Any]], model: QualityModel) -> Iterator[tuple[dict[str, Any], float]]:
+    """Every non-empty transcript word with its expected errors, computed one segment at a time."""
+    for segment in segments:
+        pairs = segment_words(segment)
+        yield from zip((word for word, _ in pairs), expected_errors(model, [row for _, row in pairs]), strict=True)
 
 
 def expected_errors(model: QualityModel, rows: Sequence[Sequence[float]]) -> list[float]:
@@ -411,24 +422,43 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], diarizatio
     :func:`trax.merge.merge` builds).
     """
     model = model or load_model()
-    words = transcript_words(transcript)
-    errors = expected_errors(model, [row for _, row in words])
+    errors = [error for _, error in word_errors(transcript.get("segments", []), model)]
     cursor = 0
     flagged = 0
     for utterance in body["utterances"]:
         count = len(utterance["words"])
-        own = errors[cursor : cursor + count]
+        annotate_utterance(utterance, errors[cursor : cursor + count], options)
         cursor += count
-        wer = sum(own) / count
-        utterance["confidence"] = round(min(max(1.0 - wer, 0.0), 1.0), DIGITS)
-        utterance["estimated_wer"] = round(wer, DIGITS)
-        utterance["needs_review"] = sum(own) >= options.review_utterance_errors or wer > options.review_utterance_wer
-        utterance["review_reason"] = _utterance_reason(utterance, sum(own), options) if utterance["needs_review"] else None
         flagged += utterance["needs_review"]
     if cursor != len(errors):
         raise TraxError(body.get("sample_id", "merged.json"),
                         f"quality: {len(errors)} transcript words but {cursor} merged words")
+    add_quality(body, errors, flagged, diarization, options, model)
 
+
+def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], options: QualityOptions) -> None:
+    """Add ``confidence``, ``estimated_wer``, ``needs_review`` and ``review_reason`` to one
+    ``merged.json`` utterance from its words' expected errors (in word order)."""
+    wer = sum(errors) / len(errors)
+    utterance["confidence"] = round(min(max(1.0 - wer, 0.0), 1.0), DIGITS)
+    utterance["estimated_wer"] = round(wer, DIGITS)
+    utterance["needs_review"] = sum(errors) >= options.review_utterance_errors or wer > options.review_utterance_wer
+    utterance["review_reason"] = _utterance_reason(utterance, sum(errors), options) if utterance["needs_review"] else None
+
+
+def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, diarization: dict[str, Any] | None,
+                options: QualityOptions, model: QualityModel) -> None:
+    """Add the recording's ``quality`` block and each speaker's ``diarization_confidence`` to a
+    ``merged.json`` body (its utterances may be elsewhere: only speakers are read).
+
+    Args:
+        body: The body; its ``speakers`` are annotated.
+        errors: Expected errors of every word of the recording, in order.
+        flagged: How many utterances need review.
+        diarization: ``diarization.json`` (its ``confidence`` block), or None.
+        options: Review thresholds.
+        model: The quality model.
+    """
     estimate = estimate_wer(model, errors)
     confidence = (diarization or {}).get("confidence") or {}
     by_label = confidence.get("speakers") or {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from trax import domains as domain_lib
 from trax import progress
 from trax.errors import TraxError
-from trax.jsonio import read_json, write_json_atomic
+from trax.jsonio import iter_json_list, read_json, read_json_head, write_json_atomic, write_json_streamed
 from trax.models import ModelSource, resolve_whisper
 from trax.protocol import ServerSettings
 from trax.provenance import provenance, sha256_file
@@ -311,10 +312,7 @@ def refine_transcript(
             adapter (None: the plain refine model); called only when there is something to re-decode. None when the caller knows nothing will be (refinement off).
     """
     options = RefineOptions.from_config(settings)
-    requested, source = (sample_domain, "sample_sheet") if sample_domain else (options.domain, "config")
-    choice = domain_lib.choose(fast["text"], domains, requested, options.domain_min_hits, source)
-    domain = domains[choice.name]
-    hotwords = domain_lib.Domain(**domain).bias_text if options.bias else None
+    choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
     segments = [dict(segment, words=[dict(w) for w in segment["words"]]) for segment in fast["segments"]]
     records = [_unchosen(segment) for segment in segments]
     spans = plan_spans(segments, fast["duration"], options) if options.enabled else []
@@ -331,6 +329,55 @@ def refine_transcript(
         span_records = _apply(segments, records, spans, decoded, options, vocabulary)
     for segment, record in zip(segments, records, strict=True):
         segment["refinement"] = record
+    refined = _refined_head(fast, choice, domain, hotwords, spans, span_records, models, settings, wav_path,
+                            _fast_hash(fast), sample_domain)
+    refined["segments"] = segments
+    refined["text"] = " ".join(s["text"] for s in segments if s["text"])
+    return refined
+
+
+def copy_fast_transcript(fast_path: str, wav_path: str, output_path: str, settings: dict[str, Any],
+                         domains: dict[str, dict[str, Any]], sample_domain: str | None) -> None:
+    """Refinement off: write the refined transcript as :func:`refine_transcript` would (same
+    bytes), but read and written one segment at a time, so the Snakemake process that runs it does
+    not grow with the recording (:mod:`trax.jsonio`)."""
+    fast = read_json_head(fast_path, {"segments"})
+    options = RefineOptions.from_config(settings)
+    choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
+    texts: list[str] = []
+
+    def segments() -> Iterator[dict[str, Any]]:
+        for segment in iter_json_list(fast_path, "segments"):
+            if segment["text"]:
+                texts.append(segment["text"])
+            yield {**segment, "refinement": _unchosen(segment)}
+
+    def head() -> dict[str, Any]:
+        # A fast transcript is always written by Trax (jsonio.dumps), so its file's sha256 is the
+        # sha256 of its serialized content that refine_transcript records.
+        refined = _refined_head(fast, choice, domain, hotwords, [], [], dict(fast["provenance"]["models"]), settings,
+                                wav_path, sha256_file(fast_path), sample_domain)
+        return {**refined, "text": " ".join(texts)}
+
+    write_json_streamed(output_path, "segments", segments(), head, schema="transcript.refined",
+                        item_schema="transcript.refined.schema.yaml#/$defs/segment")
+
+
+def _domain_of(text: str, domains: dict[str, dict[str, Any]], sample_domain: str | None,
+               options: RefineOptions) -> tuple[Any, dict[str, Any], str | None]:
+    """The chosen domain (sample sheet, else config, else detected from ``text``), its definition,
+    and the hotwords that bias decoding (None without ``bias``)."""
+    requested, source = (sample_domain, "sample_sheet") if sample_domain else (options.domain, "config")
+    choice = domain_lib.choose(text, domains, requested, options.domain_min_hits, source)
+    domain = domains[choice.name]
+    return choice, domain, domain_lib.Domain(**domain).bias_text if options.bias else None
+
+
+def _refined_head(fast: dict[str, Any], choice: Any, domain: dict[str, Any], hotwords: str | None, spans: list[Span],
+                  span_records: list[dict[str, Any]], models: dict[str, Any], settings: dict[str, Any],
+                  wav_path: str, fast_sha256: str, sample_domain: str | None) -> dict[str, Any]:
+    """Everything of the refined transcript but its segments and text."""
+    options = RefineOptions.from_config(settings)
     redecoded = round(sum(s.clip_end - s.clip_start for s in spans), TIME_DIGITS)
     if not options.enabled:
         status = "disabled (refine.enabled: false): segments copied from the fast transcript"
@@ -339,8 +386,6 @@ def refine_transcript(
     else:
         status = f"{sum(r['accepted'] for r in span_records)} of {len(spans)} re-decoded spans accepted"
     refined = {key: fast[key] for key in ("sample_id", "language", "language_probability", "duration")}
-    refined["segments"] = segments
-    refined["text"] = " ".join(s["text"] for s in segments if s["text"])
     refined["domain"] = {
         **asdict(choice),
         "hotwords": domain["hotwords"],
@@ -360,7 +405,7 @@ def refine_transcript(
         config=settings,
         input_sha256=sha256_file(wav_path),
         models=models,
-        fast_transcript_sha256=_fast_hash(fast),
+        fast_transcript_sha256=fast_sha256,
         refinement=status,
         sample_domain=sample_domain,
     )
@@ -501,7 +546,7 @@ def refine_file(
     domains: dict[str, dict[str, Any]],
     sample_domain: str | None = None,
     server: ServerSettings | None = None,
-) -> dict[str, Any]:
+) -> None:
     """Write ``transcript.refined.json`` from ``transcript.fast.json`` and ``audio.wav``.
 
     When there is nothing to re-decode (refinement off, or no low-confidence word) no model is
@@ -509,9 +554,12 @@ def refine_file(
     this process; the same function builds the output in both cases, so the bytes agree.
     """
     server = server if server is not None else ServerSettings.from_env()
-    fast = read_json(fast_path)
     options = RefineOptions.from_config(settings)
-    needs_model = options.enabled and bool(plan_spans(fast["segments"], fast["duration"], options))
+    if not options.enabled:
+        copy_fast_transcript(fast_path, wav_path, output_path, settings, domains, sample_domain)
+        return
+    fast = read_json(fast_path)
+    needs_model = bool(plan_spans(fast["segments"], fast["duration"], options))
     if needs_model and server.enabled:
         from trax.client import call_server
 
@@ -522,7 +570,6 @@ def refine_file(
         provider = (lambda adapter: load_refine_model(options, adapter=adapter)) if needs_model else None
         refined = refine_transcript(fast, wav_path, settings, domains, sample_domain, provider)
     write_json_atomic(output_path, refined, schema="transcript.refined")
-    return refined
 
 
 def load_refine_model(options: RefineOptions, num_workers: int = 1,

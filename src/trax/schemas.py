@@ -51,3 +51,21 @@ def _registry():  # -> referencing.Registry
 def validate(obj: Any, name: str) -> None:
     """Raise :class:`jsonschema.ValidationError` when ``obj`` does not match schema ``name``."""
     jsonschema.Draft202012Validator(load_schema(name), registry=_registry()).validate(obj)
+
+
+@functools.cache
+def _item_validator(ref: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({"$ref": ref}, registry=_registry())
+
+
+def validate_each(items: Any, ref: str) -> None:
+    """Validate every item of ``items`` against the (sub)schema ``ref``, e.g.
+    ``merged.schema.yaml#/properties/utterances/items``: one list item of a document that is
+    written item by item (:func:`trax.jsonio.write_json_streamed`).
+
+    Raises:
+        jsonschema.ValidationError: for the first item that does not match.
+    """
+    validator = _item_validator(ref)
+    for item in items:
+        validator.validate(item)
