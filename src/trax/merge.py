@@ -393,7 +393,8 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
             speaker is identified (``identification`` and ``global_id`` are null).
         speaker_settings: The ``speakers`` config section (threshold, margin).
         quality: The ``quality`` config section (review thresholds; defaults when None). The
-            quality fields (:func:`trax.quality.annotate_merged`) are added either way.
+            quality fields (:func:`trax.quality.annotate_utterance`, :func:`trax.quality.add_quality`)
+            are added either way.
     """
     from trax.quality import QualityOptions, add_quality, annotate_utterance, load_model, word_errors
     from trax.speakers import ProfileStore, SpeakerOptions, check_same_model, identify_speakers
