@@ -170,10 +170,11 @@ def write_json_streamed(path: str | os.PathLike[str], key: str, items: Iterable[
         head: Returns every other top-level field.
         schema: Name of the document's schema (validated with ``key`` empty), as in
             :func:`write_json_atomic`.
-        item_schema: ``$ref`` (``<file>#<pointer>``) or a schema name for one item, e.g.
-            ``"merged.schema.yaml#/properties/utterances/items"``; needed with ``schema``.
+        item_schema: ``$ref`` (``<file>#<pointer>``) of the schema of one item, e.g.
+            ``"merged.schema.yaml#/properties/utterances/items"``; each item is validated
+            against it as it comes (``schema`` sees the list empty).
     """
-    from trax.schemas import validate, validate_each
+    from trax.schemas import validate, validate_ref
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,7 @@ def write_json_streamed(path: str | os.PathLike[str], key: str, items: Iterable[
         count = 0
         for item in items:
             if item_schema is not None:
-                validate_each([item], item_schema)
+                validate_ref(item, item_schema)
             spool.write(_ITEM_INDENT[1:] if count == 0 else "," + _ITEM_INDENT)
             spool.writelines(chunk.replace("\n", _ITEM_INDENT) for chunk in _ENCODER.iterencode(item))
             count += 1

@@ -58,14 +58,12 @@ def _item_validator(ref: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({"$ref": ref}, registry=_registry())
 
 
-def validate_each(items: Any, ref: str) -> None:
-    """Validate every item of ``items`` against the (sub)schema ``ref``, e.g.
+def validate_ref(obj: Any, ref: str) -> None:
+    """Validate ``obj`` against the (sub)schema ``ref``, e.g.
     ``merged.schema.yaml#/properties/utterances/items``: one list item of a document that is
     written item by item (:func:`trax.jsonio.write_json_streamed`).
 
     Raises:
-        jsonschema.ValidationError: for the first item that does not match.
+        jsonschema.ValidationError: when it does not match.
     """
-    validator = _item_validator(ref)
-    for item in items:
-        validator.validate(item)
+    _item_validator(ref).validate(obj)
