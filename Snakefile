@@ -32,6 +32,14 @@ onstart:
     start_model_server(log)
 
 
+onsuccess:
+    cancel_scheduler_timers()
+
+
+onerror:
+    cancel_scheduler_timers()
+
+
 rule all:
     input:
         all_outputs,

@@ -82,3 +82,26 @@ def test_not_a_model_directory(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(TraxError, match="unsupported CTranslate2 binary version 7"):
         load_hf_whisper(tmp_path)
+
+
+def test_fast_model_loads_without_torch_and_converting_still_works(tmp_path) -> None:
+    """load_whisper keeps ctranslate2's converter-only imports (torch, transformers) out of a fresh
+    process; a conversion later in the same process binds them and converts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from trax.models import resolve_whisper\n"
+        "from trax.transcribe import TranscribeOptions, load_whisper\n"
+        "options = TranscribeOptions()\n"
+        "load_whisper(resolve_whisper(options.model), options)\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "from trax.ct2_hf import convert_to_ct2, load_hf_whisper\n"
+        "source = resolve_whisper('embedded:tiny.en')\n"
+        "out = convert_to_ct2(load_hf_whisper(source.path), source.path, sys.argv[1], quantization='int8')\n"
+        "print((out / 'model.bin').is_file())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ct2")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]

@@ -140,6 +140,22 @@ def import_transformers() -> types.ModuleType:
     return transformers
 
 
+def _bind_converter_imports() -> None:
+    """Give ctranslate2's converter modules the torch and transformers they could not import when
+    ctranslate2 was imported without them (:func:`trax.transcribe.import_faster_whisper`)."""
+    import ctranslate2.converters.transformers as transformers_converter
+    import ctranslate2.specs.model_spec as model_spec
+    import huggingface_hub
+    import torch
+
+    transformers = import_transformers()
+    if not model_spec.torch_is_available:
+        model_spec.torch, model_spec.torch_is_available = torch, True
+    for name, module in (("huggingface_hub", huggingface_hub), ("torch", torch), ("transformers", transformers)):
+        if not hasattr(transformers_converter, name):
+            setattr(transformers_converter, name, module)
+
+
 def _vocabulary(model_dir: Path) -> list[str]:
     txt = model_dir / "vocabulary.txt"
     if txt.is_file():
@@ -300,6 +316,7 @@ def convert_to_ct2(model: Any, source_dir: str | Path, output_dir: str | Path, q
     """
     import ctranslate2
 
+    _bind_converter_imports()
     source_dir, output_dir = Path(source_dir), Path(output_dir)
     source_config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
     tokens = _vocabulary(source_dir)

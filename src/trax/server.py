@@ -296,6 +296,11 @@ def remove_stale_socket(socket_path: str) -> None:
         probe.close()
 
 
+def _preload(server: ModelServer, requests: list[dict[str, Any]]) -> None:
+    for request in requests:
+        server.dispatch(protocol.encode(request))
+
+
 def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
     """Run the server in ``workdir`` until idle or shut down."""
     os.chdir(workdir)
@@ -306,8 +311,9 @@ def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]]
     socket_inode = os.stat(socket_path).st_ino
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     threading.Thread(target=_watch_idle, args=(server,), daemon=True).start()
-    for request in preload or []:
-        threading.Thread(target=server.dispatch, args=(protocol.encode(request),), daemon=True).start()
+    # Preloads run one after another, in the order given (the fast model first): the fast model
+    # loads without torch (trax.transcribe.import_faster_whisper) only while nothing imports it.
+    threading.Thread(target=_preload, args=(server, preload or []), daemon=True).start()
     log.info("pid %d on %s serving %s on %s (trax %s)", os.getpid(), socket.gethostname(), workdir, socket_path,
              trax.__version__)
     try:

@@ -147,6 +147,18 @@ def start_model_server(log):
     start_in_background(SERVER, warm=warm)
 
 
+def cancel_scheduler_timers():
+    """onsuccess/onerror hook: cancel the scheduler's pending re-evaluation timers. Snakemake arms a
+    non-daemon threading.Timer of --max-jobs-per-timespan's span (1 s by default) after each
+    scheduling round, and Python waits for the last one before it exits: every run lasted ~1 s
+    longer than its jobs. Once the run has ended nothing is left to re-evaluate."""
+    import threading
+
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer) and "_schedule_reevalutation" in getattr(thread.function, "__qualname__", ""):
+            thread.cancel()
+
+
 def runtime_min(name):
     """A rule's time limit in minutes (resource ``runtime``: Slurm's --time): resources.<name>_runtime_min."""
     return config["resources"][f"{name}_runtime_min"]
