@@ -62,8 +62,8 @@ def light_jobs(workdir: Path) -> None:
     merge_files(str(refined), str(rttm), str(merged), {})
     export_files(str(merged), {fmt: str(workdir / f"transcript.{fmt}") for fmt in ("srt", "vtt", "txt", "md")}, {})
     enhance_files(str(merged), str(workdir / "enhanced.json"), str(workdir / "enhanced.md"), {})
-    make_figures("long", str(merged), str(workdir / "audio.json"), str(rttm), str(workdir / "timeline.png"),
-                 str(workdir / "confidence.png"), str(workdir / "preview.html"), 20)
+    make_figures("long", str(merged), str(workdir / "audio.json"), str(rttm), str(workdir / "timeline.svg"),
+                 str(workdir / "confidence.svg"), str(workdir / "preview.html"), 20)
     file_metrics("long", str(workdir / "audio.json"), str(refined), {"job": str(workdir / "job.tsv")},
                  refined_json=str(refined), merged_json=str(merged))
     release_free_memory()

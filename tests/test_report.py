@@ -7,6 +7,7 @@ import subprocess
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import jiwer
 import pytest
@@ -167,14 +168,22 @@ def test_figures_are_deterministic(reported, tmp_path) -> None:
     workflow, _ = reported
     made = []
     for attempt in ("a", "b"):
-        paths = [tmp_path / f"{attempt}-{name}" for name in ("timeline.png", "confidence.png", "preview.html")]
+        paths = [tmp_path / f"{attempt}-{name}" for name in ("timeline.svg", "confidence.svg", "preview.html")]
         make_figures("dev00", str(workflow.result("dev00", "merged.json")),
                      str(workflow.result("dev00", "audio.json")), str(workflow.result("dev00", "diarization.rttm")),
                      *map(str, paths), max_segments=40)
         made.append([path.read_bytes() for path in paths])
     assert made[0] == made[1]
     assert made[0] == [workflow.result("dev00", f"report/{name}").read_bytes()
-                       for name in ("timeline.png", "confidence.png", "preview.html")]
+                       for name in ("timeline.svg", "confidence.svg", "preview.html")]
+    # The timeline has one labelled row per diarized speaker; the histogram counts every word.
+    svg = {"svg": "http://www.w3.org/2000/svg"}
+    timeline, confidence = (ElementTree.fromstring(data) for data in made[0][:2])
+    speakers = {line.split()[7] for line in workflow.result("dev00", "diarization.rttm").read_text().splitlines()}
+    assert len(timeline.findall("svg:text[@text-anchor='end']", svg)) == len(speakers) >= 2
+    assert len({bar.get("fill") for bar in timeline.findall("svg:rect[@fill]", svg)} - {"#fff", "none"}) == len(speakers)
+    words = sum(len(u["words"]) for u in read_json(workflow.result("dev00", "merged.json"))["utterances"])
+    assert any(text.text.endswith(f": {words} words") for text in confidence.findall("svg:text", svg))
 
 
 class _Text(HTMLParser):
@@ -200,14 +209,14 @@ def test_report_has_sections_plots_and_tables_and_renders(reported) -> None:
         summary_name = next(name for name in names if name.endswith("/summary.html"))
         summary = _Text()
         summary.feed(bundle.read(summary_name).decode("utf-8"))
-        pngs = {name: bundle.read(name) for name in names if name.endswith(".png")}
+        svgs = {name: bundle.read(name) for name in names if name.endswith(".svg")}
     # Per-file sections: each recording is a subcategory holding its three figures.
     for sample_id in ("jfk", "lj3", "silence", "dev00", "jfk_noisy"):
         assert f'"{sample_id}"' in page
-    assert sum(name.endswith("/timeline.png") for name in names) == 5
-    assert sum(name.endswith("/confidence.png") for name in names) == 5
+    assert sum(name.endswith("/timeline.svg") for name in names) == 5
+    assert sum(name.endswith("/confidence.svg") for name in names) == 5
     assert sum(name.endswith("/preview.html") for name in names) == 5
-    assert all(data.startswith(b"\x89PNG") for data in pngs.values())
+    assert all(ElementTree.fromstring(data).tag == "{http://www.w3.org/2000/svg}svg" for data in svgs.values())
     # Captions and the rule graph are embedded.
     assert "Speaker timeline of recording" in page and "transcribe_fast" in page
     # Summary page: files to review, metrics, aggregate, targets and evaluation tables.

@@ -1,9 +1,10 @@
-"""Figures and previews for the Snakemake report: speaker timeline, confidence histogram,
-transcript preview. All deterministic: same inputs, same bytes (no timestamps in PNG metadata)."""
+"""Figures and previews for the Snakemake report: speaker timeline and confidence histogram (SVG),
+transcript preview (HTML). All deterministic: same inputs, same bytes."""
 
 from __future__ import annotations
 
 import html
+import math
 from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,37 +13,81 @@ from typing import Any
 from trax.jsonio import atomic_path, iter_json_list, read_json, read_json_head
 from trax.diarization.annotation import Turn, rttm_turns
 
-#: PNG metadata matplotlib would otherwise fill with its version; dropping it keeps bytes stable
-#: across matplotlib patch releases too.
-PNG_METADATA = {"Software": None}
-DPI = 100
-#: Width of the speaker timeline (its plot area is narrower: a pixel is at least duration / 1000 px).
-TIMELINE_WIDTH_IN = 10
+#: Palette of the speaker rows (matplotlib's tab10, the colours these figures had as PNGs).
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+#: Width of the speaker timeline in px (its plot area is narrower: a pixel is at least duration / 1000 px).
+TIMELINE_WIDTH = 1000
+#: Margins in px: title line on top, tick labels plus an axis label below; the left margin grows by
+#: CHAR_PX per character of the widest row label (12 px sans-serif).
+TOP, BOTTOM, RIGHT, CHAR_PX = 32, 44, 16, 7.5
+ROW_PX = 32
+#: Bins of the confidence histogram over 0..1.
+CONFIDENCE_BINS = 20
+FONT = 'font-family="DejaVu Sans, Arial, sans-serif" font-size="12"'
 
 
-def _figure(width: float, height: float):
-    """A figure and its axes without pyplot: pyplot's global figure registry is not thread-safe,
-    and figures are drawn in threads of the Snakemake process (see trax.jobs)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    return fig, fig.subplots()
+def _num(value: float) -> str:
+    """A coordinate with two decimals and no trailing zeros: stable bytes, small files."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-#: Fixed margins in inches instead of ``tight_layout``, which measured every text box and took a
-#: third of the figures job. Roughly: one line of title on top, tick labels plus an axis label
-#: below, and ~0.075 in per character of the widest y tick label (10 pt DejaVu Sans).
-TOP_IN, BOTTOM_IN, RIGHT_IN, CHAR_IN = 0.35, 0.5, 0.15, 0.075
+def _ticks(high: float, count: int = 8) -> list[float]:
+    """Round tick values 0, step, 2*step ... <= ``high``, with a 1/2/5 x 10^k step giving at most
+    ``count`` + 1 ticks."""
+    if high <= 0:
+        return [0.0]
+    raw = high / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [i * step for i in range(int(high / step + 1e-9) + 1)]
 
 
-def _set_margins(fig, width: float, height: float, left: float) -> None:
-    fig.subplots_adjust(left=left / width, right=1 - RIGHT_IN / width, top=1 - TOP_IN / height,
-                        bottom=BOTTOM_IN / height)
+def _tick_label(value: float) -> str:
+    return f"{value:g}"
 
 
-def _save(fig, path: str | Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
+class _Svg:
+    """A tiny SVG writer: the report figures are bars, lines and text, and drawing them directly is
+    ~100x cheaper than matplotlib (its import alone took 0.7 s of every workflow run)."""
+
+    def __init__(self, width: float, height: float) -> None:
+        self.width, self.height = width, height
+        self.items: list[str] = []
+
+    def rect(self, x: float, y: float, width: float, height: float, fill: str, extra: str = "") -> None:
+        self.items.append(f'<rect x="{_num(x)}" y="{_num(y)}" width="{_num(width)}" height="{_num(height)}" '
+                          f'fill="{fill}"{extra}/>')
+
+    def line(self, x1: float, y1: float, x2: float, y2: float, stroke: str = "#000", opacity: float = 1.0) -> None:
+        alpha = "" if opacity == 1.0 else f' stroke-opacity="{_num(opacity)}"'
+        self.items.append(f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{stroke}"{alpha}/>')
+
+    def text(self, x: float, y: float, value: str, anchor: str = "middle", extra: str = "") -> None:
+        self.items.append(f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}"{extra}>{html.escape(value)}</text>')
+
+    def write(self, path: str | Path, title: str) -> None:
+        body = "\n".join(self.items)
+        page = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_num(self.width)}" height="{_num(self.height)}" '
+                f'viewBox="0 0 {_num(self.width)} {_num(self.height)}" {FONT}>\n'
+                f'<title>{html.escape(title)}</title>\n<rect width="100%" height="100%" fill="#fff"/>\n'
+                f'{body}\n</svg>\n')
+        with atomic_path(path, suffix=".svg") as tmp:
+            tmp.write_text(page, encoding="utf-8")
+
+
+def _axes(svg: _Svg, left: float, title: str, x_ticks: list[float], x_scale: float, x_label: str) -> None:
+    """Frame, title, x ticks with light vertical grid lines, and the x axis label."""
+    right, bottom = svg.width - RIGHT, svg.height - BOTTOM
+    svg.text((left + right) / 2, TOP - 12, title, extra=' font-size="13"')
+    for value in x_ticks:
+        x = left + value * x_scale
+        svg.line(x, TOP, x, bottom, "#000", 0.15)
+        svg.line(x, bottom, x, bottom + 4)
+        svg.text(x, bottom + 17, _tick_label(value))
+    svg.text((left + right) / 2, svg.height - 8, x_label)
+    svg.items.append(f'<rect x="{_num(left)}" y="{TOP}" width="{_num(right - left)}" height="{_num(bottom - TOP)}" '
+                     f'fill="none" stroke="#000"/>')
 
 
 def _visible_spans(spans: Sequence[tuple[float, float]], pixel_s: float) -> list[tuple[float, float]]:
@@ -58,41 +103,47 @@ def _visible_spans(spans: Sequence[tuple[float, float]], pixel_s: float) -> list
     return [(start, end - start) for start, end in bars]
 
 
-def timeline_png(turns: Sequence[Turn], duration: float, path: str | Path, title: str) -> None:
+def timeline_svg(turns: Sequence[Turn], duration: float, path: str | Path, title: str) -> None:
     """One row per speaker (in order of first speech), a bar per turn."""
     labels = list(dict.fromkeys(turn.speaker for turn in sorted(turns, key=lambda t: (t.start, t.speaker))))
-    fig, ax = _figure(TIMELINE_WIDTH_IN, 1.0 + 0.45 * max(len(labels), 1))
-    colors = [f"C{i % 10}" for i in range(len(labels))]
-    pixel_s = max(duration, 1e-3) / (TIMELINE_WIDTH_IN * DPI)
+    left = 20 + CHAR_PX * max((len(label) for label in labels), default=0)
+    svg = _Svg(TIMELINE_WIDTH, TOP + BOTTOM + ROW_PX * max(len(labels), 1))
+    duration = max(duration, 1e-3)
+    scale = (svg.width - RIGHT - left) / duration
+    _axes(svg, left, title if labels else f"{title}: no speech", _ticks(duration), scale, "time (s)")
     for row, label in enumerate(labels):
-        spans = _visible_spans(sorted((t.start, t.end) for t in turns if t.speaker == label), pixel_s)
-        ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=colors[row])
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(-0.6, max(len(labels), 1) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(duration, 1e-3))
-    ax.set_xlabel("time (s)")
-    ax.set_title(title if labels else f"{title}: no speech")
-    ax.grid(axis="x", alpha=0.3)
-    widest = max((len(label) for label in labels), default=0)
-    _set_margins(fig, TIMELINE_WIDTH_IN, 1.0 + 0.45 * max(len(labels), 1), left=0.25 + CHAR_IN * widest)
-    _save(fig, path)
+        top = TOP + ROW_PX * row
+        color = COLORS[row % len(COLORS)]
+        for start, width in _visible_spans(sorted((t.start, t.end) for t in turns if t.speaker == label), 1 / scale):
+            svg.rect(left + start * scale, top + 0.1 * ROW_PX, max(width * scale, 0.5), 0.8 * ROW_PX, color)
+        svg.line(left - 4, top + ROW_PX / 2, left, top + ROW_PX / 2)
+        svg.text(left - 7, top + ROW_PX / 2 + 4, label, anchor="end")
+    svg.write(path, title)
 
 
-def confidence_png(probabilities: Sequence[float], path: str | Path, title: str) -> None:
-    """Histogram of word probabilities (20 bins over 0..1)."""
-    import numpy as np
-
-    fig, ax = _figure(6, 3)
-    # An array, not a sequence: matplotlib makes one small array per item of a plain sequence
-    # (38,000 words at 4 hours: +30 MB).
-    ax.hist(np.asarray(probabilities, dtype=np.float64), bins=20, range=(0.0, 1.0), color="C0", edgecolor="white")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("word probability")
-    ax.set_ylabel("words")
-    ax.set_title(f"{title}: {len(probabilities)} words" if probabilities else f"{title}: no words")
-    _set_margins(fig, 6, 3, left=0.65)
-    _save(fig, path)
+def confidence_svg(probabilities: Sequence[float], path: str | Path, title: str) -> None:
+    """Histogram of word probabilities (:data:`CONFIDENCE_BINS` bins over 0..1)."""
+    counts = [0] * CONFIDENCE_BINS
+    for probability in probabilities:
+        counts[min(max(int(probability * CONFIDENCE_BINS), 0), CONFIDENCE_BINS - 1)] += 1
+    svg = _Svg(600, 300)
+    left = 64.0
+    plot_w, plot_h = svg.width - RIGHT - left, svg.height - BOTTOM - TOP
+    label = f"{title}: {len(probabilities)} words" if probabilities else f"{title}: no words"
+    _axes(svg, left, label, [i / 5 for i in range(6)], plot_w, "word probability")
+    y_ticks = _ticks(max(counts), 5)
+    y_scale = plot_h / max(y_ticks[-1], max(counts), 1)
+    for value in y_ticks:
+        y = svg.height - BOTTOM - value * y_scale
+        svg.line(left - 4, y, left, y)
+        svg.text(left - 7, y + 4, _tick_label(value), anchor="end")
+    svg.text(16, TOP + plot_h / 2, "words", extra=f' transform="rotate(-90 16 {_num(TOP + plot_h / 2)})"')
+    width = plot_w / CONFIDENCE_BINS
+    for index, count in enumerate(counts):
+        if count:
+            svg.rect(left + index * width, svg.height - BOTTOM - count * y_scale, width, count * y_scale, COLORS[0],
+                     ' stroke="#fff"')
+    svg.write(path, title)
 
 
 def preview_html(segments: Sequence[Mapping[str, Any]], total: int, path: str | Path, title: str) -> None:
@@ -163,6 +214,6 @@ def make_figures(sample_id: str, transcript_json: str, audio_json: str, rttm: st
         total += 1
     turns = rttm_turns(rttm) if rttm else speech
     turns = [Turn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns]
-    timeline_png(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
-    confidence_png(probabilities, confidence, f"{sample_id}: word confidence")
+    timeline_svg(turns, duration, timeline, f"{sample_id}: {'speakers' if rttm else 'speech'}")
+    confidence_svg(probabilities, confidence, f"{sample_id}: word confidence")
     preview_html(shown, total, preview, f"{sample_id}: transcript preview")

@@ -323,8 +323,8 @@ ATTRIBUTED_OUTPUTS = [
 
 def per_file_outputs():
     """Every per-recording result (metrics and figures need all the stages, so this is the lot)."""
-    outputs = ["results/{sample}/metrics.json", "results/{sample}/report/timeline.png",
-               "results/{sample}/report/confidence.png", "results/{sample}/report/preview.html"]
+    outputs = ["results/{sample}/metrics.json", "results/{sample}/report/timeline.svg",
+               "results/{sample}/report/confidence.svg", "results/{sample}/report/preview.html"]
     return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES)
 
 

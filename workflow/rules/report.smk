@@ -64,14 +64,14 @@ rule figures:
         unpack(figure_inputs),
     output:
         timeline=report(
-            "results/{sample}/report/timeline.png",
+            "results/{sample}/report/timeline.svg",
             caption="../report/timeline.rst",
             category="Recordings",
             subcategory="{sample}",
             labels={"recording": "{sample}", "figure": "speaker timeline"},
         ),
         confidence=report(
-            "results/{sample}/report/confidence.png",
+            "results/{sample}/report/confidence.svg",
             caption="../report/confidence.rst",
             category="Recordings",
             subcategory="{sample}",
