@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trax.jsonio import atomic_path, iter_json_list, read_json, read_json_head
+from trax.jsonio import iter_json_list, read_json, read_json_head, write_text_atomic
 from trax.diarization.annotation import Turn, rttm_turns
 
 #: Palette of the speaker rows (matplotlib's tab10, the colours these figures had as PNGs).
@@ -72,8 +72,7 @@ class _Svg:
                 f'viewBox="0 0 {_num(self.width)} {_num(self.height)}" {FONT}>\n'
                 f'<title>{html.escape(title)}</title>\n<rect width="100%" height="100%" fill="#fff"/>\n'
                 f'{body}\n</svg>\n')
-        with atomic_path(path, suffix=".svg") as tmp:
-            tmp.write_text(page, encoding="utf-8")
+        write_text_atomic(path, page)
 
 
 def _axes(svg: _Svg, left: float, title: str, x_ticks: list[float], x_scale: float, x_label: str) -> None:
@@ -86,8 +85,7 @@ def _axes(svg: _Svg, left: float, title: str, x_ticks: list[float], x_scale: flo
         svg.line(x, bottom, x, bottom + 4)
         svg.text(x, bottom + 17, _tick_label(value))
     svg.text((left + right) / 2, svg.height - 8, x_label)
-    svg.items.append(f'<rect x="{_num(left)}" y="{TOP}" width="{_num(right - left)}" height="{_num(bottom - TOP)}" '
-                     f'fill="none" stroke="#000"/>')
+    svg.rect(left, TOP, right - left, bottom - TOP, "none", ' stroke="#000"')
 
 
 def _visible_spans(spans: Sequence[tuple[float, float]], pixel_s: float) -> list[tuple[float, float]]:
@@ -172,8 +170,7 @@ def preview_html(segments: Sequence[Mapping[str, Any]], total: int, path: str | 
 {body}
 </tbody></table>{note}</body></html>
 """
-    with atomic_path(path, suffix=".html") as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page)
 
 
 def _display_names(transcript: Mapping[str, Any]) -> dict[str, str]:
