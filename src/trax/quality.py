@@ -199,6 +199,9 @@ class QualityModel:
         asr = data["asr"]
         parts = {name: LinearPart.from_dict(data[name]) if data.get(name) else None
                  for name in ("diarization", "diarization_without_transcript")}
+        if parts["diarization"] is not None and not set(parts["diarization"].features) <= set(MERGED_DIARIZATION_FEATURES):
+            # A version-1 model: its only diarization part uses the diarizer's signals.
+            parts = {"diarization": None, "diarization_without_transcript": parts["diarization"]}
         return cls(version=data["version"], sha256=sha256, asr=LinearPart.from_dict(asr),
                    errors_per_flag=float(asr["errors_per_flag"]), interval_z=float(asr["interval_z"]),
                    interval_inflation=float(asr["interval_inflation"]), **parts)
