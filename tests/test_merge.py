@@ -6,10 +6,10 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from trax.errors import TraxError
-from trax.diarization.annotation import Turn, read_rttm
+from trax.diarization.annotation import Turn, read_rttm, rttm_turns
 from trax.jsonio import read_json
 from trax.merge import MergeOptions, merge, merge_files, parse_speaker_names
-from trax.quality import QualityOptions, annotate_merged, load_model
+from trax.quality import QualityOptions, annotate_merged, load_model, uncovered_word_share
 from trax.schemas import validate
 
 
@@ -46,6 +46,16 @@ def test_real_sample_with_reference_rttm(sample_fast_transcript: Path, tmp_path:
     totals = {s["id"]: s for s in merged["speakers"]}
     assert sum(s["words"] for s in totals.values()) == len(words)
     assert 0 < totals["SPEAKER_1"]["mean_confidence"] <= 1
+    # The transcript cross-checks the diarization: the recording's figures and each speaker's
+    # from its own words (the reference RTTM misses little of the transcript's speech).
+    quality = merged["quality"]
+    coverage = uncovered_word_share(words, rttm_turns(SAMPLE_DIR / "sample.rttm"))
+    assert quality["uncovered_word_share"] == coverage.share() is not None and quality["diarization_reason"] is None
+    assert 0.5 < quality["speech_share"] <= 1
+    assert quality["diarization_confidence"] == pytest.approx(1 - quality["estimated_der"], abs=2e-4)
+    for speaker in merged["speakers"]:
+        assert speaker["uncovered_word_share"] == coverage.share(speaker["id"]) is not None
+        assert 0 <= speaker["diarization_confidence"] <= 1
     # Rerun: byte-identical.
     first = out.read_bytes()
     merge_files(str(sample_fast_transcript), str(SAMPLE_DIR / "sample.rttm"), str(out), {},
@@ -65,10 +75,15 @@ def test_nearest_unassigned_overlap_and_breaks() -> None:
         ("zero", 6.8, 6.8),    # zero-length inside B
     )
     merged = merge(transcript, turns, MergeOptions(nearest_tolerance_s=0.5, max_pause_s=1.0))
-    annotate_merged(merged, transcript, None, QualityOptions())
+    annotate_merged(merged, transcript, turns, QualityOptions())
     model = load_model().provenance()
     validate({**merged, "provenance": {"trax_version": "x", "config": {}, "input_sha256": "0" * 64,
                                        "diarization_sha256": "0" * 64, "models": {}, "quality_model": model}}, "merged")
+    # Only "far" lies outside every turn widened by 0.3 s ("ok" ends 0.4 s after A's turn but
+    # starts within 0.3 s of it); it is the unknown speaker's one word.
+    assert merged["quality"]["uncovered_word_share"] == round(1 / 7, 4)
+    assert [(s["id"], s["uncovered_word_share"], s["diarization_confidence"] is None) for s in merged["speakers"]] == [
+        ("SPEAKER_1", 0.0, False), ("SPEAKER_2", 0.0, False), ("unknown", 1.0, True)]
     words = {w["word"]: w for w in _all_words(merged)}
     assert (words["hi"]["speaker"], words["hi"]["assignment"], words["hi"]["overlapped"]) == ("SPEAKER_1", "overlap", False)
     assert (words["there"]["speaker"], words["there"]["overlapped"]) == ("SPEAKER_1", True)

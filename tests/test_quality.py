@@ -14,7 +14,21 @@ from trax.errors import TraxError
 from trax.evaluation import word_errors
 from trax.diarization.annotation import Turn
 from trax.merge import MergeOptions, merge
-from trax.quality import MODEL_PATH, QualityOptions, annotate_merged, expected_errors, load_model, transcript_words
+from trax.quality import (
+    MERGED_DIARIZATION_FEATURES,
+    MODEL_PATH,
+    NO_WORDS_REASON,
+    NOT_DIARIZED_REASON,
+    WORD_MARGIN_S,
+    LinearPart,
+    QualityOptions,
+    annotate_merged,
+    expected_errors,
+    load_model,
+    transcript_words,
+    uncovered_word_share,
+)
+from trax.schemas import validate
 
 
 def test_shipped_model_is_versioned_and_hashed() -> None:
@@ -22,6 +36,15 @@ def test_shipped_model_is_versioned_and_hashed() -> None:
     data = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
     assert model.version == data["version"] and model.sha256 == hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest()
     assert model.errors_per_flag >= 1 and model.interval_inflation >= 1 and model.diarization is not None
+    # merged.json's part cross-checks with the transcript, at the margin it was fitted with;
+    # diarization.json's part (written before any transcript exists) uses the diarizer's signals.
+    assert model.diarization.features == MERGED_DIARIZATION_FEATURES
+    assert data["diarization"]["margin_s"] == WORD_MARGIN_S
+    assert model.diarization_without_transcript is not None
+    assert "uncovered_word_share" not in model.diarization_without_transcript.features
+    # More missed words, less diarized speech: a higher estimated DER (standardized coefficients).
+    coef = dict(zip(model.diarization.features, model.diarization.coef))
+    assert coef["uncovered_word_share"] > 0 > coef["speech_share"]
     # Lower word probability, more expected errors (everything else equal).
     rows = [[p, p, -0.3, 0.01, 1.5, 3.0] for p in (-0.01, -0.7, -2.3, -4.6)]
     errors = expected_errors(model, rows)
@@ -68,16 +91,77 @@ def test_flags_follow_the_configured_thresholds() -> None:
     assert unsure["needs_review"] and "'w10' 0.20" in unsure["review_reason"]
     assert unsure["review_reason"].startswith(f"{unsure['estimated_wer'] * 6:.1f} errors expected in 6 words")
     assert body["quality"]["needs_review"] and body["quality"]["utterances_flagged"] == 1
+    # Not diarized (no turns given): no diarization figure, and why.
     assert body["speakers"][0]["diarization_confidence"] is None and body["quality"]["diarization_confidence"] is None
+    assert body["quality"]["diarization_reason"] == NOT_DIARIZED_REASON
+    assert body["quality"]["uncovered_word_share"] is None and body["quality"]["speech_share"] is None
 
-    # Looser thresholds: nothing flagged; a low diarization confidence is a reason of its own.
-    diarization = {"confidence": {"score": 0.3, "estimated_der": 0.7, "speakers": {"A": 0.3}}}
-    body = merge(transcript, [Turn(0.0, 60.0, "A")], MergeOptions())
+    # Looser thresholds: nothing flagged; a low diarization confidence is a reason of its own. A
+    # model whose estimated DER is the uncovered word share; the one turn covers 6 of the 16 words
+    # (0-2 s, widened to 2.3 s: words 0-5). Word 6 (2.4 s) is still assigned to A (nearest), the
+    # other 9 are unknown.
+    turns = [Turn(0.0, 2.0, "A")]
+    body = merge(transcript, turns, MergeOptions())
     loose = QualityOptions(review_wer=1.0, review_utterance_errors=100.0, review_utterance_wer=1.0)
-    annotate_merged(body, transcript, diarization, loose)
-    assert body["quality"]["utterances_flagged"] == 0
-    assert body["quality"]["reasons"] == ["diarization confidence 0.30 below 0.5"]
-    assert body["speakers"][0]["diarization_confidence"] == 0.3
+    annotate_merged(body, transcript, turns, loose, _uncovered_is_der())
+    quality = body["quality"]
+    assert quality["utterances_flagged"] == 0
+    assert quality["uncovered_word_share"] == 0.625 and quality["estimated_der"] == 0.625
+    assert quality["diarization_confidence"] == 0.375 and quality["diarization_reason"] is None
+    assert quality["speech_share"] == round(2.0 / 60.0, 4)
+    assert quality["reasons"] == ["diarization confidence 0.38 below 0.5"]
+    speaker, unknown = body["speakers"]
+    assert (speaker["words"], speaker["uncovered_word_share"], speaker["diarization_confidence"]) == (7, 0.1429, 0.8571)
+    assert (unknown["id"], unknown["words"], unknown["uncovered_word_share"]) == ("unknown", 9, 1.0)
+    assert unknown["diarization_confidence"] is None
+
+
+def _uncovered_is_der():
+    """The shipped model with a diarization part whose estimated DER is the uncovered word share."""
+    import dataclasses
+
+    part = LinearPart(MERGED_DIARIZATION_FEATURES, (0.0, 0.0), (1.0, 1.0), (1.0, 0.0), 0.0)
+    return dataclasses.replace(load_model(), diarization=part)
+
+
+def _provenance() -> dict:
+    return {"trax_version": "x", "config": {}, "input_sha256": "0" * 64, "diarization_sha256": "0" * 64,
+            "models": {}, "quality_model": load_model().provenance()}
+
+
+def test_no_words_no_diarization_estimate_and_why() -> None:
+    """Nothing to cross-check the diarization with: null figures with the reason, schema-valid."""
+    transcript = _transcript([])
+    turns = [Turn(1.0, 4.0, "A"), Turn(5.0, 9.0, "B")]
+    body = merge(transcript, turns, MergeOptions())
+    annotate_merged(body, transcript, turns, QualityOptions())
+    validate({**body, "provenance": _provenance()}, "merged")
+    quality = body["quality"]
+    assert quality["diarization_confidence"] is None and quality["estimated_der"] is None
+    assert quality["uncovered_word_share"] is None and quality["diarization_reason"] == NO_WORDS_REASON
+    assert quality["speech_share"] == round(7.0 / 60.0, 4) and not quality["needs_review"]
+    assert [(s["diarization_confidence"], s["uncovered_word_share"]) for s in body["speakers"]] == [(None, None)] * 2
+
+
+def test_uncovered_word_share_counts_words_outside_widened_turns() -> None:
+    turns = [Turn(1.0, 2.0, "A"), Turn(1.5, 3.0, "B"), Turn(6.0, 7.0, "A")]
+    words = [
+        {"start": 0.5, "end": 0.6, "speaker": "S1"},   # ends 0.1 s before the widened turn (0.7): uncovered
+        {"start": 0.6, "end": 0.8, "speaker": "S1"},   # overhangs the widened edge: covered
+        {"start": 2.5, "end": 2.9, "speaker": "S2"},   # inside the union of two overlapping turns
+        {"start": 3.3, "end": 3.3, "speaker": "S2"},   # 0-s word on the widened edge: covered
+        {"start": 4.0, "end": 5.0, "speaker": "S2"},   # in the gap (3.3-5.7): uncovered
+        {"start": 7.4, "end": 7.9, "speaker": "S1"},   # after the last widened turn (7.3): uncovered
+    ]
+    coverage = uncovered_word_share(words, turns)
+    assert coverage.spans == [(0.7, 3.3), (5.7, 7.3)]
+    assert (coverage.words, coverage.uncovered, coverage.share()) == (6, 3, 0.5)
+    assert coverage.speakers == {"S1": [3, 2], "S2": [3, 1]}
+    assert (coverage.share("S1"), coverage.share("S2"), coverage.share("nobody")) == (0.6667, 0.3333, None)
+    # A wider margin covers the word in the gap's edge region too; no turns cover nothing.
+    assert uncovered_word_share(words, turns, margin_s=0.8).share() == round(1 / 6, 4)
+    assert uncovered_word_share(words, []).share() == 1.0
+    assert uncovered_word_share([], turns).share() is None
 
 
 def test_candidate_word_features() -> None:

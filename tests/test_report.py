@@ -18,7 +18,8 @@ from trax.evaluation import normalize_text
 from trax.figures import make_figures
 from trax.jsonio import read_json
 from trax.merge import merge_files
-from trax.quality import load_model
+from trax.diarization.annotation import rttm_turns
+from trax.quality import NO_WORDS_REASON, load_model, uncovered_word_share
 from trax.schemas import validate
 
 LJ = BENCH / "coqui-tts-ljspeech"
@@ -265,11 +266,23 @@ def test_quality_estimates_flag_the_noisy_copy_not_the_clean_one(reported) -> No
             assert body["quality"]["estimated_wer"] == pytest.approx(pooled, abs=1e-3)
             low, high = body["quality"]["interval"]
             assert low <= body["quality"]["estimated_wer"] <= high
-        # Diarization confidence: the same figure in both files, per recording and per speaker.
-        assert body["quality"]["diarization_confidence"] == diarization["confidence"]["score"]
+        # Diarization confidence: diarization.json's from the diarizer's signals alone; merged.json's
+        # cross-checked with the transcript (its words outside every diarized turn), per recording
+        # and per speaker (from the speaker's own words), null with the reason without words.
+        quality = body["quality"]
+        coverage = uncovered_word_share([w for u in utterances for w in u["words"]],
+                                        rttm_turns(workflow.result(sample_id, "diarization.rttm")))
+        assert quality["uncovered_word_share"] == coverage.share()
+        assert quality["speech_share"] == pytest.approx(diarization["speech_s"] / diarization["duration"], abs=2e-4)
+        if utterances:
+            assert quality["diarization_reason"] is None
+            assert quality["diarization_confidence"] == pytest.approx(1 - quality["estimated_der"], abs=2e-4)
+        else:
+            assert quality["diarization_confidence"] is None and quality["diarization_reason"] == NO_WORDS_REASON
         for speaker in body["speakers"]:
-            if speaker["label"]:
-                assert speaker["diarization_confidence"] == diarization["confidence"]["speakers"][speaker["label"]]
+            assert speaker["uncovered_word_share"] == coverage.share(speaker["id"])
+            if speaker["label"] and speaker["words"]:
+                assert 0 <= speaker["diarization_confidence"] <= 1
     assert merged["silence"]["quality"]["estimated_wer"] is None and not merged["silence"]["quality"]["needs_review"]
 
     clean, noisy = merged["jfk"]["quality"], merged["jfk_noisy"]["quality"]

@@ -387,8 +387,8 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         output_path: Destination ``merged.json``.
         settings: The ``merge`` config section (recorded in provenance).
         speaker_names: The sample sheet's ``speaker_names`` cell, or None.
-        diarization_path: ``diarization.json`` (its ``confidence`` block and speaker embeddings),
-            or None; needed with a profile store.
+        diarization_path: ``diarization.json`` (its speaker embeddings), or None; needed with a
+            profile store.
         profiles_path: The profile store (``results/speakers/profiles.json``), or None: then no
             speaker is identified (``identification`` and ``global_id`` are null).
         speaker_settings: The ``speakers`` config section (threshold, margin).
@@ -396,7 +396,16 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
             quality fields (:func:`trax.quality.annotate_utterance`, :func:`trax.quality.add_quality`)
             are added either way.
     """
-    from trax.quality import QualityOptions, add_quality, annotate_utterance, load_model, word_errors
+    from trax.quality import (
+        QualityOptions,
+        WordCoverage,
+        add_quality,
+        annotate_utterance,
+        load_model,
+        merged_diarization,
+        speech_share,
+        word_errors,
+    )
     from trax.speakers import ProfileStore, SpeakerOptions, check_same_model, identify_speakers
 
     # Read and written one utterance at a time: this runs in the Snakemake process, which must not
@@ -419,12 +428,17 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
     model = load_model()
     errors = array("d")
     flagged = 0
+    # The transcript cross-checks the diarization: words outside every diarized turn.
+    coverage = WordCoverage.of_turns(turns) if rttm_path is not None else None
 
     def annotate(utterance: dict[str, Any], own_errors: list[float]) -> None:
         nonlocal flagged
         annotate_utterance(utterance, own_errors, quality_options)
         errors.extend(own_errors)
         flagged += utterance["needs_review"]
+        if coverage is not None:
+            for word in utterance["words"]:
+                coverage.add(word["start"], word["end"], word["speaker"])
 
     tally = MergeTally()
     words = word_errors(iter_json_list(transcript_path, "segments"), model)
@@ -433,7 +447,8 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
     def head() -> dict[str, Any]:
         body = _head(transcript, turns, tally, names)
         identify_speakers(body["speakers"], voices, store, speaker_options, names)
-        add_quality(body, errors, flagged, voices or None, quality_options, model)
+        share = speech_share(turns, float(transcript["duration"])) if coverage is not None else None
+        add_quality(body, errors, flagged, merged_diarization(coverage, share, model), quality_options, model)
         if store is not None:
             diarization["profiles_sha256"] = sha256_file(profiles_path)
         body["provenance"] = provenance(

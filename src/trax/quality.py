@@ -20,27 +20,38 @@ or a recording and divided by its word count, that is the estimated WER; an utte
 (the utterances to review) and adds up to recording figures, and it has far more training
 examples (words) than a recording-level model would (recordings).
 
-**Diarization.** The embedded diarizer reports raw signals (:func:`diarization_signals`): how far
-windows lie from their speaker's centroid, and how close they come to a second speaker; the
-diarize stage adds the share of the recording diarized as speech. A ridge regression maps them to
-an estimated DER; ``confidence = 1 - estimated DER``. Per speaker, the same model is applied to
-that speaker's windows. On the 13 dev meeting excerpts only the speech share ranks DER at all
-(missed speech is most of the embedded backend's error there), so the shipped model is mostly that:
-a coarse figure, and ``bench/quality.py`` prints how coarse. The pyannote backend reports no
-signals: its confidence is null, with the reason.
+**Diarization.** Two ridge regressions map a few per-recording figures to an estimated DER;
+``confidence = 1 - estimated DER``.
+
+* ``diarization`` (``merged.json``): the transcript cross-checks the diarization. The share of
+  transcript words that fall outside every diarized speech turn (:func:`uncovered_word_share`,
+  each turn widened by :data:`WORD_MARGIN_S`) is speech the diarizer missed, the largest part of
+  the embedded backend's error on the dev meeting excerpts; with the share of the recording
+  diarized as speech (:data:`MERGED_DIARIZATION_FEATURES`). Computed in the merge step, the first
+  that sees both; per speaker from that speaker's own words (with the recording's speech share).
+  Without transcript words there is nothing to cross-check: the estimate is null, with the reason.
+  It needs no backend signals, so it applies to any backend (it was fitted on the embedded one).
+* ``diarization_without_transcript`` (``diarization.json``, written before any transcript
+  exists): the embedded diarizer's raw signals (:func:`diarization_signals`: how far windows lie
+  from their speaker's centroid, how close they come to a second speaker) and the speech share.
+  Per speaker, the same model is applied to that speaker's windows. It ranks the dev recordings
+  poorly (``bench/quality.py`` prints how poorly); the pyannote backend reports no signals, so
+  there it is null, with the reason.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trax.diarization.annotation import Turn
 from trax.errors import TraxError
 
 #: The shipped model (package data).
@@ -55,6 +66,18 @@ WORD_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob", "segment
 #: recording's, also for each speaker: missed speech is the recording's); the others come from
 #: :func:`diarization_signals`.
 DIARIZATION_FEATURES = ("speech_share", "near_boundary_share", "outlier_share", "compactness", "low_similarity")
+#: Per-recording (and per-speaker) features of the merged diarization model, in the order its JSON
+#: may name them: :func:`uncovered_word_share` and ``speech_share`` (as above).
+MERGED_DIARIZATION_FEATURES = ("uncovered_word_share", "speech_share")
+#: Each diarized turn is widened by this much (seconds) on both sides before a word counts as
+#: outside it: Whisper's word times and the diarizer's turn edges are each off by a few tenths of
+#: a second, and a word that merely overhangs a turn's edge is not missed speech. 0.3 s; 0.2, 0.5
+#: and 0.8 s rank the dev recordings about as well (``bench/quality.py`` prints the table).
+WORD_MARGIN_S = 0.3
+#: Why a merged diarization estimate is null.
+NO_WORDS_REASON = "no words to cross-check the diarization"
+NOT_DIARIZED_REASON = "not diarized (diarize.enabled is false)"
+NO_MODEL_REASON = "the quality model has no diarization part"
 
 #: Word probabilities are floored here before the log: Whisper reports 0.0 for some words, and
 #: below 1e-3 the difference carries no information.
@@ -156,7 +179,10 @@ class QualityModel:
         interval_inflation: Factor on the binomial standard deviation of a recording's error
             count, fitted so that the leave-one-out intervals cover their measured WER at the
             nominal rate (word errors cluster, so the binomial spread alone is too narrow).
-        diarization: Linear model of a recording's DER, or None when none was fitted.
+        diarization: Linear model of a recording's DER from the transcript's cross-check
+            (:data:`MERGED_DIARIZATION_FEATURES`; ``merged.json``), or None when none was fitted.
+        diarization_without_transcript: Linear model of a recording's DER from the diarizer's
+            own signals (:data:`DIARIZATION_FEATURES`; ``diarization.json``), or None.
     """
 
     version: str
@@ -166,15 +192,19 @@ class QualityModel:
     interval_z: float
     interval_inflation: float
     diarization: LinearPart | None
+    diarization_without_transcript: LinearPart | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], sha256: str = "") -> QualityModel:
         asr = data["asr"]
-        diarization = data.get("diarization")
+        parts = {name: LinearPart.from_dict(data[name]) if data.get(name) else None
+                 for name in ("diarization", "diarization_without_transcript")}
+        if parts["diarization"] is not None and not set(parts["diarization"].features) <= set(MERGED_DIARIZATION_FEATURES):
+            # A version-1 model: its only diarization part uses the diarizer's signals.
+            parts = {"diarization": None, "diarization_without_transcript": parts["diarization"]}
         return cls(version=data["version"], sha256=sha256, asr=LinearPart.from_dict(asr),
                    errors_per_flag=float(asr["errors_per_flag"]), interval_z=float(asr["interval_z"]),
-                   interval_inflation=float(asr["interval_inflation"]),
-                   diarization=LinearPart.from_dict(diarization) if diarization else None)
+                   interval_inflation=float(asr["interval_inflation"]), **parts)
 
     def provenance(self) -> dict[str, str]:
         return {"version": self.version, "sha256": self.sha256}
@@ -362,17 +392,24 @@ def diarization_signals(similarity: Any, labels: Any, cluster_threshold: float) 
             "speakers": {f"S{k}": dict(summary(labels == k)) for k in range(similarity.shape[1])}}
 
 
-def diarization_estimate(model: QualityModel, signals: dict[str, Any]) -> float | None:
-    """Estimated DER (clipped to [0, 1]) from one set of signals; None without a model or windows."""
-    if model.diarization is None or not signals.get("windows"):
-        return None
-    value = float(model.diarization.score([[float(signals[f]) for f in model.diarization.features]])[0])
+def der_estimate(part: LinearPart, values: Mapping[str, float]) -> float:
+    """Estimated DER (clipped to [0, 1]) of one diarization part from the features it names."""
+    value = float(part.score([[float(values[f]) for f in part.features]])[0])
     return round(min(max(value, 0.0), 1.0), DIGITS)
+
+
+def diarization_estimate(model: QualityModel, signals: dict[str, Any]) -> float | None:
+    """Estimated DER from one set of diarizer signals (the ``diarization_without_transcript``
+    part); None without that part or without windows."""
+    if model.diarization_without_transcript is None or not signals.get("windows"):
+        return None
+    return der_estimate(model.diarization_without_transcript, signals)
 
 
 def diarization_confidence(signals: dict[str, Any] | None, renamed: dict[str, str], speech_share: float,
                            model: QualityModel | None = None) -> dict[str, Any]:
-    """The ``confidence`` block of ``diarization.json``.
+    """The ``confidence`` block of ``diarization.json`` (the ``diarization_without_transcript``
+    part: no transcript exists yet when the diarize stage writes it).
 
     Args:
         signals: What the backend reported (:func:`diarization_signals`), or None when the backend
@@ -406,23 +443,167 @@ def diarization_confidence(signals: dict[str, Any] | None, renamed: dict[str, st
     }
 
 
+# --- diarization cross-checked by the transcript ------------------------------------------------
+
+@dataclass
+class WordCoverage:
+    """Transcript words inside and outside the diarized speech, for the recording and per speaker.
+
+    Build it with :meth:`of_turns`, then :meth:`add` every word (in any order); or call
+    :func:`uncovered_word_share`. A word is *uncovered* when its time (``start`` to ``end``; a
+    0-s word: its instant) shares nothing with any diarized turn widened by ``margin_s`` on both
+    sides: the transcript heard speech where the diarizer found none. Words are counted, not
+    timed: Whisper reports some words 0 s long, and a missed short word is as much missed
+    speech as a long one for this purpose.
+
+    Attributes:
+        spans: The union of the widened turns, sorted and disjoint.
+        margin_s: How much each turn was widened (seconds).
+        words: Words added.
+        uncovered: Of those, how many lie outside every span.
+        speakers: Speaker -> ``[words, uncovered]`` of the words assigned to it.
+    """
+
+    spans: list[tuple[float, float]]
+    margin_s: float = WORD_MARGIN_S
+    words: int = 0
+    uncovered: int = 0
+    speakers: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of_turns(cls, turns: Iterable[Turn], margin_s: float = WORD_MARGIN_S) -> WordCoverage:
+        """An empty count against ``turns`` widened by ``margin_s`` seconds on both sides."""
+        spans: list[tuple[float, float]] = []
+        for start, end in sorted((t.start - margin_s, t.end + margin_s) for t in turns):
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+            else:
+                spans.append((start, end))
+        return cls(spans=spans, margin_s=margin_s)
+
+    def covers(self, start: float, end: float) -> bool:
+        """Whether ``start``..``end`` shares time with a span (touching counts for 0-s words)."""
+        index = bisect.bisect_right(self.spans, (start, math.inf)) - 1  # last span starting at or before start
+        if index >= 0 and self.spans[index][1] >= start:
+            return True
+        return index + 1 < len(self.spans) and self.spans[index + 1][0] <= end
+
+    def add(self, start: float, end: float, speaker: str | None = None) -> None:
+        """Count one word (``speaker``: who it was assigned to, or None)."""
+        missed = not self.covers(float(start), float(end))
+        self.words += 1
+        self.uncovered += missed
+        if speaker is not None:
+            counts = self.speakers.setdefault(speaker, [0, 0])
+            counts[0] += 1
+            counts[1] += missed
+
+    def share(self, speaker: str | None = None) -> float | None:
+        """Share of the recording's (or ``speaker``'s) words that are uncovered; None without words."""
+        words, uncovered = self.speakers.get(speaker, [0, 0]) if speaker is not None else (self.words, self.uncovered)
+        return round(uncovered / words, DIGITS) if words else None
+
+
+def uncovered_word_share(words: Iterable[Mapping[str, Any]], turns: Iterable[Turn],
+                         margin_s: float = WORD_MARGIN_S) -> WordCoverage:
+    """How many of ``words`` fall outside every turn of ``turns`` (see :class:`WordCoverage`).
+
+    Args:
+        words: Words with ``start`` and ``end`` (seconds) and optionally ``speaker`` (a
+            ``merged.json`` word: then they are also counted per speaker).
+        turns: The diarization.
+        margin_s: Each turn is widened by this much on both sides (:data:`WORD_MARGIN_S`).
+
+    Returns:
+        The counts; ``.share()`` is the recording's uncovered word share.
+    """
+    coverage = WordCoverage.of_turns(turns, margin_s)
+    for word in words:
+        coverage.add(word["start"], word["end"], word.get("speaker"))
+    return coverage
+
+
+def speech_share(turns: Iterable[Turn], duration: float) -> float:
+    """Diarized speech (the union of the turns) over the recording's duration, at most 1; 0 when
+    the recording has no duration."""
+    if duration <= 0:
+        return 0.0
+    spans = WordCoverage.of_turns(turns, margin_s=0.0).spans
+    return round(min(sum(end - start for start, end in spans) / duration, 1.0), DIGITS)
+
+
+@dataclass(frozen=True)
+class MergedDiarization:
+    """The diarization estimate of ``merged.json`` (the ``diarization`` part of the model).
+
+    Attributes:
+        score: 1 - estimated DER, or None (``reason`` says why).
+        estimated_der: The recording's estimated DER, or None.
+        uncovered_word_share: :func:`uncovered_word_share` of the recording, or None.
+        speech_share: Diarized speech over the recording's duration, or None when not diarized.
+        reason: Why the estimate is null, else None.
+        speakers: Speaker -> ``(score, uncovered_word_share)``; both None for a speaker without
+            words.
+    """
+
+    score: float | None
+    estimated_der: float | None
+    uncovered_word_share: float | None
+    speech_share: float | None
+    reason: str | None
+    speakers: dict[str, tuple[float | None, float | None]]
+
+
+def merged_diarization(coverage: WordCoverage | None, share: float | None,
+                       model: QualityModel) -> MergedDiarization:
+    """Estimate the diarization's DER from the transcript's cross-check.
+
+    Args:
+        coverage: The transcript's words counted against the diarized turns (per speaker: the
+            words merge assigned to it), or None when the recording was not diarized.
+        share: Diarized speech over the recording's duration (:func:`speech_share`); the
+            recording's also for each speaker (missed speech is the recording's).
+        model: The quality model (its ``diarization`` part).
+    """
+    if coverage is None or share is None:
+        return MergedDiarization(None, None, None, None, NOT_DIARIZED_REASON, {})
+    uncovered = coverage.share()
+    part = model.diarization
+    reason = NO_WORDS_REASON if uncovered is None else NO_MODEL_REASON if part is None else None
+
+    def estimate(value: float | None) -> float | None:
+        if value is None or part is None:
+            return None
+        return der_estimate(part, {"uncovered_word_share": value, "speech_share": share})
+
+    speakers = {}
+    for speaker in coverage.speakers:
+        der = estimate(coverage.share(speaker))
+        speakers[speaker] = (None if der is None else round(1.0 - der, DIGITS), coverage.share(speaker))
+    der = estimate(uncovered)
+    return MergedDiarization(score=None if der is None else round(1.0 - der, DIGITS), estimated_der=der,
+                             uncovered_word_share=uncovered, speech_share=round(share, DIGITS), reason=reason,
+                             speakers=speakers)
+
+
 # --- merged.json ---------------------------------------------------------------------------------
 
 def _percent(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], diarization: dict[str, Any] | None,
+def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], turns: Sequence[Turn] | None,
                     options: QualityOptions, model: QualityModel | None = None) -> None:
     """Add the quality fields to a ``merged.json`` body in place.
 
     Every utterance gets ``confidence`` (1 - its estimated WER) and ``needs_review`` with
-    ``review_reason``; every speaker ``diarization_confidence``; the body a top-level ``quality``
-    block. ``body``'s words must be ``transcript``'s non-empty words in order (what
-    :func:`trax.merge.merge` builds).
+    ``review_reason``; every speaker ``diarization_confidence`` and ``uncovered_word_share``; the
+    body a top-level ``quality`` block. ``body``'s words must be ``transcript``'s non-empty words
+    in order (what :func:`trax.merge.merge` builds from ``turns``; None: not diarized).
     """
     model = model or load_model()
     errors = [error for _, error in word_errors(transcript.get("segments", []), model)]
+    coverage = WordCoverage.of_turns(turns) if turns is not None else None
     cursor = 0
     flagged = 0
     for utterance in body["utterances"]:
@@ -430,10 +611,14 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], diarizatio
         annotate_utterance(utterance, errors[cursor : cursor + count], options)
         cursor += count
         flagged += utterance["needs_review"]
+        if coverage is not None:
+            for word in utterance["words"]:
+                coverage.add(word["start"], word["end"], word["speaker"])
     if cursor != len(errors):
         raise TraxError(body.get("sample_id", "merged.json"),
                         f"quality: {len(errors)} transcript words but {cursor} merged words")
-    add_quality(body, errors, flagged, diarization, options, model)
+    share = speech_share(turns, float(body.get("duration") or 0.0)) if turns is not None else None
+    add_quality(body, errors, flagged, merged_diarization(coverage, share, model), options, model)
 
 
 def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], options: QualityOptions) -> None:
@@ -446,25 +631,26 @@ def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], optio
     utterance["review_reason"] = _utterance_reason(utterance, sum(errors), options) if utterance["needs_review"] else None
 
 
-def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, diarization: dict[str, Any] | None,
+def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, diarization: MergedDiarization,
                 options: QualityOptions, model: QualityModel) -> None:
-    """Add the recording's ``quality`` block and each speaker's ``diarization_confidence`` to a
-    ``merged.json`` body (its utterances may be elsewhere: only speakers are read).
+    """Add the recording's ``quality`` block and each speaker's ``diarization_confidence`` and
+    ``uncovered_word_share`` to a ``merged.json`` body (its utterances may be elsewhere: only
+    speakers are read).
 
     Args:
         body: The body; its ``speakers`` are annotated.
         errors: Expected errors of every word of the recording, in order.
         flagged: How many utterances need review.
-        diarization: ``diarization.json`` (its ``confidence`` block), or None.
+        diarization: The transcript's cross-check of the diarization (:func:`merged_diarization`).
         options: Review thresholds.
         model: The quality model.
     """
     estimate = estimate_wer(model, errors)
-    confidence = (diarization or {}).get("confidence") or {}
-    by_label = confidence.get("speakers") or {}
     for speaker in body["speakers"]:
-        speaker["diarization_confidence"] = by_label.get(speaker["label"]) if speaker["label"] else None
-    score = confidence.get("score")
+        score, uncovered = diarization.speakers.get(speaker["id"], (None, None))
+        speaker["diarization_confidence"] = score if speaker["label"] else None
+        speaker["uncovered_word_share"] = uncovered
+    score = diarization.score
     reasons = []
     if estimate.estimated_wer is not None and estimate.estimated_wer > options.review_wer:
         reasons.append(f"estimated WER {_percent(estimate.estimated_wer)} above {_percent(options.review_wer)}")
@@ -474,7 +660,10 @@ def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, dia
         "estimated_wer": estimate.estimated_wer,
         "interval": list(estimate.interval) if estimate.interval else None,
         "diarization_confidence": score,
-        "estimated_der": confidence.get("estimated_der"),
+        "estimated_der": diarization.estimated_der,
+        "uncovered_word_share": diarization.uncovered_word_share,
+        "speech_share": diarization.speech_share,
+        "diarization_reason": diarization.reason,
         "needs_review": bool(reasons),
         "reasons": reasons,
         "utterances_flagged": flagged,
