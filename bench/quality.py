@@ -11,8 +11,8 @@ Usage::
 files, 454 reference words), each also with white noise added at 10 dB and 0 dB SNR (seeded), so
 the model sees transcripts from easy to hard: 78 recordings in 26 groups. Every recording is
 decoded exactly as the workflow's default ``transcribe_fast`` does (``trax.transcribe.transcribe_wav``
-with config/config.yaml's settings: tiny.en, batched VAD-first decoding). Each word's measured
-errors come from ``trax.evaluation.word_errors`` (Whisper-normalized, jiwer-aligned); its features
+with config/config.yaml's settings: tiny.en, beam 3; each clip fits one window, so the sequential
+decoder). Each word's measured errors come from ``trax.evaluation.word_errors`` (Whisper-normalized, jiwer-aligned); its features
 from ``trax.quality.transcript_words``. The model is an L2 logistic regression of "word carries an
 error" (Newton's method in numpy: deterministic), times errors per erroneous word.
 
@@ -822,7 +822,8 @@ def main() -> None:
     if args.write:
         asr = fit_asr(recordings, inflation, features)
         asr["fitted_on"] = (f"{len(recordings)} recordings: trax.benchdata.wer_items clean and with white noise "
-                            f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, batched)")
+                            f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, beam 3; sequential: "
+                            f"each clip fits one window)")
         model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality.py; fitted by "
                  "bench/quality.py --write", "asr": asr, **diarization}
         MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
