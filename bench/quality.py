@@ -400,7 +400,7 @@ def print_asr(rows: list[dict], inflation: float) -> None:
     print("| review_utterance_errors | review_utterance_wer | "
           + " | ".join(f"{label} flagged % | {label} errors caught %" for label, _ in sets) + " |")
     print("|---|---|" + "---|---|" * len(sets))
-    grid = [(errors, wer) for wer in (0.2, 0.3, 0.5) for errors in (math.inf, 1.0, 1.25, 1.5, 2.0, 3.0)]
+    grid = [(errors, wer) for wer in (0.1, 0.15, 0.2, 0.3, 0.5) for errors in (math.inf, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0)]
     for min_errors, max_wer in grid:
         cells = []
         for _, keep in sets:

@@ -42,9 +42,10 @@ def test_shipped_model_is_versioned_and_hashed() -> None:
     assert data["diarization"]["margin_s"] == WORD_MARGIN_S
     assert model.diarization_without_transcript is not None
     assert "uncovered_word_share" not in model.diarization_without_transcript.features
-    # More missed words, less diarized speech: a higher estimated DER (standardized coefficients).
+    # Less diarized speech: a higher estimated DER; missed words never lower it (standardized
+    # coefficients; the uncovered share is 0 on every dev excerpt, so its weight may be exactly 0).
     coef = dict(zip(model.diarization.features, model.diarization.coef))
-    assert coef["uncovered_word_share"] > 0 > coef["speech_share"]
+    assert coef["uncovered_word_share"] >= 0 > coef["speech_share"]
     # Lower word probability, more expected errors (everything else equal).
     rows = [[p, p, -0.3, 0.01, 1.5, 3.0] for p in (-0.01, -0.7, -2.3, -4.6)]
     errors = expected_errors(model, rows)

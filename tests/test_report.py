@@ -273,7 +273,9 @@ def test_quality_estimates_flag_the_noisy_copy_not_the_clean_one(reported) -> No
         coverage = uncovered_word_share([w for u in utterances for w in u["words"]],
                                         rttm_turns(workflow.result(sample_id, "diarization.rttm")))
         assert quality["uncovered_word_share"] == coverage.share()
-        assert quality["speech_share"] == pytest.approx(diarization["speech_s"] / diarization["duration"], abs=2e-4)
+        # At most 1: the last turn may end a rounding step after the audio does.
+        assert quality["speech_share"] == pytest.approx(min(diarization["speech_s"] / diarization["duration"], 1.0),
+                                                        abs=2e-4)
         if utterances:
             assert quality["diarization_reason"] is None
             assert quality["diarization_confidence"] == pytest.approx(1 - quality["estimated_der"], abs=2e-4)

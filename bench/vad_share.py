@@ -1,0 +1,95 @@
+"""What one shared VAD pass could save: Silero VAD's cost in transcribe_fast and in diarize.
+
+Usage::
+
+    .venv/bin/python bench/vad_share.py [--repeats 3]
+
+Both stages run faster-whisper's Silero VAD (v6, ONNX, one thread) on the same normalized audio,
+with their own settings: ``transcribe_fast`` (threshold 0.5, 160 ms silences, 400 ms pad) before
+batched decoding, or before deciding that a clip of one window goes to the sequential decoder; the
+embedded diarizer (0.3, 300 ms, 300 ms) before embedding. The network's per-frame speech
+probabilities do not depend on those settings, only the regions drawn from them do, so one pass
+could serve both stages without changing either's output (DER and WER the same by construction).
+This measures what that pass costs, per stage, so the saving can be weighed against a new file
+contract (a probabilities file written by normalize, read by both stages).
+
+Rows (medians of ``--repeats``): ``probabilities`` = the network alone over the audio;
+``transcriber regions`` / ``diarizer regions`` = ``get_speech_timestamps`` with each stage's
+settings (network + drawing regions). Inputs: bench/end_to_end.py's 5-minute recording and the
+26 dev clips (bench/fast_pass.py's normalized copies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from end_to_end import build_recording  # noqa: E402
+from fast_pass import _normalized  # noqa: E402
+
+from trax.benchdata import wer_items  # noqa: E402
+
+
+def median_seconds(action, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import numpy as np
+    from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
+
+    from trax.diarization.embedded import EmbeddedOptions, speech_regions
+    from trax.transcribe import TranscribeOptions, load_wav
+
+    five = build_recording(REPO / "bench" / "out" / "five_minutes.wav")
+    items = wer_items()
+    wavs = _normalized([i.path for i in items], REPO / "bench" / "out" / "fast_pass")
+    inputs = {"5-minute recording": [load_wav(five)], f"{len(items)} dev clips": [load_wav(wavs[i.path]) for i in items]}
+    transcriber = VadOptions(**TranscribeOptions().vad_parameters())
+    diarizer = EmbeddedOptions()
+    model = get_vad_model()
+    get_speech_timestamps(inputs["5-minute recording"][0][:16000], transcriber)  # session warm
+
+    print(f"Silero VAD v6 (faster-whisper, ONNX, 1 thread); load average {os.getloadavg()[0]:.1f} at start; "
+          f"medians of {args.repeats}")
+    print(f"| input | audio s | probabilities s | transcriber regions s | diarizer regions s | "
+          f"share of audio time % |")
+    print("|---|---|---|---|---|---|")
+    for name, audios in inputs.items():
+        seconds = sum(len(a) for a in audios) / 16000
+
+        def probabilities() -> None:
+            for audio in audios:
+                model(np.pad(audio, (0, 512 - len(audio) % 512)))  # as get_speech_timestamps pads
+
+        def transcriber_regions() -> None:
+            for audio in audios:
+                get_speech_timestamps(audio, transcriber)
+
+        def diarizer_regions() -> None:
+            for audio in audios:
+                speech_regions(audio, diarizer)
+
+        p, t, d = (median_seconds(f, args.repeats) for f in (probabilities, transcriber_regions, diarizer_regions))
+        print(f"| {name} | {seconds:.1f} | {p:.3f} | {t:.3f} | {d:.3f} | {100 * t / seconds:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
