@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import JFK, JFK_TEXT, ffmpeg, jobs_planned, result_tree
+from conftest import BENCH, JFK, JFK_TEXT, ffmpeg, jobs_planned, result_tree
 from trax.evaluation import normalize_text
 from trax.jsonio import read_json
 from trax.transcribe import TranscribeOptions, load_wav, load_whisper, pin_blas_threads, resolve_whisper, transcribe_audio
@@ -74,6 +76,26 @@ def test_sequential_decoder_drops_repetition_loops_and_says_why(non_speech) -> N
     loop = next(d for d in dropped if d.reason == "repetition")
     assert loop.compression_ratio > options.max_compression_ratio
     assert "compression ratio" in loop.detail
+
+
+def test_one_window_of_speech_takes_the_sequential_decoder(non_speech) -> None:
+    """``sequential_max_s``: speech that fits one window is decoded sequentially, longer audio in
+    batches, and audio without speech never reaches a decoder."""
+    pin_blas_threads()
+    options = TranscribeOptions(beam_size=3)
+    model = load_whisper(resolve_whisper(options.model), options)
+    jfk = load_wav(BENCH / "faster-whisper" / "jfk.16k.wav")  # 11 s
+
+    def decode(audio: np.ndarray, chosen: TranscribeOptions):
+        return transcribe_audio(model, audio, chosen)[:2]
+
+    # The two decoders give different segments for both inputs, so each equality pins the route.
+    assert decode(jfk, options) == decode(jfk, replace(options, batch_size=0))
+    three = np.concatenate([jfk, jfk, jfk])  # 33 s: over one window
+    assert decode(three, options) == decode(three, replace(options, sequential_max_s=0))
+    # The tone has no speech for the VAD: nothing decoded, so nothing dropped either (the
+    # sequential decoder would have decoded it into a repetition loop and dropped that).
+    assert decode(load_wav(non_speech["tone"]), options) == ([], [])
 
 
 def test_transcripts_only_without_diarization(make_workflow) -> None:
