@@ -12,8 +12,8 @@ files, 454 reference words), each also with white noise added at 10 dB and 0 dB 
 the model sees transcripts from easy to hard: 78 recordings in 26 groups. Every recording is
 decoded exactly as the workflow's default ``transcribe_fast`` does (``trax.transcribe.transcribe_wav``
 with config/config.yaml's settings: tiny.en, beam 3; each clip fits one window, so the sequential
-decoder). Each word's measured errors come from ``trax.evaluation.word_errors`` (Whisper-normalized, jiwer-aligned); its features
-from ``trax.quality.transcript_words``. The model is an L2 logistic regression of "word carries an
+decoder). Each word's measured errors come from ``trax.evaluation.word_errors``
+(Whisper-normalized, jiwer-aligned); its features from ``trax.quality.transcript_words``. The model is an L2 logistic regression of "word carries an
 error" (Newton's method in numpy: deterministic), times errors per erroneous word.
 
 Leave-one-recording-out: every figure below comes from a model fitted *without* the recording's

@@ -33,6 +33,14 @@ def non_speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="module")
+def tiny_en() -> object:
+    """tiny.en as the workflow loads it (int8, 2 threads), loaded once for this module."""
+    pin_blas_threads()
+    options = TranscribeOptions()
+    return load_whisper(resolve_whisper(options.model), options)
+
+
 def test_non_speech_gives_no_words_and_outputs_are_byte_identical(make_workflow, non_speech, tmp_path) -> None:
     inputs = [str(JFK), *map(str, non_speech.values())]
     served = make_workflow(inputs, name="served")
@@ -63,13 +71,11 @@ def test_non_speech_gives_no_words_and_outputs_are_byte_identical(make_workflow,
     assert "Nothing to be done" in served.run("--dry-run").output
 
 
-def test_sequential_decoder_drops_repetition_loops_and_says_why(non_speech) -> None:
+def test_sequential_decoder_drops_repetition_loops_and_says_why(non_speech, tiny_en) -> None:
     """Without VAD, Whisper fills a pure tone with a looping sentence; the filter drops it."""
-    pin_blas_threads()
     options = TranscribeOptions(batch_size=0)
-    model = load_whisper(resolve_whisper(options.model), options)
     tone = load_wav(non_speech["tone"])  # generated at 16 kHz mono s16, as normalize writes
-    segments, dropped, _, _ = transcribe_audio(model, tone, options)
+    segments, dropped, _, _ = transcribe_audio(tiny_en, tone, options)
     assert segments == []
     assert dropped, "the tone decoded to nothing at all: the filter was not exercised"
     assert {d.reason for d in dropped} <= {"repetition", "no_speech"}
@@ -78,16 +84,14 @@ def test_sequential_decoder_drops_repetition_loops_and_says_why(non_speech) -> N
     assert "compression ratio" in loop.detail
 
 
-def test_one_window_of_speech_takes_the_sequential_decoder(non_speech) -> None:
+def test_one_window_of_speech_takes_the_sequential_decoder(non_speech, tiny_en) -> None:
     """``sequential_max_s``: speech that fits one window is decoded sequentially, longer audio in
     batches, and audio without speech never reaches a decoder."""
-    pin_blas_threads()
     options = TranscribeOptions(beam_size=3)
-    model = load_whisper(resolve_whisper(options.model), options)
     jfk = load_wav(BENCH / "faster-whisper" / "jfk.16k.wav")  # 11 s
 
     def decode(audio: np.ndarray, chosen: TranscribeOptions):
-        return transcribe_audio(model, audio, chosen)[:2]
+        return transcribe_audio(tiny_en, audio, chosen)[:2]
 
     # The two decoders give different segments for both inputs, so each equality pins the route.
     assert decode(jfk, options) == decode(jfk, replace(options, batch_size=0))

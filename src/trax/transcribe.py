@@ -18,7 +18,7 @@ from trax import progress
 from trax.errors import TraxError
 from trax.jsonio import write_json_atomic
 from trax.manager import ModelKey
-from trax.media import audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
+from trax.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.models import ModelSource, resolve_whisper
 from trax.protocol import ServerSettings
 from trax.provenance import provenance, sha256_file
@@ -61,7 +61,7 @@ class TranscribeOptions:
             the batched path, which decodes nothing). Such audio fits one 30 s window, so there is
             nothing to batch; the sequential decoder sees the clip with its own pauses and predicts
             timestamps, and made 22 instead of 25 errors on the dev set (454 words, every clip
-            single-window) for ~0.14 s more per clip (``bench/fast_pass.py``). 0 = always batched.
+            single-window) for ~0.1 s more per clip (``bench/fast_pass.py``). 0 = always batched.
         vad_filter: Skip non-speech with Silero VAD before decoding (sequential path only; the
             batched path always runs VAD).
         vad_threshold: Silero speech probability above which a 32 ms frame is speech.
@@ -378,7 +378,7 @@ def transcribe_audio(
 def _sequential_suits(audio: np.ndarray, options: TranscribeOptions) -> bool:
     """Whether audio the batched decoder would get goes to the sequential one instead (see
     ``TranscribeOptions.sequential_max_s``): short enough, and with speech in it."""
-    if len(audio) > options.sequential_max_s * 16000:
+    if len(audio) > options.sequential_max_s * SAMPLE_RATE:
         return False
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
