@@ -3,9 +3,11 @@ progress on the console."""
 
 import csv
 import json
+import logging
 import re
 import subprocess
 import sys
+import threading
 import wave
 from pathlib import Path
 
@@ -155,6 +157,34 @@ def test_clean_file_has_no_decode_warnings_and_long_files_can_be_refused(tmp_pat
     with pytest.raises(TraxError, match=r"over the 10 s limit \(normalize.max_duration_s"):
         normalize(str(JFK), tmp_path / "b.wav", tmp_path / "b.json", "jfk", NormalizeOptions(max_duration_s=10))
     assert not (tmp_path / "b.wav").exists()
+
+
+def test_console_line_waits_for_a_handler_halfway_through_its_line(tmp_path: Path) -> None:
+    """A job in a thread of the Snakemake process shares its stderr with Snakemake's handler, which
+    writes a message and its newline in two calls (CI once saw ``Execute 1 jobs...trax: …``)."""
+    shown = tmp_path / "console.txt"
+    with open(shown, "w", encoding="utf-8") as stream:
+        handler = logging.StreamHandler(stream)
+        logger = logging.getLogger("test_long.snakemake_like")
+        logger.addHandler(handler)
+        console.attach(stream)
+        try:
+            handler.acquire()  # what Handler.handle holds while Snakemake's emit writes its two parts
+            stream.write("Execute 1 jobs...")
+            stream.flush()
+            job = threading.Thread(target=console.line, args=("trax: jfk: done",))
+            job.start()
+            job.join(timeout=0.5)
+            waited = job.is_alive()
+            stream.write("\n")
+            stream.flush()
+            handler.release()
+            job.join()
+        finally:
+            console.attach(None)
+            logger.removeHandler(handler)
+    assert waited
+    assert shown.read_text().splitlines() == ["Execute 1 jobs...", "trax: jfk: done"]
 
 
 PROGRESS = re.compile(r"trax: (?P<id>\w+): (?P<stage>transcribe|diarize) (\d+:)?\d+:\d\d of (\d+:)?\d+:\d\d audio "

@@ -4,16 +4,21 @@ A Snakemake job's stderr is its log file (:func:`trax.step.run_step` redirects i
 user must see while a run goes on is also written to the terminal, through the copy of the
 original stderr that ``run_step`` keeps and hands to :func:`attach`. Each line goes out in one
 ``write`` call of less than ``PIPE_BUF`` (4096) bytes, so lines of jobs running side by side never
-mix, and each names its recording (``trax: <id>: …``), so they can be told apart.
+mix, and each names its recording (``trax: <id>: …``), so they can be told apart. A job running in
+a thread of the Snakemake process shares that process's stderr with Snakemake's own log handler,
+which writes a message and its newline in two calls; the line waits for that handler's lock, so it
+never lands between the two.
 
 Outside a job (tests, the library used directly) nothing is attached and lines go to the log only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import TextIO
 
 log = logging.getLogger("trax")
@@ -57,11 +62,27 @@ def line(text: str, level: int = logging.INFO) -> None:
     data = (text.replace("\n", " ") + "\n").encode("utf-8", "replace")
     if len(data) > MAX_LINE_BYTES:
         data = data[: MAX_LINE_BYTES - 4] + b"...\n"
-    try:
-        stream.flush()
-        os.write(stream.fileno(), data)
-    except (OSError, ValueError):  # a closed terminal must not fail the job
-        pass
+    with _handlers_writing_to(stream):
+        try:
+            stream.flush()
+            os.write(stream.fileno(), data)
+        except (OSError, ValueError):  # a closed terminal must not fail the job
+            pass
+
+
+@contextlib.contextmanager
+def _handlers_writing_to(stream: TextIO) -> Iterator[None]:
+    """Hold the lock of every logging handler that writes to ``stream`` (Snakemake's console
+    handler, when the job runs in its process), so none is halfway through a line meanwhile."""
+    loggers = [logging.getLogger(), *(item for item in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(item, logging.Logger))]
+    handlers = {id(handler): handler for logger in loggers for handler in logger.handlers
+                if getattr(handler, "stream", None) is stream and handler.lock is not None}
+    with contextlib.ExitStack() as held:
+        for _, handler in sorted(handlers.items()):
+            handler.acquire()
+            held.callback(handler.release)
+        yield
 
 
 def warn(subject: object, message: str) -> None:
