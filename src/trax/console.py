@@ -57,8 +57,12 @@ def line(text: str, level: int = logging.INFO) -> None:
     """Write one whole line to the console (when attached) and to the log."""
     log.log(level, text)
     stream = _stream()
-    if stream is None:
-        return
+    if stream is not None:
+        write(stream, text)
+
+
+def write(stream: TextIO, text: str) -> None:
+    """Write ``text`` to ``stream`` as one whole line, in one ``write`` call."""
     data = (text.replace("\n", " ") + "\n").encode("utf-8", "replace")
     if len(data) > MAX_LINE_BYTES:
         data = data[: MAX_LINE_BYTES - 4] + b"...\n"

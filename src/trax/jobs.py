@@ -114,7 +114,7 @@ def run_job(log_path: str, function: str, /, subject: str | None = None, **kwarg
             # returned now, so the next job's peak does not sit on top of it.
             release_free_memory()
         print(line, file=log_file)
-        print(line, file=sys.stderr, flush=True)
+        console.write(sys.stderr, line)
         # Not the line again: Snakemake prints the exception's message under its own error block.
         raise JobFailed(f"see {log_path}")
 
