@@ -78,9 +78,10 @@ def write(stream: TextIO, text: str) -> None:
 def _handlers_writing_to(stream: TextIO) -> Iterator[None]:
     """Hold the lock of every logging handler that writes to ``stream`` (Snakemake's console
     handler, when the job runs in its process), so none is halfway through a line meanwhile."""
-    loggers = [logging.getLogger(), *(item for item in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(item, logging.Logger))]
-    handlers = {id(handler): handler for logger in loggers for handler in logger.handlers
+    # list() copies in one C call, so another thread creating a logger cannot change it midway.
+    registered = list(logging.Logger.manager.loggerDict.values())
+    loggers = [logging.getLogger(), *(item for item in registered if isinstance(item, logging.Logger))]
+    handlers = {id(handler): handler for logger in loggers for handler in list(logger.handlers)
                 if getattr(handler, "stream", None) is stream and handler.lock is not None}
     with contextlib.ExitStack() as held:
         for _, handler in sorted(handlers.items()):
