@@ -1,7 +1,6 @@
 """Long recordings and what a user sees: bounded pieces, chunked clustering, damaged media, and
 progress on the console."""
 
-import csv
 import json
 import logging
 import re
@@ -17,6 +16,7 @@ import pytest
 from conftest import BENCH, JFK, SAMPLE_DIR, ffmpeg
 from trax import console
 from trax.errors import TraxError
+from trax.jobs import PEAK_RSS_LOG
 from trax.jsonio import read_json
 from trax.media import NormalizeOptions, audio_pieces, load_wav, normalize
 from trax.schemas import validate
@@ -220,16 +220,19 @@ def test_console_shows_whole_progress_lines_naming_each_file(make_workflow, monk
     assert "transcribe: " in (workflow.workdir / "logs" / "transcribe_fast" / "jfk.log").read_text()
 
 
-def _max_rss(path: Path) -> float:
-    with open(path, encoding="utf-8") as handle:
-        return float(next(csv.DictReader(handle, delimiter="\t"))["max_rss"])
+def _logged_peak_rss(log: Path) -> float:
+    """The job process's exact peak (the kernel's high-water mark, logged by trax.jobs); the
+    benchmark's max_rss samples every 0.5 s and missed a 5-minute decode's peak in CI (676 MB)."""
+    peaks = re.findall(rf"{re.escape(PEAK_RSS_LOG)} ([\d.]+) MB", log.read_text())
+    assert len(peaks) == 1, f"{log}: {peaks}"
+    return float(peaks[0])
 
 
 @pytest.mark.slow
 def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow, tmp_path) -> None:
-    """Diarization and transcription in the jobs themselves (server off, so the job's benchmark
-    measures the process doing the work): the peak of a 30-minute recording stays within 10 % of
-    the peak of a 5-minute one."""
+    """Diarization and transcription in the jobs themselves (server off, so the job's own process
+    does the work and logs its peak): the peak of a 30-minute recording stays near the peak of a
+    5-minute one."""
     from trax.benchdata import build_long_recording
 
     clips = tmp_path / "clips"
@@ -239,15 +242,14 @@ def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow
     workflow = make_workflow([str(short), str(long)], server={"enabled": False})
     targets = [f"results/{i}/{name}" for i in ("five", "thirty") for name in ("transcript.fast.json", "diarization.rttm")]
     workflow.run(*targets, cores=1)
-    # Measured (issue 16): diarize 688 -> 787 MB (+14 %, 9 vs 25 speakers found, 2 clustering chunks).
-    # The batched decoder's peak follows the heaviest batch (tokens x beams x batch), not the length:
-    # 5-minute pieces of one 40-minute recording peaked at 993, then 1136-1200 MB from the third
-    # piece on (the 5-minute file here is that first piece: 1066 vs 1246 MB). The issue's 10 %
-    # target is therefore not met for either stage; these bounds keep the growth from getting worse
-    # (main grew ~+0.5 GB/h) and the absolute bound holds every process under 1.5 GB.
-    for rule, factor in (("transcribe_fast", 1.25), ("diarize", 1.25)):
-        five = _max_rss(workflow.workdir / "benchmarks" / rule / "five.tsv")
-        thirty = _max_rss(workflow.workdir / "benchmarks" / rule / "thirty.tsv")
+    # Exact peaks of the job processes (logged high-water marks; 2026-12-04, one run): transcribe_fast
+    # 685 -> 747 MB (+9 %), diarize 658 -> 672 MB (+2 %). The batched decoder's peak follows the
+    # heaviest batch (tokens x beams x batch), not the length, so it varies with the content; 15 %
+    # keeps the growth from getting worse (main once grew ~+0.5 GB/h) and the absolute bound holds
+    # every process under 1.5 GB.
+    for rule, factor in (("transcribe_fast", 1.15), ("diarize", 1.15)):
+        five = _logged_peak_rss(workflow.workdir / "logs" / rule / "five.log")
+        thirty = _logged_peak_rss(workflow.workdir / "logs" / rule / "thirty.log")
         assert thirty <= factor * five, f"{rule}: {thirty:.0f} MB at 30 min vs {five:.0f} MB at 5 min"
         assert thirty <= 1500, f"{rule}: {thirty:.0f} MB"
     assert read_json(workflow.result("thirty", "transcript.fast.json"))["duration"] == 1800.0

@@ -35,6 +35,8 @@ from trax import console, progress
 from trax.errors import TraxError
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+#: Text before the peak memory figure in the log of a job run by :func:`run_isolated`.
+PEAK_RSS_LOG = "peak resident memory of this job's process:"
 
 
 def model_process_env() -> dict[str, str]:
@@ -149,7 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     log_path, function, kwargs = argv if argv is not None else sys.argv[1:]
     from trax.step import run_step
 
-    run_step(log_path, lambda: resolve(function)(**json.loads(kwargs)))
+    run_step(log_path, lambda: _run_and_log_peak(function, json.loads(kwargs)))
+
+
+def _run_and_log_peak(function: str, kwargs: dict[str, Any]) -> Any:
+    """Run the job, then log this process's peak memory: the kernel's high-water mark, exact,
+    where Snakemake's benchmark ``max_rss`` samples (every 0.5 s, then every 30 s) and can miss
+    a short peak."""
+    from trax.manager import process_peak_rss_mb
+
+    result = resolve(function)(**kwargs)
+    logging.getLogger("trax").info("%s %.1f MB", PEAK_RSS_LOG, process_peak_rss_mb())
+    return result
 
 
 if __name__ == "__main__":
