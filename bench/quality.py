@@ -618,10 +618,16 @@ def _rho(estimates: list[float], measured: list[float]) -> str:
             f"{100 * np.mean(np.abs(np.array(estimates) - np.array(measured))):.1f}")
 
 
-def print_der(recordings: list[dict], compare: bool = False) -> None:
+def der_inputs(recordings: list[dict]) -> tuple[list[dict], list[float], list[int]]:
+    """:func:`der_table` at the shipped margin, the measured DERs, and the indices of the
+    recordings whose transcript has words (the only ones merged.json estimates)."""
     table = der_table(recordings)
-    der = [r["der"] for r in recordings]
     with_words = [i for i, row in enumerate(table) if row["uncovered_word_share"] is not None]
+    return table, [r["der"] for r in recordings], with_words
+
+
+def print_der(recordings: list[dict], compare: bool = False) -> None:
+    table, der, with_words = der_inputs(recordings)
     table_w, der_w = [table[i] for i in with_words], [der[i] for i in with_words]
     without = der_loo(table, der, DER_WITHOUT_TRANSCRIPT_FEATURES)
     merged = dict(zip(with_words, der_loo(table_w, der_w, MERGED_DER_FEATURES)))
@@ -691,9 +697,7 @@ def print_der(recordings: list[dict], compare: bool = False) -> None:
 
 def fit_der_parts(recordings: list[dict]) -> dict[str, dict]:
     """Both diarization parts fitted on every usable recording (for ``--write``)."""
-    table = der_table(recordings)
-    der = [r["der"] for r in recordings]
-    with_words = [i for i, row in enumerate(table) if row["uncovered_word_share"] is not None]
+    table, der, with_words = der_inputs(recordings)
     merged = fit_der([table[i] for i in with_words], [der[i] for i in with_words], MERGED_DER_FEATURES)
     merged["fitted_on"] = (f"{len(with_words)} recordings of trax.benchdata.der_items with transcript words, "
                            f"embedded defaults, default transcribe_fast, turns widened by {WORD_MARGIN_S:g} s, collar 0")

@@ -437,8 +437,7 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         errors.extend(own_errors)
         flagged += utterance["needs_review"]
         if coverage is not None:
-            for word in utterance["words"]:
-                coverage.add(word["start"], word["end"], word["speaker"])
+            coverage.add_words(utterance["words"])
 
     tally = MergeTally()
     words = word_errors(iter_json_list(transcript_path, "segments"), model)

@@ -453,8 +453,8 @@ def diarization_confidence(signals: dict[str, Any] | None, renamed: dict[str, st
 class WordCoverage:
     """Transcript words inside and outside the diarized speech, for the recording and per speaker.
 
-    Build it with :meth:`of_turns`, then :meth:`add` every word (in any order); or call
-    :func:`uncovered_word_share`. A word is *uncovered* when its time (``start`` to ``end``; a
+    Build it with :meth:`of_turns`, then :meth:`add` (or :meth:`add_words`) every word, in any
+    order; or call :func:`uncovered_word_share`. A word is *uncovered* when its time (``start`` to ``end``; a
     0-s word: its instant) shares nothing with any diarized turn widened by ``margin_s`` on both
     sides: the transcript heard speech where the diarizer found none. Words are counted, not
     timed: Whisper reports some words 0 s long, and a missed short word is as much missed
@@ -502,6 +502,11 @@ class WordCoverage:
             counts[0] += 1
             counts[1] += missed
 
+    def add_words(self, words: Iterable[Mapping[str, Any]]) -> None:
+        """Count words with ``start``, ``end`` and optionally ``speaker`` (``merged.json`` words)."""
+        for word in words:
+            self.add(word["start"], word["end"], word.get("speaker"))
+
     def share(self, speaker: str | None = None) -> float | None:
         """Share of the recording's (or ``speaker``'s) words that are uncovered; None without words."""
         words, uncovered = self.speakers.get(speaker, [0, 0]) if speaker is not None else (self.words, self.uncovered)
@@ -522,8 +527,7 @@ def uncovered_word_share(words: Iterable[Mapping[str, Any]], turns: Iterable[Tur
         The counts; ``.share()`` is the recording's uncovered word share.
     """
     coverage = WordCoverage.of_turns(turns, margin_s)
-    for word in words:
-        coverage.add(word["start"], word["end"], word.get("speaker"))
+    coverage.add_words(words)
     return coverage
 
 
@@ -616,8 +620,7 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], turns: Seq
         cursor += count
         flagged += utterance["needs_review"]
         if coverage is not None:
-            for word in utterance["words"]:
-                coverage.add(word["start"], word["end"], word["speaker"])
+            coverage.add_words(utterance["words"])
     if cursor != len(errors):
         raise TraxError(body.get("sample_id", "merged.json"),
                         f"quality: {len(errors)} transcript words but {cursor} merged words")
