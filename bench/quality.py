@@ -68,12 +68,13 @@ from trax.quality import (  # noqa: E402
 )
 
 #: Version written into the model; bump on every refit that changes coefficients or parts.
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 #: SNRs (dB) of the noisy copies; None = the clean recording.
 SNRS = (None, 10.0, 0.0)
 #: Features the word model uses, out of trax.quality.WORD_FEATURES (``--features`` tries others,
 #: ``--compare`` prints them all). Leave-one-out on this set (Spearman of per-recording WER on the
-#: clean dev set; its pooled estimate, measured 5.29 %; Spearman on all 78 recordings):
+#: clean dev set; its pooled estimate, measured 5.29 %; Spearman on all 78 recordings; figures
+#: from an older decoder and before digit runs were joined in scoring: ``--compare`` prints today's):
 #:   log_prob                                          clean 0.370, 13.42 %; all 0.688
 #:   log_prob, context_log_prob                        clean 0.395, 10.09 %; all 0.697
 #:   log_prob, context_log_prob, segment_avg_logprob   clean 0.323,  6.19 %; all 0.721
@@ -613,6 +614,12 @@ def der_loo(table: list[dict], der: list[float], features: tuple[str, ...]) -> l
     return estimates
 
 
+def _constant(rows: list[dict], features: tuple[str, ...]) -> bool:
+    """Whether every feature of ``features`` is one value on all ``rows``: a model on them alone
+    predicts one DER, and its leave-one-out "ranking" only ranks fit noise."""
+    return all(len({row[f] for row in rows}) == 1 for f in features)
+
+
 def _rho(estimates: list[float], measured: list[float]) -> str:
     return (f"{spearman(estimates, measured):.3f} | "
             f"{100 * np.mean(np.abs(np.array(estimates) - np.array(measured))):.1f}")
@@ -658,7 +665,8 @@ def print_der(recordings: list[dict], compare: bool = False) -> None:
           f"{_rho(der_loo(table_w, der_w, DER_WITHOUT_TRANSCRIPT_FEATURES), der_w)} |")
     for features in (("speech_share",), ("uncovered_word_share",), MERGED_DER_FEATURES):
         label = "shipped (merged.json)" if features == MERGED_DER_FEATURES else "one feature"
-        print(f"| {label} | {', '.join(features)} | {len(with_words)} | {_rho(der_loo(table_w, der_w, features), der_w)} |")
+        figures = "constant | -" if _constant(table_w, features) else _rho(der_loo(table_w, der_w, features), der_w)
+        print(f"| {label} | {', '.join(features)} | {len(with_words)} | {figures} |")
     fallback = [merged.get(i, without[i]) for i in range(len(table))]
     print(f"| shipped, recordings without words given the diarizer-only estimate | {', '.join(MERGED_DER_FEATURES)} "
           f"(else {names}) | all {len(table)} | {_rho(fallback, der)} |")
@@ -668,8 +676,9 @@ def print_der(recordings: list[dict], compare: bool = False) -> None:
         rho = spearman(values, der) if len(set(values)) > 1 else float("nan")
         print(f"  Spearman {feature} vs measured DER (as it is, {len(table)}): {rho:.3f}"
               + ("" if len(set(values)) > 1 else " (constant)"))
+    uncovered = [row["uncovered_word_share"] for row in table_w]
     print(f"  Spearman uncovered_word_share vs measured DER (as it is, {len(with_words)}): "
-          f"{spearman([row['uncovered_word_share'] for row in table_w], der_w):.3f}")
+          + (f"{spearman(uncovered, der_w):.3f}" if len(set(uncovered)) > 1 else "nan (constant)"))
     print()
     print(f"Widening margin of the turns (leave-one-out Spearman on the {len(with_words)} recordings with words):")
     print()
@@ -678,8 +687,9 @@ def print_der(recordings: list[dict], compare: bool = False) -> None:
     for margin in MARGINS:
         widened = der_table(recordings, margin)
         rows = [widened[i] for i in with_words]
-        print(f"| {margin:g}{' (shipped)' if margin == WORD_MARGIN_S else ''} | "
-              f"{spearman(der_loo(rows, der_w, ('uncovered_word_share',)), der_w):.3f} | "
+        alone = ("constant" if _constant(rows, ("uncovered_word_share",))
+                 else f"{spearman(der_loo(rows, der_w, ('uncovered_word_share',)), der_w):.3f}")
+        print(f"| {margin:g}{' (shipped)' if margin == WORD_MARGIN_S else ''} | {alone} | "
               f"{spearman(der_loo(rows, der_w, MERGED_DER_FEATURES), der_w):.3f} |")
     print()
     if compare:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trax.errors import TraxError
-from trax.evaluation import word_errors
+from trax.evaluation import corpus_wer, word_errors
 from trax.diarization.annotation import Turn
 from trax.merge import MergeOptions, merge
 from trax.quality import (
@@ -69,6 +69,15 @@ def test_word_errors_locate_substitutions_insertions_and_deletions() -> None:
     assert word_errors(reference, []) == []
     # A deletion at the end goes to the last word; numbers normalize per word.
     assert word_errors("we have twenty five apples", ["We", "have", "25"]) == [0, 0, 1]
+
+
+def test_numbers_written_in_digits_score_like_spelled_ones() -> None:
+    # Whisper's normalizer joins "five five" into "55" but leaves "5 5" apart (pocketsphinx's card
+    # clip 004: a correct transcript scored 200 % WER); runs of digits are joined on both sides.
+    assert corpus_wer(["five five"], ["5 5"]).wer == 0.0
+    assert corpus_wer(["room four five six"], ["Room 4, 5, 6."]).wer == 0.0
+    assert word_errors("five five", ["5", "5"]) == [0, 0]
+    assert word_errors("five five", ["5", "6"]) == [1, 0]
 
 
 def _transcript(probabilities: list[float]) -> dict:

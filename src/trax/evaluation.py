@@ -18,9 +18,31 @@ def _english_normalizer():  # -> whisper_normalizer.english.EnglishTextNormalize
     return EnglishTextNormalizer()
 
 
+def _is_number(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
+def join_digit_runs(tokens: Sequence[str]) -> list[str]:
+    """Consecutive all-digit tokens joined into one, as Whisper's normalizer joins spelled numbers.
+
+    The normalizer turns a run of number words into one number ("five five" -> "55", "nineteen
+    ninety" -> "1990") but leaves a run of numbers already written in digits apart ("5 5"), so a
+    correct "5 5" for a spoken "five five" would count a substitution and an insertion. Joining
+    digit runs on both sides compares the two forms alike.
+    """
+    joined: list[str] = []
+    for token in tokens:
+        if joined and _is_number(token) and _is_number(joined[-1]):
+            joined[-1] += token
+        else:
+            joined.append(token)
+    return joined
+
+
 def normalize_text(text: str) -> str:
-    """Whisper's English normalizer (case, punctuation, spelling variants, numbers), whitespace-collapsed."""
-    return " ".join(_english_normalizer()(text).split())
+    """Whisper's English normalizer (case, punctuation, spelling variants, numbers), whitespace-collapsed,
+    with runs of numbers joined (:func:`join_digit_runs`)."""
+    return " ".join(join_digit_runs(_english_normalizer()(text).split()))
 
 
 @dataclass(frozen=True)
@@ -65,15 +87,23 @@ def wer_of(reference: str, hypothesis: str) -> WerResult | None:
 def word_errors(reference: str, words: Sequence[str]) -> list[int]:
     """Measured errors located at each hypothesis word (for calibrating and checking review flags).
 
-    Each word is normalized on its own (Whisper's English normalizer) and the word sequence aligned
+    Each word is normalized on its own (:func:`normalize_text`; a run of numbers across words is
+    joined into one token, owned by its first word) and the word sequence aligned
     to the normalized reference with jiwer. A word's errors are its substituted and inserted tokens
     plus the reference words deleted just before it (deletions after the last word go to the last
     word). Summed, they are the WER numerator of the per-word-normalized hypothesis, which can
     differ slightly from :func:`corpus_wer`'s (the normalizer sees whole sentences there).
     Deletions with no hypothesis word at all are not located (an empty list is returned).
     """
-    owners = [index for index, word in enumerate(words) for _ in normalize_text(word).split()]
-    tokens = [token for word in words for token in normalize_text(word).split()]
+    owners: list[int] = []
+    tokens: list[str] = []
+    for index, word in enumerate(words):
+        for token in normalize_text(word).split():
+            if tokens and _is_number(token) and _is_number(tokens[-1]):
+                tokens[-1] += token  # a run of numbers across words, joined as normalize_text joins it
+            else:
+                owners.append(index)
+                tokens.append(token)
     result = [0] * len(words)
     ref = normalize_text(reference)
     if not ref or not tokens:

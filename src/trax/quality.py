@@ -123,11 +123,11 @@ class QualityOptions:
             utterances of confident words.
         review_utterance_wer: An utterance is also flagged when its estimated WER is above this
             (0.3: a short utterance with probably a third of its words wrong, whatever its error
-            count). With 1.75 errors the clean dev set flags 22.2 % of its 27 utterances, holding
-            45.5 % of the measured word errors (leave-one-out; ``bench/quality.py`` prints the
-            sweep); 1.5 flags 29.6 % holding 59.1 %, and also jfk's one error-free utterance. No
-            cut reaches 60 % of the errors within 25 % of the utterances on today's decoder (the
-            6 utterances with the most expected errors hold 45.5 %).
+            count). With 1.75 errors the clean dev set flags 18.5 % of its 27 utterances, holding
+            35.0 % of the measured word errors (leave-one-out; ``bench/quality.py`` prints the
+            sweep); 1.5 flags 25.9 % holding 40.0 %, 1 flags 37.0 % holding 60.0 %. No cut
+            reaches 60 % of the errors within 25 % of the utterances on today's decoder (the 6
+            utterances with the most expected errors hold 50.0 %).
         review_diarization_confidence: A recording is flagged when its diarization confidence
             (1 - estimated DER) is below this. 0.5 (an estimated DER above 50 %): the embedded
             backend's DER on the dev meeting excerpts is about 40 %, so only recordings estimated
