@@ -31,6 +31,10 @@ share, fitted and scored on the recordings whose transcript has words (merged.js
 estimate without words); ``diarization_without_transcript`` (diarization.json) on the backend's
 confidence signals and the speech share, on all 13.
 
+``--second-opinion`` also decodes the clean and 10 dB recordings with ``refine.model`` (whole, and
+only their low-confidence spans as the refine stage would) and prints how far that second model's
+disagreement ranks them; none of it is in the shipped model.
+
 Decodes and diarizations are cached in bench/out/quality/ (delete it after changing the decoder).
 """
 
@@ -90,7 +94,12 @@ SNRS = (None, 10.0, 0.0)
 #: (``--second-opinion``) has a clean Spearman of 0.667 (Kendall 0.609) with nothing fitted, and
 #: about as much counted only around words below 0.7 (a third of the words). Greedy tiny.en
 #: (batch 0, beam 1) as the second decoder reaches only 0.20. The workflow decodes once, so the
-#: shipped model cannot use it.
+#: shipped model cannot use it. Measured 2026-12-05 (``--second-opinion``, after the digit-run
+#: scoring fix): the rate alone 0.537, but fitted into the word model leave-one-out 0.355 (0.30-0.42
+#: for every subset of the shipped features with it); re-decoding only the low-confidence spans, as
+#: refine does, costs more than the full decode (44 s at words below 0.5, 83 s below 0.7, against
+#: 64 s for all 52 recordings whole: each clip is padded to a 30 s window) and ranks 10 dB
+#: recordings far worse (0.39, 0.19 against 0.95).
 ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
 #: L2 penalty of the word model (standardised features; 1358 training words).
 ASR_L2 = 1.0
@@ -319,6 +328,7 @@ def asr_report(recordings: list[AsrRecording], options: QualityOptions,
                 "utterances": len(body["utterances"]), "flagged": flagged,
                 "located_errors": float(recording.errors.sum()), "errors_in_flagged": measured_in_flagged,
                 "recording_flagged": body["quality"]["needs_review"], "per_utterance": per_utterance,
+                "per_word": list(zip(errors, recording.errors.tolist(), strict=True)),
             })
     z = [abs(r["measured"] - r["estimated"]) / r["sd"] for r in rows if r["sd"] > 0]
     inflation = max(1.0, float(np.quantile(z, 0.9)) / INTERVAL_Z)
@@ -338,10 +348,17 @@ def set_figures(subset: list[dict]) -> dict[str, float]:
     }
 
 
-def top_quarter_share(subset: list[dict]) -> float:
-    """Share of located errors in the 25 % of utterances with the most expected errors."""
-    utterances = sorted((u for r in subset for u in r["per_utterance"]), key=lambda u: -u[0] * u[1])
+def top_quarter_share(subset: list[dict], oracle: bool = False) -> float:
+    """Share of located errors in the 25 % of utterances with the most expected errors (``oracle``:
+    with the most located errors, the most any utterance flag can catch within 25 %)."""
+    utterances = sorted((u for r in subset for u in r["per_utterance"]), key=lambda u: -u[2] if oracle else -u[0] * u[1])
     return sum(u[2] for u in utterances[: len(utterances) // 4]) / max(sum(u[2] for u in utterances), 1e-9)
+
+
+def top_words_share(subset: list[dict], share: float) -> float:
+    """Share of located errors carried by the ``share`` of words with the most expected errors."""
+    words = sorted((w for r in subset for w in r["per_word"]), key=lambda w: -w[0])
+    return sum(w[1] for w in words[: int(share * len(words))]) / max(sum(w[1] for w in words), 1e-9)
 
 
 #: Word feature sets ``--compare`` tries: the word probability alone, the shipped set, and the
@@ -415,7 +432,13 @@ def print_asr(rows: list[dict], inflation: float) -> None:
         subset = [r for r in rows if keep(r)]
         count = sum(len(r["per_utterance"]) for r in subset)
         print(f"{label}: the {count // 4} of {count} utterances (25 %) with the most expected errors hold "
-              f"{100 * top_quarter_share(subset):.1f} % of the located errors")
+              f"{100 * top_quarter_share(subset):.1f} % of the located errors (the {count // 4} with the most "
+              f"located errors: {100 * top_quarter_share(subset, oracle=True):.1f} %); the 10 / 15 / 25 % of words "
+              f"with the most expected errors hold {100 * top_words_share(subset, 0.10):.1f} / "
+              f"{100 * top_words_share(subset, 0.15):.1f} / {100 * top_words_share(subset, 0.25):.1f} %")
+    print()
+    print("Errors are found at the word level; the flag's unit is the utterance, and a clean dev clip is one "
+          "utterance, so flagging 25 % of utterances means choosing 6 whole clips.")
     print()
     print(f"interval inflation (90th percentile of leave-one-out |error| / binomial sd, / {INTERVAL_Z}): {inflation:.3f}")
     print()
@@ -529,6 +552,85 @@ def second_opinion(recordings: list[AsrRecording]) -> None:
             measured = [r.measured_errors / r.reference_words for r in subset]
             cells.append(f"{100 * np.mean(near):.0f} | {spearman(rate, measured):.3f}")
         print(f"| {threshold:g} | " + " | ".join(cells) + " |")
+    print()
+
+
+#: Word probability thresholds at which ``--second-opinion`` re-decodes low-confidence spans.
+SPAN_THRESHOLDS = (0.5, 0.7)
+
+
+def span_opinion(recordings: list[AsrRecording]) -> None:
+    """The refine stage's way to a second opinion: re-decode only the low-confidence spans.
+
+    For each threshold, the clean and 10 dB recordings' spans are planned and re-decoded exactly as
+    ``refine`` does (:func:`trax.refine.plan_spans`, one ``clip_timestamps`` call per recording with
+    config/config.yaml's ``refine`` settings, ``word_threshold`` set to the threshold) and aligned
+    as refine aligns them (:func:`trax.refine.splice`). A fast word is disputed when its span's
+    re-decode reads differently. Printed: decode time (first run; cached after), the audio the
+    clips cover, and how the disputed-word rate ranks recordings (nothing fitted).
+    """
+    import time
+
+    import yaml
+
+    from trax.media import load_wav
+    from trax.refine import RefineOptions, _decoded_words, _flat_words, _token, plan_spans, splice
+    from trax.transcribe import TranscribeOptions, load_whisper, pin_blas_threads, resolve_whisper
+
+    chosen = [r for r in recordings if r.snr in SECOND_SNRS]
+    refine = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["refine"]
+    folder = OUT / "span_opinion"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = None
+    print("Re-decoding only the low-confidence spans instead, as the refine stage does (clean and 10 dB "
+          "recordings; a fast word is disputed when its span reads differently):")
+    print()
+    print("| words below | decode s | clip s / audio s | dev clean: Spearman disputed rate | disputed "
+          "words carrying an error | 10 dB: Spearman | disputed words carrying an error |")
+    print("|---|---|---|---|---|---|---|")
+    for threshold in SPAN_THRESHOLDS:
+        options = RefineOptions.from_config({**refine, "enabled": True, "word_threshold": threshold})
+        seconds, decoded_any, clip_s, audio_s, disputed = 0.0, False, 0.0, 0.0, {}
+        for recording in chosen:
+            transcript = recording.transcript
+            words = _flat_words(transcript["segments"])
+            spans = plan_spans(transcript["segments"], transcript["duration"], options)
+            audio_s += transcript["duration"]
+            clip_s += sum(span.clip_end - span.clip_start for span in spans)
+            cache = folder / f"{recording.name}.below{threshold:g}.json"
+            if not cache.exists():
+                decoded: list = []
+                if spans:
+                    if model is None:
+                        settings = options.decode_settings()
+                        model = load_whisper(resolve_whisper(settings["model"]), TranscribeOptions.from_config(settings))
+                        pin_blas_threads()
+                    started = time.perf_counter()
+                    decoded = _decoded_words(model, load_wav(str(OUT / f"{recording.name}.wav")), spans, "en", options,
+                                             None)
+                    seconds += time.perf_counter() - started
+                    decoded_any = True
+                write_text_atomic(cache, dumps({"clips": decoded}))
+            flags = np.zeros(len(words), dtype=bool)
+            floor = 0
+            for span, clip in zip(spans, read_json(cache)["clips"], strict=True):
+                replacement = splice(words, span, clip, options.min_gain)
+                start, stop = max(replacement.start, floor), max(replacement.stop, replacement.start, floor)
+                floor = stop
+                if [_token(words[i][1]["word"]) for i in range(start, stop)] != [_token(w["word"]) for w in
+                                                                                   replacement.new_words]:
+                    flags[start:stop] = True
+                    flags[max(start - 1, 0)] |= stop == start  # an insertion disputes the word before it
+            disputed[recording.name] = flags
+        cells = []
+        for snr in SECOND_SNRS:
+            subset = [r for r in chosen if r.snr == snr]
+            rate = [float(disputed[r.name].mean()) if len(r.errors) else 0.0 for r in subset]
+            measured = [r.measured_errors / r.reference_words for r in subset]
+            hits = sum(int((disputed[r.name] & (r.errors > 0)).sum()) for r in subset)
+            cells.append(f"{spearman(rate, measured):.3f} | {hits} of {sum(int(disputed[r.name].sum()) for r in subset)}")
+        timing = f"{seconds:.1f}" if decoded_any else "cached"
+        print(f"| {threshold:g} | {timing} | {clip_s:.0f} / {audio_s:.0f} | " + " | ".join(cells) + " |")
     print()
 
 
@@ -828,6 +930,7 @@ def main() -> None:
         print_comparison(recordings, options)
     if args.second_opinion:
         second_opinion(recordings)
+        span_opinion(recordings)
     diarization: dict[str, dict] = {}
     if not args.skip_der:
         der = der_recordings()
