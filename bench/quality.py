@@ -95,10 +95,11 @@ SNRS = (None, 10.0, 0.0)
 #: about as much counted only around words below 0.7 (a third of the words). Greedy tiny.en
 #: (batch 0, beam 1) as the second decoder reaches only 0.20. The workflow decodes once, so the
 #: shipped model cannot use it. Measured 2026-12-05 (``--second-opinion``, after the digit-run
-#: scoring fix): the rate alone 0.537, but fitted into the word model leave-one-out 0.355 (0.30-0.42
-#: for every subset of the shipped features with it); re-decoding only the low-confidence spans, as
-#: refine does, costs more than the full decode (44 s at words below 0.5, 83 s below 0.7, against
-#: 64 s for all 52 recordings whole: each clip is padded to a 30 s window) and ranks 10 dB
+#: scoring fix): the rate alone 0.537, but fitted into the word model leave-one-out 0.355 (an ad-hoc
+#: fit of other subsets of the shipped features with it gave 0.30-0.42); re-decoding only the
+#: low-confidence spans, as refine does, costs more than the full decode (one run each, idle
+#: machine: 44 s at words below 0.5, 83 s below 0.7, against 64 s for all 52 recordings whole:
+#: each clip is padded to a 30 s window) and ranks 10 dB
 #: recordings far worse (0.39, 0.19 against 0.95).
 ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
 #: L2 penalty of the word model (standardised features; 1358 training words).
