@@ -1,9 +1,9 @@
 """Run the Trax model server by hand: python scripts/model_server.py --workdir . [--settings JSON].
 
-Normally you never need this: rule jobs start the server on demand (see trax.client).
+Normally you never need this: rule jobs start the server on demand (see trax.runtime.client).
 """
 
-from trax.server import main
+from trax.runtime.server import main
 
 if __name__ == "__main__":
     main()

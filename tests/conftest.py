@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trax.benchdata import benchdata_dir
-from trax.client import ServerDied, ServerUnavailable, request
-from trax.media import find_ffmpeg
+from trax.quality.benchdata import benchdata_dir
+from trax.runtime.client import ServerDied, ServerUnavailable, request
+from trax.io.media import find_ffmpeg
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = benchdata_dir()
@@ -177,10 +177,9 @@ SAMPLE_DIR = BENCH / "pyannote-audio" / "sample"
 @pytest.fixture(scope="session")
 def sample_fast_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """transcript.fast.json of pyannote's sample.wav (two speakers, 30 s), decoded in-process once."""
-    from trax.protocol import ServerSettings
-    from trax.transcribe import transcribe_file
+    from trax.asr.transcribe import transcribe_file
 
     path = tmp_path_factory.mktemp("sample") / "transcript.fast.json"
     settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["transcribe_fast"]
-    transcribe_file(str(SAMPLE_DIR / "sample.wav"), str(path), "sample", settings, ServerSettings(enabled=False))
+    transcribe_file(str(SAMPLE_DIR / "sample.wav"), str(path), "sample", settings)
     return path

@@ -13,15 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-from trax.domains import load_domains
-from trax.enhance import enhance_files
-from trax.exports import export_files
-from trax.figures import make_figures
-from trax.jsonio import write_json_atomic
-from trax.manager import release_free_memory
-from trax.merge import merge_files
-from trax.metrics import file_metrics
-from trax.refine import refine_file
+from trax.asr.domains import load_domains
+from trax.transcript.enhance import enhance_files
+from trax.transcript.exports import export_files
+from trax.report.figures import make_figures
+from trax.io.jsonio import write_json_atomic
+from trax.process import release_free_memory
+from trax.transcript.merge import merge_files
+from trax.report.metrics import file_metrics
+from trax.asr.refine import refine_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,11 +4,11 @@ import re
 from pathlib import Path
 
 from conftest import result_tree
-from trax.benchdata import wer_items
-from trax.evaluation import corpus_wer
-from trax.jsonio import read_json
-from trax.protocol import socket_path
-from trax.samples import sample_id_from_name
+from trax.quality.benchdata import wer_items
+from trax.quality.evaluation import corpus_wer
+from trax.io.jsonio import read_json
+from trax.runtime.protocol import socket_path
+from trax.io.samples import sample_id_from_name
 
 #: Default (clips that fit one window decoded sequentially, beam 3): 4.41 % (20 errors / 454 words)
 #: on 2026-12-04, since digit runs are joined in scoring (4.85 % before: "5 5" counted two errors); every clip batched: 5.51 %. The fast-path issue's ceiling is 5.5 %.

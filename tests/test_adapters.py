@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from conftest import BENCH, JFK, REPO, ffmpeg
-from trax.adapters import load_clip, read_dataset, split_dataset
+from trax.asr.adapters import load_clip, read_dataset, split_dataset
 from trax.errors import TraxError
-from trax.evaluation import corpus_wer
-from trax.jsonio import read_json
-from trax.schemas import validate
+from trax.quality.evaluation import corpus_wer
+from trax.io.jsonio import read_json
+from trax.io.schemas import validate
 
 LJ = BENCH / "coqui-tts-ljspeech" / "wavs"
 

@@ -8,11 +8,11 @@ from faster_whisper import WhisperModel
 from faster_whisper.audio import decode_audio
 
 from conftest import JFK, JFK_TEXT
-from trax.adapters import decoder_prompt, whisper_tokenizer
-from trax.ct2_hf import convert_to_ct2, encoder_output, greedy_decode, load_hf_whisper, log_mel, read_ct2_model
+from trax.asr.adapters import decoder_prompt, whisper_tokenizer
+from trax.asr.ct2_hf import convert_to_ct2, encoder_output, greedy_decode, load_hf_whisper, log_mel, read_ct2_model
 from trax.errors import TraxError
-from trax.evaluation import normalize_text
-from trax.models import resolve_whisper
+from trax.quality.evaluation import normalize_text
+from trax.asr.models import resolve_whisper
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +92,12 @@ def test_fast_model_loads_without_torch_and_converting_still_works(tmp_path) -> 
 
     code = (
         "import sys\n"
-        "from trax.models import resolve_whisper\n"
-        "from trax.transcribe import TranscribeOptions, load_whisper\n"
+        "from trax.asr.models import resolve_whisper\n"
+        "from trax.asr.transcribe import TranscribeOptions, load_whisper\n"
         "options = TranscribeOptions()\n"
         "load_whisper(resolve_whisper(options.model), options)\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
-        "from trax.ct2_hf import convert_to_ct2, load_hf_whisper\n"
+        "from trax.asr.ct2_hf import convert_to_ct2, load_hf_whisper\n"
         "source = resolve_whisper('embedded:tiny.en')\n"
         "out = convert_to_ct2(load_hf_whisper(source.path), source.path, sys.argv[1], quantization='int8')\n"
         "print((out / 'model.bin').is_file())\n"

@@ -10,17 +10,15 @@ import pytest
 import yaml
 
 from conftest import BENCH, EMPTY, REPO, ffmpeg, jobs_planned
-from trax.diarization.annotation import Diarization, Turn, format_rttm, overlap_time, read_rttm, speech_time
+from trax.io.annotation import Diarization, Turn, format_rttm, overlap_time, read_rttm, speech_time
 from trax.diarization.pipeline import diarize_file, rule_settings
-from trax.jsonio import read_json
-from trax.media import NormalizeOptions, normalize
-from trax.protocol import ServerSettings
-from trax.schemas import validate
+from trax.io.jsonio import read_json
+from trax.io.media import NormalizeOptions, normalize
+from trax.io.schemas import validate
 
 SAMPLE = BENCH / "pyannote-audio" / "sample" / "sample.wav"
 DEV00 = BENCH / "pyannote-audio" / "debug" / "dev00.wav"
 RTTM_LINE = re.compile(r"^SPEAKER (\S+) 1 (\d+\.\d{3}) (\d+\.\d{3}) <NA> <NA> (\S+) <NA> <NA>$")
-OFF = ServerSettings(enabled=False)
 DEFAULTS = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["diarize"]
 
 
@@ -60,8 +58,8 @@ def wavs(tmp_path_factory) -> dict[str, Path]:
     return result
 
 
-def _diarize(wav: Path, out: Path, settings: dict, server: ServerSettings = OFF) -> dict:
-    return diarize_file(str(wav), str(out / "d.rttm"), str(out / "d.json"), wav.stem, settings, server)
+def _diarize(wav: Path, out: Path, settings: dict) -> dict:
+    return diarize_file(str(wav), str(out / "d.rttm"), str(out / "d.json"), wav.stem, settings)
 
 
 def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> None:
@@ -73,7 +71,7 @@ def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> Non
     # The reference has two speakers and ~22 s of speech in 30 s; the VAD must find most of it.
     assert data["num_speakers"] >= 2 and data["speakers"][0]["label"] == "SPEAKER_00"
     assert abs(speech_time(turns) - speech_time(reference)) < 4.0
-    # Calibrated confidence (trax.quality) for the recording and each of its speakers.
+    # Calibrated confidence (trax.quality.estimates) for the recording and each of its speakers.
     confidence = data["confidence"]
     assert 0 < confidence["score"] < 1 and confidence["estimated_der"] == pytest.approx(1 - confidence["score"], abs=2e-4)
     assert sorted(confidence["speakers"]) == sorted(s["label"] for s in data["speakers"])

@@ -7,14 +7,15 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from fake_llm import POEM, FakeLLM, words_of
-from trax.enhance import DEFAULT_FILLERS, Glossary, RulesOptions, enhance_files, rules_edit
-from trax.enhance_llm import LLMOptions
+from trax.transcript.enhance import enhance_files
+from trax.transcript.rules import DEFAULT_FILLERS, Glossary, RulesOptions, rules_edit
+from trax.transcript.llm import LLMOptions
 from trax.errors import TraxError
-from trax.jsonio import read_json, write_json_atomic
-from trax.diarization.annotation import Turn
-from trax.merge import MergeOptions, merge, merge_files
-from trax.quality import QualityOptions, annotate_merged, load_model
-from trax.schemas import validate
+from trax.io.jsonio import read_json, write_json_atomic
+from trax.io.annotation import Turn
+from trax.transcript.merge import MergeOptions, merge, merge_files
+from trax.quality.estimates import QualityOptions, annotate_merged, load_model
+from trax.io.schemas import validate
 
 KEY = "sk-test-DO-NOT-LEAK-4242"
 KEY_ENV = "TRAX_TEST_LLM_KEY"

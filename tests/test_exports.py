@@ -9,10 +9,10 @@ import srt
 import webvtt
 
 from conftest import SAMPLE_DIR
-from trax.exports import ExportOptions, export_files, to_srt, to_vtt
-from trax.jsonio import read_json
-from trax.diarization.annotation import Turn
-from trax.merge import MergeOptions, merge, merge_files
+from trax.transcript.exports import ExportOptions, export_files, to_srt, to_vtt
+from trax.io.jsonio import read_json
+from trax.io.annotation import Turn
+from trax.transcript.merge import MergeOptions, merge, merge_files
 
 FORMATS = ("srt", "vtt", "txt", "md")
 

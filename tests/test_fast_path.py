@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import BENCH, JFK, JFK_TEXT, ffmpeg, jobs_planned, result_tree
-from trax.evaluation import normalize_text
-from trax.jsonio import read_json
-from trax.transcribe import TranscribeOptions, load_wav, load_whisper, pin_blas_threads, resolve_whisper, transcribe_audio
+from trax.quality.evaluation import normalize_text
+from trax.io.jsonio import read_json
+from trax.asr.transcribe import TranscribeOptions, load_wav, load_whisper, resolve_whisper, transcribe_audio
 
 #: Generated non-speech, as ffmpeg lavfi sources: (file name, source, seconds).
+from trax.process import pin_blas_threads
 NON_SPEECH = {
     "tone": "sine=frequency=440:sample_rate=16000",
     "pink_noise": "anoisesrc=c=pink:r=16000:a=0.3:seed=7",

@@ -16,10 +16,10 @@ import pytest
 from conftest import BENCH, JFK, SAMPLE_DIR, ffmpeg
 from trax import console
 from trax.errors import TraxError
-from trax.jobs import PEAK_RSS_LOG
-from trax.jsonio import read_json
-from trax.media import NormalizeOptions, audio_pieces, load_wav, normalize
-from trax.schemas import validate
+from trax.runtime.jobs import PEAK_RSS_LOG
+from trax.io.jsonio import read_json
+from trax.io.media import NormalizeOptions, audio_pieces, load_wav, normalize
+from trax.io.schemas import validate
 
 SAMPLE = BENCH / "pyannote-audio" / "sample" / "sample.wav"
 
@@ -84,9 +84,9 @@ def test_transcription_in_pieces_shifts_times_and_keeps_the_words(monkeypatch: p
 
     import yaml
 
-    import trax.transcribe as transcribe
+    import trax.asr.transcribe as transcribe
     from conftest import REPO
-    from trax.models import resolve_whisper
+    from trax.asr.models import resolve_whisper
 
     settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["transcribe_fast"]
     options = transcribe.TranscribeOptions.from_config(settings)
@@ -221,7 +221,7 @@ def test_console_shows_whole_progress_lines_naming_each_file(make_workflow, monk
 
 
 def _logged_peak_rss(log: Path) -> float:
-    """The job process's exact peak (the kernel's high-water mark, logged by trax.jobs); the
+    """The job process's exact peak (the kernel's high-water mark, logged by trax.runtime.jobs); the
     benchmark's max_rss samples every 0.5 s and missed a 5-minute decode's peak in CI (676 MB)."""
     peaks = re.findall(rf"{re.escape(PEAK_RSS_LOG)} ([\d.]+) MB", log.read_text())
     assert len(peaks) == 1, f"{log}: {peaks}"
@@ -233,7 +233,7 @@ def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow
     """Diarization and transcription in the jobs themselves (server off, so the job's own process
     does the work and logs its peak): the peak of a 30-minute recording stays near the peak of a
     5-minute one."""
-    from trax.benchdata import build_long_recording
+    from trax.quality.benchdata import build_long_recording
 
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -258,7 +258,7 @@ def test_memory_of_a_30_minute_recording_is_that_of_a_5_minute_one(make_workflow
 def test_streamed_json_has_the_bytes_of_the_whole_document_and_checks_every_item(tmp_path: Path) -> None:
     from jsonschema import ValidationError
 
-    from trax.jsonio import iter_json_list, read_json_head, write_json_atomic, write_json_streamed
+    from trax.io.jsonio import iter_json_list, read_json_head, write_json_atomic, write_json_streamed
 
     words = [{"start": i * 0.5, "end": i * 0.5 + 0.4, "word": f"w{i} ü", "probability": 0.9, "speaker": "SPEAKER_1",
               "assignment": "overlap", "overlapped": False} for i in range(5)]

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import BENCH, EMPTY, JFK
 from trax.errors import TraxError
-from trax.jsonio import read_json
-from trax.media import NormalizeOptions, normalize
-from trax.schemas import validate
+from trax.io.jsonio import read_json
+from trax.io.media import NormalizeOptions, normalize
+from trax.io.schemas import validate
 
 
 def _normalize(source: Path, out: Path, **options) -> dict:

@@ -1,4 +1,4 @@
-"""Speaker attribution (trax.merge) on real audio and on hand-made edge cases."""
+"""Speaker attribution (trax.transcript.merge) on real audio and on hand-made edge cases."""
 
 from pathlib import Path
 
@@ -6,11 +6,11 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from trax.errors import TraxError
-from trax.diarization.annotation import Turn, read_rttm, rttm_turns
-from trax.jsonio import read_json
-from trax.merge import MergeOptions, merge, merge_files, parse_speaker_names
-from trax.quality import QualityOptions, annotate_merged, load_model, uncovered_word_share
-from trax.schemas import validate
+from trax.io.annotation import Turn, read_rttm, rttm_turns
+from trax.io.jsonio import read_json
+from trax.transcript.merge import MergeOptions, merge, merge_files, parse_speaker_names
+from trax.quality.estimates import QualityOptions, annotate_merged, load_model, uncovered_word_share
+from trax.io.schemas import validate
 
 
 def _transcript(*words: tuple[str, float, float]) -> dict:

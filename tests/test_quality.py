@@ -1,4 +1,4 @@
-"""Quality estimates (trax.quality): the shipped model, error location, flags.
+"""Quality estimates (trax.quality.estimates): the shipped model, error location, flags.
 
 The estimates on real audio (clean vs noisy jfk, schema, reruns) are checked on the report
 workflow's run in tests/test_report.py; these are the pieces, without audio.
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from trax.errors import TraxError
-from trax.evaluation import corpus_wer, word_errors
-from trax.diarization.annotation import Turn
-from trax.merge import MergeOptions, merge
-from trax.quality import (
+from trax.quality.evaluation import corpus_wer, word_errors
+from trax.io.annotation import Turn
+from trax.transcript.merge import MergeOptions, merge
+from trax.quality.estimates import (
     MERGED_DIARIZATION_FEATURES,
     MODEL_PATH,
     NO_WORDS_REASON,
@@ -28,7 +28,7 @@ from trax.quality import (
     transcript_words,
     uncovered_word_share,
 )
-from trax.schemas import validate
+from trax.io.schemas import validate
 
 
 def test_shipped_model_is_versioned_and_hashed() -> None:
@@ -178,7 +178,7 @@ def test_candidate_word_features() -> None:
     """The candidate features bench/quality.py compares: one row per word, in WORD_FEATURES order."""
     import math
 
-    from trax.quality import WORD_FEATURES
+    from trax.quality.estimates import WORD_FEATURES
 
     transcript = _transcript([0.9, 0.4, 0.95, 0.3])
     words = transcript["segments"][0]["words"]

@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from conftest import BENCH, JFK, REPO, jobs_planned, result_tree, reruns
-from trax import domains as domain_lib
+from trax.asr import domains as domain_lib
 from trax.errors import TraxError
-from trax.jsonio import read_json
-from trax.models import BASE_SHA256, embedded_base_dir
-from trax.provenance import sha256_file
-from trax.refine import RefineOptions, Span, join_words, plan_spans, splice
-from trax.schemas import validate
+from trax.io.jsonio import read_json
+from trax.asr.models import BASE_SHA256, embedded_base_dir
+from trax.io.provenance import sha256_file
+from trax.asr.refine import RefineOptions, Span, join_words, plan_spans, splice
+from trax.io.schemas import validate
 
 #: LibriSpeech 1272-128104-0004 (8 kHz copy): tiny.en writes "Mr. Burkett Foster's" and "exquisite
 #: itles" where the reference has "Birket Foster's" and "exquisite idylls".

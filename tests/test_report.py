@@ -13,14 +13,14 @@ import jiwer
 import pytest
 
 from conftest import BENCH, EMPTY, JFK, REPO
-from trax.benchdata import reference_text
-from trax.evaluation import normalize_text
-from trax.figures import make_figures
-from trax.jsonio import read_json
-from trax.merge import merge_files
-from trax.diarization.annotation import rttm_turns
-from trax.quality import NO_WORDS_REASON, load_model, uncovered_word_share
-from trax.schemas import validate
+from trax.quality.benchdata import reference_text
+from trax.quality.evaluation import normalize_text
+from trax.report.figures import make_figures
+from trax.io.jsonio import read_json
+from trax.transcript.merge import merge_files
+from trax.io.annotation import rttm_turns
+from trax.quality.estimates import NO_WORDS_REASON, load_model, uncovered_word_share
+from trax.io.schemas import validate
 
 LJ = BENCH / "coqui-tts-ljspeech"
 DEBUG = BENCH / "pyannote-audio" / "debug"
@@ -44,7 +44,7 @@ def _noisy_jfk(path: Path) -> Path:
     import numpy as np
 
     from conftest import ffmpeg
-    from trax.media import load_wav
+    from trax.io.media import load_wav
 
     clean = path.with_name("jfk_clean.wav")
     ffmpeg("-i", str(JFK), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(clean))

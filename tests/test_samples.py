@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from trax.errors import TraxError
-from trax.samples import discover, sample_id_from_name
+from trax.io.samples import discover, sample_id_from_name
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import BENCH, in_dir
-from trax.client import ServerError, ensure_server, request
+from trax.runtime.client import ServerError, ensure_server, request
 from trax.errors import TraxError
-from trax.jsonio import read_json
-from trax.manager import ModelKey, ModelManager
-from trax.protocol import ServerSettings, make_runtime_dir, runtime_dir, socket_path
-from trax.schemas import validate
+from trax.io.jsonio import read_json
+from trax.runtime.manager import ModelKey, ModelManager
+from trax.runtime.protocol import ServerSettings, make_runtime_dir, runtime_dir, socket_path
+from trax.io.schemas import validate
 
 LJ = sorted((BENCH / "coqui-tts-ljspeech" / "wavs").glob("LJ001-00*.wav"))
 

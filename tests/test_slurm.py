@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import JFK, REPO, SAMPLE_DIR, Workflow, result_tree
-from trax.protocol import runtime_dir
+from trax.runtime.protocol import runtime_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -99,7 +99,7 @@ def test_slurm_run_matches_local_run_and_a_bad_file_fails_alone(cluster, make_wo
 def test_audio_rules_get_time_for_long_recordings(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from trax.cluster import WAV_BYTES_PER_S, audio_runtime
+    from trax.runtime.cluster import WAV_BYTES_PER_S, audio_runtime
 
     wav = tmp_path / "audio.wav"
     with open(wav, "wb") as handle:

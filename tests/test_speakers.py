@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from conftest import BENCH, REPO, Workflow, jobs_planned, reruns
-from trax.diarization.annotation import Turn
+from trax.io.annotation import Turn
 from trax.errors import TraxError
-from trax.jsonio import read_json
-from trax.schemas import validate
-from trax.speakers import ProfileStore, SpeakerOptions, check_same_model, read_enrollment
+from trax.io.jsonio import read_json
+from trax.io.schemas import validate
+from trax.diarization.speakers import ProfileStore, SpeakerOptions, check_same_model, read_enrollment
 
 LJ = BENCH / "coqui-tts-ljspeech" / "wavs"
 JFK = BENCH / "faster-whisper" / "jfk.flac"
@@ -41,7 +41,7 @@ GAP_S = 0.5
 
 
 def _load(path: Path, start: float | None, end: float | None, workdir: Path) -> np.ndarray:
-    from trax.media import decode_to_wav, load_wav
+    from trax.io.media import decode_to_wav, load_wav
 
     wav = workdir / f"part-{abs(hash((str(path), start, end)))}.wav"
     decode_to_wav(path, wav)
@@ -99,7 +99,7 @@ def run(tmp_path_factory):
 
 def _time_by_person(workflow: Workflow, recording: str, spans) -> dict[str, dict[str, float]]:
     """Person -> {merged.json speaker id: seconds of that person's span the diarization gives it}."""
-    from trax.diarization.annotation import rttm_turns
+    from trax.io.annotation import rttm_turns
 
     turns = rttm_turns(workflow.result(recording, "diarization.rttm"))
     result: dict[str, dict[str, float]] = {}
@@ -243,8 +243,7 @@ def test_pyannote_backend_enrolls_with_its_own_embedding_model(run, tmp_path) ->
     from pyannote_models import build_pipeline
 
     from trax.diarization.pipeline import DiarizeOptions, diarize_file, load_models, rule_settings
-    from trax.protocol import ServerSettings
-    from trax.speakers import build_store
+    from trax.diarization.speakers import build_store
 
     workflow, _, _ = run
     table = write_table(tmp_path / "short.tsv", [("Linda", LJ / "LJ001-0002.wav", "", ""),
@@ -259,8 +258,7 @@ def test_pyannote_backend_enrolls_with_its_own_embedding_model(run, tmp_path) ->
     store = build_store(table, settings, load_models(DiarizeOptions.from_config(settings)), SpeakerOptions())
     assert store.backend == "pyannote" and store.embedding_model["id"] == "pyannote local:pipeline embedding"
     assert {p.name for p in store.profiles} == {"Columbia", "Linda"}
-    data = diarize_file(str(clip), str(tmp_path / "d.rttm"), str(tmp_path / "d.json"), "clip", settings,
-                        ServerSettings(enabled=False))
+    data = diarize_file(str(clip), str(tmp_path / "d.rttm"), str(tmp_path / "d.json"), "clip", settings)
     assert data["embedding_model"] == store.embedding_model
     # Random weights may give a speaker no usable centroid (NaN): it is left out, never written.
     assert all(len(s["embedding"]) == 256 for s in data["speakers"] if "embedding" in s)
@@ -274,7 +272,7 @@ def test_a_name_needs_a_lead_over_the_runner_up_profile() -> None:
     """``ambiguous_margin`` counts the runner-up even below the threshold: voices recorded in one
     room score high against every profile made there (bench/speakers.py: an unenrolled AMI voice
     at 0.85 against one AMI profile and 0.80 against another)."""
-    from trax.speakers import AMBIGUOUS, NAMED, UNKNOWN, Profile, identify
+    from trax.diarization.speakers import AMBIGUOUS, NAMED, UNKNOWN, Profile, identify
 
     store = ProfileStore("embedded", {"id": "m", "weights_sha256": "0"},
                          [Profile("A", [1.0, 0.0, 0.0], 1.0, []), Profile("B", [0.8, 0.6, 0.0], 1.0, [])])
@@ -287,12 +285,12 @@ def test_a_name_needs_a_lead_over_the_runner_up_profile() -> None:
 
 
 def test_one_turn_type_and_one_rttm_reader() -> None:
-    import trax.figures
-    import trax.merge
+    import trax.report.figures
+    import trax.transcript.merge
     from trax.diarization import annotation
 
-    assert trax.merge.Turn is annotation.Turn is trax.figures.Turn
-    assert not hasattr(trax.merge, "read_rttm")
+    assert trax.transcript.merge.Turn is annotation.Turn is trax.report.figures.Turn
+    assert not hasattr(trax.transcript.merge, "read_rttm")
     assert Turn(0.0, 1.0, "A").speaker == "A"
 
 

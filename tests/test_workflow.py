@@ -4,9 +4,9 @@ import shutil
 from pathlib import Path
 
 from conftest import EMPTY, JFK, JFK_TEXT, REPO, Workflow, jobs_planned, reruns
-from trax.evaluation import normalize_text
-from trax.jsonio import read_json
-from trax.schemas import validate
+from trax.quality.evaluation import normalize_text
+from trax.io.jsonio import read_json
+from trax.io.schemas import validate
 
 
 def _write_sheet(path: Path, rows: dict[str, Path]) -> Path:

@@ -11,8 +11,8 @@ import srt
 import webvtt
 
 from conftest import REPO, SAMPLE_DIR, reruns
-from trax.jsonio import read_json
-from trax.schemas import schema_dir, validate
+from trax.io.jsonio import read_json
+from trax.io.schemas import schema_dir, validate
 
 RULES = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
 pytestmark = pytest.mark.skipif(

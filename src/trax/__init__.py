@@ -1,15 +1,17 @@
 """Trax: a reproducible, file-based speech pipeline.
 
-The package holds all library code; the Snakemake rules call it through thin scripts in
-``scripts/``. Modules, one concern each:
+Subpackages by stage; imports flow one way, runtime → stages → io (``bench/imports.py`` checks it):
 
-* :mod:`trax.samples` — turn the ``inputs`` config key into stable, unique sample ids.
-* :mod:`trax.media` — locate ffmpeg, probe sources, normalize them to 16 kHz mono PCM.
-* :mod:`trax.models` — resolve model specs (embedded package, local directory, hub name).
-* :mod:`trax.transcribe` — faster-whisper decoding into typed, serializable transcripts.
-* :mod:`trax.evaluation` — text normalization and WER, shared by tests and benchmarks.
-* :mod:`trax.jsonio`, :mod:`trax.schemas`, :mod:`trax.provenance` — byte-stable output files.
-* :mod:`trax.step` — the error and log handling every rule script shares.
+* :mod:`trax.io` — inputs, files and their contracts: media, JSON, schemas, provenance, RTTM.
+* :mod:`trax.asr` — speech to words: the fast pass, refinement, domains, adapters, model specs.
+* :mod:`trax.diarization` — who spoke when, and whose voice it is (profiles, linking).
+* :mod:`trax.transcript` — speaker-attributed transcripts: merge, exports, enhancement.
+* :mod:`trax.quality` — calibrated quality estimates, evaluation against references, benchdata.
+* :mod:`trax.report` — per-recording metrics, the summary and the report's figures.
+* :mod:`trax.runtime` — how jobs run: the model server and its client, the model cache, jobs.
+
+Top level, used by all and importing nothing else of trax: :mod:`trax.errors`,
+:mod:`trax.console`, :mod:`trax.progress`, :mod:`trax.process` (threads and memory of this process).
 """
 
 __version__ = "0.1.0"

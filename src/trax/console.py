@@ -1,6 +1,6 @@
 """Lines for the person at the terminal, beside the job's log.
 
-A Snakemake job's stderr is its log file (:func:`trax.step.run_step` redirects it), so anything a
+A Snakemake job's stderr is its log file (:func:`trax.runtime.step.run_step` redirects it), so anything a
 user must see while a run goes on is also written to the terminal, through the copy of the
 original stderr that ``run_step`` keeps and hands to :func:`attach`. Each line goes out in one
 ``write`` call of less than ``PIPE_BUF`` (4096) bytes, so lines of jobs running side by side never
@@ -36,7 +36,7 @@ def attach(stream: TextIO | None, thread_only: bool = False) -> None:
     Args:
         stream: The terminal.
         thread_only: Only for lines written by this thread (a job running in a thread of the
-            Snakemake process, see :mod:`trax.jobs`); else for the whole process.
+            Snakemake process, see :mod:`trax.runtime.jobs`); else for the whole process.
     """
     global _console
     _local.console = stream

@@ -70,7 +70,7 @@ def set_subject(subject: str, thread_only: bool = False) -> None:
 
     Args:
         subject: The recording id.
-        thread_only: For a job running in a thread of a process that runs many (``trax.jobs``):
+        thread_only: For a job running in a thread of a process that runs many (``trax.runtime.jobs``):
             only this thread's reports belong to it.
     """
     global _process_job

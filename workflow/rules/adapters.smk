@@ -19,10 +19,19 @@ rule train_adapter:
     resources:
         mem_mb=config["resources"]["train_adapter_mem_mb"],
         runtime=runtime_min("train_adapter"),
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/train_adapter.py"
+    run:
+        # Its own process: training imports torch and transformers, which must not stay resident in
+        # the Snakemake process (the model server does not train).
+        run_model_job(
+            log[0],
+            "trax.asr.adapters:train_adapter",
+            server=None,
+            dataset=input.dataset,
+            adapter_dir=output.adapter,
+            metrics_path=output.metrics,
+            domain=wildcards.domain,
+            settings=params.settings,
+        )
 
 
 rule build_adapted_model:
@@ -40,7 +49,12 @@ rule build_adapted_model:
     resources:
         mem_mb=config["resources"]["build_adapted_model_mem_mb"],
         runtime=runtime_min("build_adapted_model"),
-    conda:
-        "../../envs/trax.yaml"
-    script:
-        "../../scripts/build_adapted_model.py"
+    run:
+        run_model_job(
+            log[0],
+            "trax.asr.adapters:build_adapted_model",
+            server=None,
+            adapter_dir=input.adapter,
+            output_dir=output.model,
+            settings=params.settings,
+        )

@@ -4,15 +4,16 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from trax.domains import load_domains
+from trax.asr.domains import load_domains
 from trax.errors import TraxError
-from trax.jobs import run_job, run_model_job
-from trax.media import NormalizeOptions
-from trax.protocol import SETTINGS_ENV, ServerSettings
-from trax.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
-from trax.adapters import DOMAIN_PATTERN, dataset_audio_files
-from trax.cluster import audio_runtime
-from trax.refine import is_model_path
+from trax.runtime.client import server_stats
+from trax.runtime.jobs import run_job, run_model_job
+from trax.io.media import NormalizeOptions
+from trax.runtime.protocol import SETTINGS_ENV, ServerSettings
+from trax.io.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTENSIONS
+from trax.asr.adapters import DOMAIN_PATTERN, dataset_audio_files
+from trax.runtime.cluster import audio_runtime
+from trax.asr.refine import is_model_path
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -137,7 +138,7 @@ def start_model_server(log):
     rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
     if not SERVER.enabled or not rules & MODEL_RULES:
         return
-    from trax.client import start_in_background
+    from trax.runtime.client import start_in_background
     from trax.diarization.pipeline import rule_settings
 
     # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
@@ -218,7 +219,7 @@ def merge_inputs(wildcards):
 
 
 def merge_arguments(input, output, params):
-    """trax.merge.merge_files's arguments from the merge job (the optional inputs may be absent)."""
+    """trax.transcript.merge.merge_files's arguments from the merge job (the optional inputs may be absent)."""
     return dict(
         transcript_path=input.transcript,
         rttm_path=input.get("rttm"),
@@ -248,7 +249,7 @@ def enrollment_table(wildcards):
 def enrollment_audio(wildcards):
     """The clips the table names, so a changed clip rebuilds the store (missing ones are left to
     the job, which reports the first with its row in one line)."""
-    from trax.speakers import enrollment_audio_files
+    from trax.diarization.speakers import enrollment_audio_files
 
     return enrollment_audio_files(PROFILES)
 

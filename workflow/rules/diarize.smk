@@ -18,7 +18,7 @@ rule diarize:
         run_model_job(
             log[0],
             "trax.diarization.pipeline:diarize_file",
-            in_process=SERVER.enabled,
+            server=SERVER,
             wav_path=input.wav,
             rttm_path=output.rttm,
             json_path=output.json,

@@ -17,7 +17,7 @@ rule enhance:
     run:
         run_job(
             log[0],
-            "trax.enhance:enhance_files",
+            "trax.transcript.enhance:enhance_files",
             merged_path=input.merged,
             json_path=output.json,
             md_path=output.md,

@@ -19,7 +19,7 @@ rule export:
     run:
         run_job(
             log[0],
-            "trax.exports:export_files",
+            "trax.transcript.exports:export_files",
             merged_path=input.merged,
             outputs={"srt": output.srt, "vtt": output.vtt, "txt": output.txt, "md": output.md},
             settings=params.settings,

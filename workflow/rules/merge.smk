@@ -17,4 +17,4 @@ rule merge:
         mem_mb=config["resources"]["merge_mem_mb"],
         runtime=runtime_min("merge"),
     run:
-        run_job(log[0], "trax.merge:merge_files", **merge_arguments(input, output, params))
+        run_job(log[0], "trax.transcript.merge:merge_files", **merge_arguments(input, output, params))

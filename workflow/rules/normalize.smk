@@ -18,7 +18,7 @@ rule normalize:
     run:
         run_job(
             log[0],
-            "trax.media:normalize",
+            "trax.io.media:normalize",
             source=params.source,
             wav_path=output.wav,
             info_path=output.info,

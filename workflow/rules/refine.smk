@@ -20,8 +20,9 @@ rule refine:
     run:
         run_model_job(
             log[0],
-            "trax.refine:refine_file",
-            in_process=SERVER.enabled or not params.settings["enabled"],
+            "trax.asr.refine:refine_file",
+            server=SERVER,
+            needs_model=params.settings["enabled"],
             wav_path=input.wav,
             fast_path=input.fast,
             output_path=output.transcript,

@@ -21,7 +21,7 @@ rule evaluate:
     run:
         run_job(
             log[0],
-            "trax.evaluation:evaluate_file",
+            "trax.quality.evaluation:evaluate_file",
             sample_id=wildcards.sample,
             transcripts={name: input[f"transcript_{name}"] for name in params.transcripts},
             output_path=output.evaluation,
@@ -50,12 +50,12 @@ rule metrics:
     run:
         run_job(
             log[0],
-            "trax.metrics:write_file_metrics",
+            "trax.report.metrics:write_file_metrics",
             sample_id=wildcards.sample,
             inputs=dict(input.items()),
             stages=params.stages,
             output_path=output.metrics,
-            use_server=SERVER.enabled,
+            server=server_stats(SERVER),
         )
 
 
@@ -97,7 +97,7 @@ rule figures:
     run:
         run_job(
             log[0],
-            "trax.figures:make_figures",
+            "trax.report.figures:make_figures",
             sample_id=wildcards.sample,
             transcript_json=input.transcript,
             audio_json=input.audio,
@@ -137,7 +137,7 @@ rule summary:
     run:
         run_job(
             log[0],
-            "trax.metrics:write_summary",
+            "trax.report.metrics:write_summary",
             metrics_paths=list(input.metrics),
             evaluation_paths=list(input.evaluations),
             targets=params.targets,

@@ -1,5 +1,5 @@
 # Speaker profiles (opt-in, speakers.profiles) and linking across recordings. See config/README.md
-# ("speakers") and trax.speakers. Identification itself happens in merge (it needs the store).
+# ("speakers") and trax.diarization.speakers. Identification itself happens in merge (it needs the store).
 
 
 rule enroll_speakers:
@@ -24,8 +24,8 @@ rule enroll_speakers:
         # reads nothing, and enrollment runs only when the table or a clip changes.
         run_model_job(
             log[0],
-            "trax.speakers:enroll_file",
-            in_process=False,
+            "trax.diarization.speakers:enroll_file",
+            server=None,
             table_path=input.table,
             store_path=output.store,
             settings=params.settings,
@@ -51,7 +51,7 @@ rule link_speakers:
     run:
         run_job(
             log[0],
-            "trax.speakers:link_files",
+            "trax.diarization.speakers:link_files",
             subject="speakers",
             diarizations=list(input.diarizations),
             output_path=output.tsv,

@@ -16,8 +16,8 @@ rule transcribe_fast:
     run:
         run_model_job(
             log[0],
-            "trax.transcribe:transcribe_file",
-            in_process=SERVER.enabled,
+            "trax.asr.transcribe:transcribe_file",
+            server=SERVER,
             wav_path=input.wav,
             output_path=output.transcript,
             sample_id=wildcards.sample,

@@ -19,7 +19,7 @@ Steps, for 16 kHz mono audio:
    chunks whose clusters are then linked (``cluster_chunk_windows``), never all windows at once.
 
 Memory does not grow with the recording: audio comes in pieces of at most 5 minutes
-(:func:`trax.media.audio_pieces`; VAD, mel frames and embeddings are computed per piece), and the
+(:func:`trax.io.media.audio_pieces`; VAD, mel frames and embeddings are computed per piece), and the
 frame labelling runs block by block. What is kept for the whole recording is small: one 256-d
 float32 embedding per 0.5 s of speech and one index per 10 ms speech frame (≈ 45 MB at 4 hours).
 4. **Frame labels.** Every 10 ms speech frame is scored against each cluster centroid by the
@@ -36,12 +36,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trax.diarization.annotation import Turn
+from trax.io.annotation import Turn
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from trax.media import AudioPiece
+    from trax.io.media import AudioPiece
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def load_embedded_models() -> EmbeddedModels:
     from faster_whisper.vad import get_vad_model
     from resemblyzer import VoiceEncoder
 
-    from trax.provenance import sha256_file
+    from trax.io.provenance import sha256_file
 
     weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
     encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
@@ -500,7 +500,7 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
     Args:
         models: Loaded models.
         audio: 16 kHz float32 samples, or the pieces of a long recording
-            (:func:`trax.media.audio_pieces`); each piece gets its own VAD pass and windows, so a
+            (:func:`trax.io.media.audio_pieces`); each piece gets its own VAD pass and windows, so a
             window never spans two pieces.
         options: Backend settings.
         total_s: Length of the recording, for progress reports (none when None).
@@ -508,7 +508,7 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
     import numpy as np
 
     from trax import progress
-    from trax.media import AudioPiece
+    from trax.io.media import AudioPiece
 
     pieces = [AudioPiece(0, audio)] if isinstance(audio, np.ndarray) else audio
     window = max(1, round(options.window_s * SAMPLE_RATE / FRAME))
@@ -617,7 +617,7 @@ def label_frames(
             runner_up = np.argmax(scores, axis=1)
             close = chosen - scores[rows, runner_up] < options.overlap_margin
             turns += _runs(speech.frame_times[lo:hi], np.where(close, runner_up, -1))
-    from trax.quality import diarization_signals
+    from trax.quality.estimates import diarization_signals
 
     details = {"speech_regions": speech.regions, "windows": int(len(starts)), **facts,
                "confidence_signals": diarization_signals(similarity, labels, options.cluster_threshold)}
@@ -626,7 +626,7 @@ def label_frames(
 
 
 #: Key of the per-speaker embeddings in a backend's details; the diarize stage moves them into
-#: ``diarization.json``'s speakers (see :class:`trax.diarization.annotation.Diarization`).
+#: ``diarization.json``'s speakers (see :class:`trax.io.annotation.Diarization`).
 SPEAKER_EMBEDDINGS = "speaker_embeddings"
 
 
@@ -710,11 +710,11 @@ def diarize_embedded(
     max_speakers: int | None = None,
     total_s: float | None = None,
 ) -> tuple[list[Turn], dict[str, Any]]:
-    """Diarize 16 kHz mono float32 ``audio`` (an array or :func:`trax.media.audio_pieces`);
+    """Diarize 16 kHz mono float32 ``audio`` (an array or :func:`trax.io.media.audio_pieces`);
     return (turns, details). Labels are ``S<k>``; ``total_s`` enables progress reports."""
     speech = embed_speech(models, audio, options, total_s)
     if speech is None:
-        from trax.quality import no_speech_signals
+        from trax.quality.estimates import no_speech_signals
 
         return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech",
                     "confidence_signals": no_speech_signals()}

@@ -9,19 +9,18 @@ overridden per file by the sample sheet) and the active backend's own section.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trax.diarization.annotation import Diarization, Turn, first_speech_labels, relabel_by_first_speech
+from trax.io.annotation import Diarization, Turn, first_speech_labels, relabel_by_first_speech
 from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions
 from trax.diarization.pyannote_backend import PyannoteOptions
 from trax.errors import TraxError
-from trax.jsonio import write_json_atomic, write_text_atomic
-from trax.manager import ModelKey
-from trax.protocol import ServerSettings
-from trax.provenance import provenance, sha256_file
-from trax.quality import diarization_confidence
-from trax.quality import load_model as load_quality_model
+from trax.io.jsonio import write_json_atomic, write_text_atomic
+from trax.io.provenance import provenance, sha256_file
+from trax.quality.estimates import diarization_confidence
+from trax.quality.estimates import load_model as load_quality_model
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +93,8 @@ def fix_torch_threads(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
-def model_key(options: DiarizeOptions) -> ModelKey:
-    """Cache key of the loaded models for ``options`` (see :class:`trax.manager.ModelKey`)."""
-    if options.backend == "pyannote":
-        source = options.pyannote.source()
-        return ModelKey(kind="diarize", model=f"pyannote:{source.name}", compute_type="float32",
-                        device=options.pyannote.device, revision=source.revision)
-    return ModelKey(kind="diarize", model="embedded", compute_type="float32", device="cpu")
-
-
 def load_models(options: DiarizeOptions) -> Any:
-    """Load the backend's models (cached by the server under :func:`model_key`)."""
+    """Load the backend's models (cached by the model server)."""
     if options.backend == "pyannote":
         from trax.diarization.pyannote_backend import load_pyannote
 
@@ -117,10 +107,10 @@ def load_models(options: DiarizeOptions) -> Any:
 def run_backend(models: Any, wav_path: str, options: DiarizeOptions) -> tuple[list[Turn], dict[str, Any]]:
     """Diarize a normalized WAV with loaded models; return (turns, details).
 
-    The embedded backend reads the audio piece by piece (:func:`trax.media.audio_pieces`), so its
+    The embedded backend reads the audio piece by piece (:func:`trax.io.media.audio_pieces`), so its
     memory does not depend on the recording's length; pyannote's pipeline takes the whole waveform.
     """
-    from trax.media import audio_pieces, load_wav, wav_duration
+    from trax.io.media import audio_pieces, load_wav, wav_duration
 
     if options.backend == "pyannote":
         from trax.diarization.pyannote_backend import diarize_pyannote
@@ -137,8 +127,8 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
 
     The one function both the in-process path and the model server run, so their bytes agree.
     """
-    from trax.media import wav_duration
-    from trax.transcribe import pin_blas_threads
+    from trax.io.media import wav_duration
+    from trax.process import pin_blas_threads
 
     options = DiarizeOptions.from_config(settings)
     pin_blas_threads()
@@ -173,7 +163,7 @@ def diarize_file(
     json_path: str,
     sample_id: str,
     settings: dict[str, Any],
-    server: ServerSettings | None = None,
+    remote: Callable[[str, dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:
     """Diarize ``audio.wav`` into ``diarization.rttm`` and ``diarization.json``.
 
@@ -183,19 +173,17 @@ def diarize_file(
         json_path: Destination JSON (``workflow/schemas/diarization.schema.yaml``).
         sample_id: The recording's id (the RTTM uri).
         settings: The rule's params (see :func:`rule_settings`).
-        server: Model server settings; when enabled the work runs in the server, otherwise here.
+        remote: Runs a named request elsewhere and returns its result (the model server, passed
+            in by the runtime); None loads the models in this process. Outputs are identical.
     """
-    server = server if server is not None else ServerSettings.from_env()
-    if server.enabled:
-        from trax.client import call_server
-
+    if remote is not None:
         log.info("diarizing %s via the model server", wav_path)
-        data = call_server("diarize", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings}, server)
+        data = remote("diarize", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings})
     else:
         options = DiarizeOptions.from_config(settings)
         fix_torch_threads(options.threads)
         data = diarize_wav(wav_path, sample_id, settings, load_models(options))
-    from trax.schemas import validate
+    from trax.io.schemas import validate
 
     validate(data, "diarization")  # before writing either file: no partial outputs
     write_text_atomic(rttm_path, Diarization.from_dict(data).rttm())

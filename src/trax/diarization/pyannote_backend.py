@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trax.diarization.annotation import Turn
+from trax.io.annotation import Turn
 from trax.diarization.embedded import SPEAKER_EMBEDDINGS
 from trax.errors import TraxError
 
@@ -68,7 +68,7 @@ class PipelineSource:
 
     def describe(self) -> dict[str, Any]:
         """Provenance: the spec, and for a local pipeline the sha256 of every weights file."""
-        from trax.provenance import sha256_file
+        from trax.io.provenance import sha256_file
 
         entry: dict[str, Any] = {"spec": self.spec, "id": f"local:{Path(self.name).name}" if self.path else f"hub:{self.name}"}
         if self.path is not None and self.path.is_dir():
@@ -154,7 +154,7 @@ def embedding_model_id(pipeline: Any, source: PipelineSource) -> dict[str, Any] 
     weights file for a local pipeline, or of the entry's name for a hub one."""
     import hashlib
 
-    from trax.provenance import sha256_file
+    from trax.io.provenance import sha256_file
 
     if getattr(pipeline, "_embedding", None) is None:
         return None

@@ -1,0 +1,513 @@
+"""Transcription with faster-whisper into typed, byte-stable transcript files."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.abc
+import logging
+import sys
+import threading
+import types
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from trax import progress
+from trax.errors import TraxError
+from trax.io.jsonio import write_json_atomic
+from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
+from trax.asr.models import ModelSource, resolve_whisper
+from trax.io.provenance import provenance, sha256_file
+from trax.process import pin_blas_threads
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Decimal places kept in output files: milliseconds for times, 4 digits for probabilities.
+#: Rounding keeps files readable and diffs meaningful; it is far below Whisper's 20 ms resolution.
+TIME_DIGITS = 3
+PROB_DIGITS = 4
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Decoding settings (the ``transcribe_fast`` config section).
+
+    Attributes:
+        model: Model spec, see :mod:`trax.asr.models`.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
+        compute_type: CTranslate2 compute type; ``int8`` is the robust CPU choice (float32 slowed
+            12x when another job held a core).
+        cpu_threads: Threads for one decode. Fixed from config (never from ``--cores``) because the
+            thread count may change int8 results in the last bits.
+        beam_size: Beam width; 5 is Whisper's reference setting. The workflow's fast pass uses 3:
+            the same dev corpus WER as 5 with the batched decoder (5.29 %), 2 makes one more
+            error, 1 three more; fewer beams also mean fewer copies of the encoder states.
+        temperature: Sampling temperature; 0 (greedy/beam, no fallback) keeps output deterministic.
+        word_timestamps: Align words with cross-attention (needed by merge and subtitles).
+        batch_size: Speech chunks decoded at once by faster-whisper's ``BatchedInferencePipeline``
+            (Silero VAD first, speech merged into chunks of at most 30 s, each decoded without
+            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder. 4, not
+            faster-whisper's 8: the same dev WER, no slower on 2 cores, and half the cross-attention
+            memory (batch x beam copies of the encoder output): a long recording peaked at 1.17 GB
+            instead of 1.65 GB.
+        sequential_max_s: Audio up to this long is decoded by the sequential decoder even when
+            ``batch_size`` > 0, provided Silero VAD finds speech in it (without speech it goes to
+            the batched path, which decodes nothing). Such audio fits one 30 s window, so there is
+            nothing to batch; the sequential decoder sees the clip with its own pauses and predicts
+            timestamps, and made 22 instead of 25 errors on the dev set (454 words, every clip
+            single-window) for ~0.1 s more per clip (``bench/fast_pass.py``). 0 = always batched.
+        vad_filter: Skip non-speech with Silero VAD before decoding (sequential path only; the
+            batched path always runs VAD).
+        vad_threshold: Silero speech probability above which a 32 ms frame is speech.
+        vad_min_silence_ms: Pauses shorter than this stay inside one speech chunk. 160 ms is
+            faster-whisper's batched default: chunks end at short pauses, so few words are cut.
+        vad_speech_pad_ms: Padding kept around each speech region, so word onsets and tails are
+            not clipped.
+        max_compression_ratio: A segment whose text gzip-compresses better than this is a
+            repetition loop ("I'm going to take a look at how I'm going to…", ratio 16.9 on a
+            pure tone) and is dropped. 2.4 is Whisper's own fallback threshold.
+        no_speech_threshold: With ``log_prob_threshold``: a segment whose no-speech probability
+            is above this *and* whose mean log-probability is below ``log_prob_threshold`` is
+            silence the model filled with words, and is dropped (Whisper's rule, 0.6 / -1.0).
+        log_prob_threshold: See ``no_speech_threshold``.
+        language: ISO code, or None to detect (English-only models always use ``en``).
+        condition_on_previous_text: Feed the previous window's text as prompt. Off by default (as
+            in WhisperX): with it on, tiny.en fell into a "first, first, first…" loop on the silent
+            tail of LJ001-0012 and dev-set WER went from 5.3 % to 30.4 %.
+        initial_prompt: Optional text to bias the first window.
+    """
+
+    model: str = "embedded:tiny.en"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 5
+    temperature: float = 0.0
+    word_timestamps: bool = True
+    batch_size: int = 4
+    sequential_max_s: float = 30.0
+    vad_filter: bool = False
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 160
+    vad_speech_pad_ms: int = 400
+    max_compression_ratio: float = 2.4
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    language: str | None = None
+    condition_on_previous_text: bool = False
+    initial_prompt: str | None = None
+
+    def vad_parameters(self) -> dict[str, float]:
+        """Silero VAD settings for faster-whisper.
+
+        A dict, not ``VadOptions``: only from a dict does the batched pipeline set
+        ``max_speech_duration_s`` to its 30 s window, so a long stretch of speech without a pause is
+        split instead of being cut off at 30 s.
+        """
+        return {"threshold": self.vad_threshold, "min_silence_duration_ms": self.vad_min_silence_ms,
+                "speech_pad_ms": self.vad_speech_pad_ms}
+
+    @classmethod
+    def from_config(cls, settings: dict[str, Any]) -> TranscribeOptions:
+        """Build options from a config section; unknown keys were already rejected by the schema."""
+        return cls(**settings)
+
+
+@dataclass(slots=True)  # ~36,000 of them held for a 4-hour recording
+class Word:
+    """One word with its time span (seconds) and Whisper's probability for it."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(slots=True)
+class Segment:
+    """One decoded segment.
+
+    Attributes:
+        avg_logprob: Mean token log-probability. faster-whisper computes it per 30 s decoding
+            window, so every segment of a window shares the value: it cannot rank segments.
+        no_speech_prob: Probability of the no-speech token for the window.
+        compression_ratio: gzip ratio of the text; high values flag repetition loops.
+    """
+
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class DroppedSegment:
+    """A decoded segment left out of the transcript because it is not speech.
+
+    Attributes:
+        reason: ``repetition`` (compression ratio above ``max_compression_ratio``) or
+            ``no_speech`` (no-speech probability high and log-probability low).
+        detail: The measured values against their thresholds, for a person reading the file.
+    """
+
+    start: float
+    end: float
+    text: str
+    reason: str
+    detail: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass
+class Transcript:
+    """A transcript file (``transcript.*.json``)."""
+
+    sample_id: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: list[Segment]
+    provenance: dict[str, Any]
+    dropped_segments: list[DroppedSegment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """All segment texts joined by single spaces."""
+        return " ".join(segment.text for segment in self.segments if segment.text)
+
+    def serialize(self) -> dict[str, Any]:
+        """JSON-ready dict matching ``workflow/schemas/transcript.schema.yaml``."""
+        data = asdict(self)
+        data["text"] = self.text
+        return data
+
+
+def resolve_device(options: TranscribeOptions) -> tuple[str, str]:
+    """(device, compute_type) after resolving ``device: auto`` (CUDA with float16 when present)."""
+    if options.device != "auto":
+        return options.device, options.compute_type
+    import_faster_whisper()
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", options.compute_type
+
+
+#: Packages ctranslate2 imports when it is imported, for its model converters only: torch and
+#: transformers, ~2.5 s here before a Whisper model can load (a cold run's first decode waited for
+#: them). Decoding never uses them; :func:`trax.asr.ct2_hf.convert_to_ct2` binds them when it converts.
+CONVERTER_ONLY_IMPORTS = ("torch", "transformers")
+
+
+class _KeptOut(importlib.abc.MetaPathFinder):
+    """Makes some top-level packages unimportable, for the thread that installed it only (the model
+    server loads other models, which do import torch, on other threads at the same time)."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
+        self.thread = threading.get_ident()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if threading.get_ident() == self.thread and fullname.partition(".")[0] in self.packages:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (kept out by trax)", name=fullname)
+        return None
+
+
+def import_faster_whisper() -> types.ModuleType:
+    """``import faster_whisper``, without the :data:`CONVERTER_ONLY_IMPORTS` when they are not loaded
+    yet (ctranslate2 guards them with ``try``/``except ImportError`` and loads fine without them)."""
+    if "faster_whisper" not in sys.modules and not any(name in sys.modules for name in CONVERTER_ONLY_IMPORTS):
+        finder = _KeptOut(CONVERTER_ONLY_IMPORTS)
+        sys.meta_path.insert(0, finder)
+        try:
+            import faster_whisper
+        finally:
+            sys.meta_path.remove(finder)
+    import faster_whisper
+
+    return faster_whisper
+
+
+def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: int = 1):  # -> WhisperModel
+    """Load a faster-whisper model; a hub name that cannot be fetched is a clear error.
+
+    Args:
+        source: The resolved model.
+        options: Decoding settings (device, compute type, threads).
+        num_workers: Decodes this model may run at once (the server's worker count).
+    """
+    WhisperModel = import_faster_whisper().WhisperModel
+    device, compute_type = resolve_device(options)
+    try:
+        return WhisperModel(
+            source.name,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=options.cpu_threads,
+            num_workers=num_workers,
+        )
+    except Exception as exc:  # faster-whisper raises many types (HTTP, OS, RuntimeError)
+        raise TraxError(source.spec, f"cannot load Whisper model ({type(exc).__name__}: {exc})") from None
+
+
+ProgressHook = Callable[[float, float], None]
+
+
+def transcribe_audio(
+    model: Any,
+    audio: np.ndarray,
+    options: TranscribeOptions,
+    progress: ProgressHook | None = None,
+) -> tuple[list[Segment], list[DroppedSegment], str, float]:
+    """Decode ``audio``; return (segments, dropped non-speech segments, language, its probability).
+
+    Args:
+        model: A loaded ``faster_whisper.WhisperModel``.
+        audio: 16 kHz mono float32 samples.
+        options: Decoding settings; ``batch_size`` > 0 selects the VAD-first batched decoder.
+        progress: Called with (seconds done, total seconds) after each segment.
+    """
+    total = len(audio) / 16000
+    common = dict(
+        language=options.language,
+        beam_size=options.beam_size,
+        temperature=options.temperature,
+        word_timestamps=options.word_timestamps,
+        initial_prompt=options.initial_prompt,
+        log_prob_threshold=options.log_prob_threshold,
+        no_speech_threshold=options.no_speech_threshold,
+        compression_ratio_threshold=options.max_compression_ratio,
+    )
+    if options.batch_size > 0 and not _sequential_suits(audio, options):
+        from faster_whisper import BatchedInferencePipeline
+
+        # A new pipeline per call: it keeps per-decode state, and the server decodes concurrently.
+        segments_iter, info = BatchedInferencePipeline(_SilencePaddedChunks(model)).transcribe(
+            audio, batch_size=options.batch_size, vad_filter=True, vad_parameters=options.vad_parameters(), **common
+        )
+    else:
+        segments_iter, info = model.transcribe(
+            audio,
+            vad_filter=options.vad_filter,
+            vad_parameters=options.vad_parameters() if options.vad_filter else None,
+            condition_on_previous_text=options.condition_on_previous_text,
+            **common,
+        )
+    segments: list[Segment] = []
+    dropped: list[DroppedSegment] = []
+    for raw in segments_iter:
+        segment = _segment(len(segments), raw)
+        rejection = non_speech_reason(segment, options)
+        if rejection is None:
+            segments.append(segment)
+        else:
+            dropped.append(_dropped(segment, *rejection))
+        if progress is not None:
+            progress(min(raw.end, total), total)
+    if progress is not None:
+        progress(total, total)  # the tail after the last segment is done too
+    return segments, dropped, info.language, round(float(info.language_probability), PROB_DIGITS)
+
+
+def _sequential_suits(audio: np.ndarray, options: TranscribeOptions) -> bool:
+    """Whether audio the batched decoder would get goes to the sequential one instead (see
+    ``TranscribeOptions.sequential_max_s``): short enough, and with speech in it."""
+    if len(audio) > options.sequential_max_s * SAMPLE_RATE:
+        return False
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return bool(get_speech_timestamps(audio, VadOptions(**options.vad_parameters())))
+
+
+class _SilencePaddedChunks:
+    """A view of a ``WhisperModel`` whose feature extractor pads each speech chunk to 30 s of audio.
+
+    faster-whisper's batched pipeline computes log-mel features of the bare chunk and pads the
+    *features* with zeros, which Whisper never saw in training (it pads the audio, so the tail
+    looks like silence at the chunk's own floor). Padding the audio instead costs a little more
+    feature extraction and measured 24 instead of 26 word errors on the dev set (454 words;
+    sequential decoding: 23), see ``bench/fast_pass.py``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.feature_extractor = _PaddingExtractor(model.feature_extractor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class _PaddingExtractor:
+    """Calls a faster-whisper ``FeatureExtractor`` on audio zero-padded to its 30 s window."""
+
+    def __init__(self, extractor: Any) -> None:
+        self._extractor = extractor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._extractor, name)
+
+    def __call__(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        import numpy as np
+
+        missing = self._extractor.n_samples - len(audio)
+        if missing > 0:
+            audio = np.concatenate([audio, np.zeros(missing, dtype=audio.dtype)])
+        return self._extractor(audio, *args, **kwargs)
+
+
+def non_speech_reason(segment: Segment, options: TranscribeOptions) -> tuple[str, str] | None:
+    """Why a decoded segment is not speech, as (reason, detail), or None when it is kept.
+
+    Whisper fills tones, noise and silence with fluent text: a repetition loop (high gzip
+    compression ratio) or a segment the model itself thinks is silent (high no-speech probability)
+    that it is also unsure of (low mean log-probability). Both thresholds are Whisper's own.
+    """
+    if segment.compression_ratio > options.max_compression_ratio:
+        return "repetition", f"compression ratio {segment.compression_ratio:.2f} > {options.max_compression_ratio:g}"
+    if segment.no_speech_prob > options.no_speech_threshold and segment.avg_logprob < options.log_prob_threshold:
+        return "no_speech", (f"no-speech probability {segment.no_speech_prob:.2f} > {options.no_speech_threshold:g} "
+                             f"and mean log-probability {segment.avg_logprob:.2f} < {options.log_prob_threshold:g}")
+    return None
+
+
+def _dropped(segment: Segment, reason: str, detail: str) -> DroppedSegment:
+    return DroppedSegment(start=segment.start, end=segment.end, text=segment.text, reason=reason, detail=detail,
+                          avg_logprob=segment.avg_logprob, no_speech_prob=segment.no_speech_prob,
+                          compression_ratio=segment.compression_ratio)
+
+
+def _segment(index: int, raw: Any) -> Segment:
+    words = [
+        Word(
+            start=round(w.start, TIME_DIGITS),
+            end=round(w.end, TIME_DIGITS),
+            word=w.word.strip(),
+            probability=round(float(w.probability), PROB_DIGITS),
+        )
+        for w in (raw.words or [])
+    ]
+    return Segment(
+        id=index,
+        start=round(raw.start, TIME_DIGITS),
+        end=round(raw.end, TIME_DIGITS),
+        text=raw.text.strip(),
+        avg_logprob=round(float(raw.avg_logprob), PROB_DIGITS),
+        no_speech_prob=round(float(raw.no_speech_prob), PROB_DIGITS),
+        compression_ratio=round(float(raw.compression_ratio), PROB_DIGITS),
+        words=words,
+    )
+
+
+def transcribe_wav(
+    wav_path: str,
+    sample_id: str,
+    settings: dict[str, Any],
+    model: Any,
+    source: ModelSource,
+) -> dict[str, Any]:
+    """Transcribe a normalized WAV with a loaded model; return the serialized transcript.
+
+    The one function both the in-process path and the model server run, so their bytes agree.
+    """
+    options = TranscribeOptions.from_config(settings)
+    pin_blas_threads()
+    segments, dropped, language, language_probability = transcribe_in_pieces(
+        model, wav_path, options, functools.partial(progress.report, "transcribe"))
+    transcript = Transcript(
+        sample_id=sample_id,
+        language=language,
+        language_probability=language_probability,
+        duration=round(wav_duration(wav_path), TIME_DIGITS),
+        segments=segments,
+        dropped_segments=dropped,
+        provenance=provenance(
+            config=settings,
+            input_sha256=sha256_file(wav_path),
+            models={"asr": source.describe()},
+        ),
+    )
+    return transcript.serialize()
+
+
+def transcribe_in_pieces(
+    model: Any,
+    wav_path: str,
+    options: TranscribeOptions,
+    progress: ProgressHook | None = None,
+) -> tuple[list[Segment], list[DroppedSegment], str, float]:
+    """Decode a normalized WAV piece by piece (:func:`trax.io.media.audio_pieces`, at most 5 minutes
+    each, cut at pauses), so memory does not grow with the recording; return what
+    :func:`transcribe_audio` returns, for the whole recording.
+
+    faster-whisper builds features for all the audio it is given (~160 kB per second), so a
+    4-hour array alone would be 900 MB plus several GB of STFT. A recording of one piece decodes
+    exactly as a whole. Later pieces are decoded in the language detected on the first (unless
+    configured), so a transcript never switches language at a cut; times are shifted by each
+    piece's offset and segment ids run on.
+    """
+    total = wav_duration(wav_path)
+    segments: list[Segment] = []
+    dropped: list[DroppedSegment] = []
+    language: str | None = options.language
+    language_probability = 1.0
+    for number, piece in enumerate(audio_pieces(wav_path)):
+        offset = piece.offset_s
+        hook = None if progress is None else (lambda done, _total, offset=offset: progress(offset + done, total))
+        piece_options = options if number == 0 else dataclasses.replace(options, language=language)
+        found, piece_dropped, piece_language, piece_probability = transcribe_audio(
+            model, piece.samples, piece_options, hook)
+        if number == 0:
+            language, language_probability = piece_language, piece_probability
+        for segment in found:
+            segment.id = len(segments)
+            if offset:
+                segment.start = round(segment.start + offset, TIME_DIGITS)
+                segment.end = round(segment.end + offset, TIME_DIGITS)
+                for word in segment.words:
+                    word.start = round(word.start + offset, TIME_DIGITS)
+                    word.end = round(word.end + offset, TIME_DIGITS)
+            segments.append(segment)
+        for item in piece_dropped:
+            item.start, item.end = round(item.start + offset, TIME_DIGITS), round(item.end + offset, TIME_DIGITS)
+            dropped.append(item)
+    return segments, dropped, language or "en", language_probability
+
+
+def transcribe_file(
+    wav_path: str,
+    output_path: str,
+    sample_id: str,
+    settings: dict[str, Any],
+    remote: Callable[[str, dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """Transcribe a normalized WAV into ``output_path`` (``transcript.fast.json``).
+
+    Args:
+        wav_path: ``audio.wav`` from normalize (relative to the workflow directory).
+        output_path: Destination JSON.
+        sample_id: The recording's id.
+        settings: The ``transcribe_fast`` config section (also recorded in provenance).
+        remote: Runs a named request elsewhere and returns its result (the model server, passed
+            in by the runtime); None loads the model in this process. Outputs are identical.
+    """
+    if remote is not None:
+        log.info("transcribing %s via the model server", wav_path)
+        transcript = remote("transcribe", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings})
+    else:
+        options = TranscribeOptions.from_config(settings)
+        source = resolve_whisper(options.model)
+        model = load_whisper(source, options)
+        transcript = transcribe_wav(wav_path, sample_id, settings, model=model, source=source)
+    write_json_atomic(output_path, transcript, schema="transcript")
+    return transcript

@@ -1,0 +1,94 @@
+"""This process's resources, shared by every stage and the runtime: CPU threads and memory.
+
+BLAS is pinned to one thread in every decoding process (results must not depend on ``--cores`` or
+the model server), and freed heap is handed back between the pieces of a long recording. Imports
+nothing of trax: any module may use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+#: Set in a process whose BLAS libraries were all pinned to one thread by environment at start.
+BLAS_PINNED_ENV = "TRAX_BLAS_PINNED"
+#: Thread-count variables the BLAS builds we ship read when they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                         "GOTO_NUM_THREADS")
+
+
+def pin_blas_by_environment() -> None:
+    """Pin every BLAS library this process will load to one thread, without threadpoolctl.
+
+    Must run before numpy (or anything linking a BLAS) is imported; the model server calls it first
+    thing. Overrides the values a Snakemake job that started the server passed down.
+    """
+    import sys
+
+    if "numpy" in sys.modules:
+        raise RuntimeError("pin_blas_by_environment() must run before numpy is imported")
+    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    os.environ[BLAS_PINNED_ENV] = "1"
+
+
+def pin_blas_threads() -> None:
+    """Run numpy's BLAS (OpenBLAS) single-threaded in this process, for good.
+
+    faster-whisper computes log-mel features with a numpy matrix product, and OpenBLAS sums in
+    another order with more threads: with ``OMP_NUM_THREADS=1`` (which Snakemake sets for a
+    one-thread job) pocketsphinx 001 decoded to avg_logprob -0.5313, with 2 threads to -0.5575.
+    One thread everywhere makes results independent of ``--cores``, the environment and the model
+    server. It is process-wide and never restored, so concurrent server requests cannot flip it
+    under each other; the product is small, so the cost is negligible.
+
+    The model server pins by environment instead (:func:`pin_blas_by_environment`, before any BLAS
+    library loads), and then this does nothing: threadpoolctl walks the loaded libraries with
+    ``dl_iterate_phdr`` holding the dynamic loader's lock and calls back into Python, so in a
+    multi-threaded process it deadlocks against a thread importing an extension module (seen: a
+    transcribe request pinning while a diarize request imported scipy).
+    """
+    if os.environ.get(BLAS_PINNED_ENV) == "1":
+        return
+    import numpy  # noqa: F401 - threadpoolctl only finds BLAS libraries already loaded
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def process_rss_mb() -> float:
+    """Resident memory of this process in MB."""
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 1048576
+
+
+def process_peak_rss_mb() -> float:
+    """Peak resident memory of this process so far in MB (the kernel's high-water mark, so a
+    short spike between two samples counts too)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1048576 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+
+    Called between the pieces of a long recording (:func:`trax.io.media.audio_pieces`) and after
+    each ``run:`` job (:func:`trax.runtime.jobs.run_job`): what was freed otherwise stays resident,
+    scattered between live blocks, and the next peak lands on top of it, so a process's peak
+    crept up with the recording's length.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` from the running process's own symbols, or None (musl, macOS)."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)

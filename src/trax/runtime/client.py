@@ -1,0 +1,235 @@
+"""Client side of the model server: start it on demand, send requests, survive its death.
+
+Every call runs in the workflow's working directory (Snakemake jobs do); the server's socket is
+node-local, in :func:`trax.runtime.protocol.runtime_dir` of that directory, so on a cluster the jobs of
+one node share one server and never reach for another node's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trax
+from trax import progress
+from trax.runtime import protocol
+from trax.errors import TraxError
+from trax.runtime.protocol import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVER_LOG = Path("logs") / "model_server.log"
+
+
+class ServerUnavailable(Exception):
+    """Nothing is listening on the socket."""
+
+
+class ServerDied(Exception):
+    """The connection dropped before a reply arrived."""
+
+
+class ServerError(TraxError):
+    """The server answered with an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        Exception.__init__(self, message)
+        self.code = code
+        self.subject, _, self.reason = message.partition(": ")
+
+
+def socket_path() -> str:
+    """This directory's server socket on this node."""
+    return protocol.socket_path()
+
+
+def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    """Send one request and return its result.
+
+    Raises:
+        ServerUnavailable: No server listens here.
+        ServerDied: The server closed the connection without replying.
+        ServerError: The server replied with an error.
+        TraxError: No reply within ``timeout`` seconds.
+    """
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        try:
+            conn.connect(socket_path())
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ServerUnavailable(str(exc)) from None
+        try:
+            conn.sendall(protocol.encode(protocol.request(method, params)))
+            reply = _read_reply(conn.makefile("rb"))
+        except TimeoutError:
+            raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ServerDied(str(exc)) from None
+    finally:
+        conn.close()
+    if not reply.get("ok"):
+        raise ServerError(reply["error"]["code"], reply["error"]["message"])
+    return reply["result"]
+
+
+def _read_reply(stream: BinaryIO) -> dict[str, Any]:
+    """Read messages until the reply; interim progress messages go to this job's log.
+
+    The socket timeout applies to each read, so a long request that keeps reporting progress
+    is not cut off, while a silent or hung server still is.
+    """
+    while True:
+        line = stream.readline()
+        if not line.endswith(b"\n"):
+            raise ServerDied("connection closed before the reply ended")
+        message = json.loads(line)
+        if "progress" not in message:
+            return message
+        update = message["progress"]
+        progress.report(update["stage"], update["done"], update["total"])
+
+
+def _server_is_ours() -> bool:
+    """True when a compatible server for this directory answers; stops an incompatible one."""
+    try:
+        info = request("ping", timeout=5.0)
+    except (ServerUnavailable, ServerDied):
+        return False
+    if info.get("trax_version") == trax.__version__ and Path(info.get("workdir", "")) == Path.cwd().resolve():
+        return True
+    log.warning("stopping incompatible model server %s", info)
+    try:
+        request("shutdown", timeout=5.0)
+    except (ServerUnavailable, ServerDied, ServerError):
+        pass
+    _wait_until(lambda: not os.path.exists(socket_path()), 10.0)
+    return False
+
+
+def _wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def ensure_server(settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
+    """Make sure a server for this directory is up, starting one if needed.
+
+    A lock file serializes starters, so concurrent jobs start exactly one server; a stale socket
+    from a crashed server is removed by the new server before it binds.
+    """
+    if _server_is_ours():
+        return
+    runtime = protocol.make_runtime_dir(protocol.runtime_dir())
+    with open(runtime / protocol.LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _server_is_ours():
+            return
+        process = _spawn(settings, preload)
+        started = _wait_until(lambda: _has_exited(process) or _server_is_ours(), settings.start_timeout_s)
+        if _has_exited(process):
+            raise TraxError("model server", f"exited at start; see {SERVER_LOG}")
+        if not started:
+            process.kill()
+            raise TraxError("model server", f"did not answer within {settings.start_timeout_s:g} s (server.start_timeout_s)")
+
+
+#: Starts argv[2:] in a new session with output appended to argv[1], prints its pid and exits, so
+#: the server is nobody's child: it outlives the job that started it, Snakemake never waits on it,
+#: and Snakemake's ``benchmark:`` (which sums a job's process and its children) never counts the
+#: server's memory as the job's.
+_DETACH = ("import subprocess, sys\n"
+           "with open(sys.argv[1], 'a') as log:\n"
+           "    print(subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
+           " start_new_session=True, close_fds=True).pid)")
+
+
+def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None):  # -> psutil.Process
+    import psutil
+
+    from trax.runtime.jobs import model_process_env
+
+    SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "trax.runtime.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
+    if preload:
+        command += ["--preload", json.dumps(preload)]
+    launcher = subprocess.run([sys.executable, "-S", "-c", _DETACH, str(SERVER_LOG), *command],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True,
+                              env=model_process_env())
+    return psutil.Process(int(launcher.stdout))
+
+
+def _has_exited(process) -> bool:  # process: psutil.Process
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -> Any:
+    """Run ``method`` on the server, starting it if needed and restarting it once if it dies."""
+    for attempt in (1, 2):
+        ensure_server(settings)
+        try:
+            return request(method, params, timeout=settings.request_timeout_s)
+        except ServerUnavailable:
+            log.warning("model server vanished before '%s' (attempt %d); starting a new one", method, attempt)
+        except ServerDied:
+            log.warning("model server died during '%s' (attempt %d); starting a new one", method, attempt)
+    raise TraxError("model server", f"died twice while handling '{method}'; see {SERVER_LOG}")
+
+
+def server_remote(settings: ServerSettings) -> Callable[[str, dict[str, Any]], Any]:
+    """What a stage function takes as ``remote``: runs a named request on the model server."""
+    return functools.partial(call_server, settings=settings)
+
+
+def server_stats(settings: ServerSettings) -> dict[str, Any] | None:
+    """The model server's ``stats`` reply, or None when the workflow runs without one or none runs
+    in this directory (metrics.json's ``server`` block)."""
+    if not settings.enabled:
+        return None
+    with contextlib.suppress(ServerUnavailable, ServerDied, ServerError, TraxError, OSError):
+        return request("stats", timeout=5.0)
+    return None
+
+
+def start_in_background(settings: ServerSettings, warm: list[dict[str, Any]]) -> threading.Thread:
+    """Start the server from a thread, so the caller does not wait, and have it load models.
+
+    The Snakefile calls this when a run has model jobs, so models load while normalize runs.
+
+    Args:
+        settings: Server settings.
+        warm: ``warm`` request parameters, one per model the server loads at start:
+            ``{"settings": <transcribe_* section>}`` or ``{"diarize": <diarize rule settings>}``.
+    """
+    preload = [protocol.request("warm", params) for params in warm]
+
+    def start() -> None:
+        try:
+            ensure_server(settings, preload)
+        except TraxError as exc:
+            log.warning("could not pre-start the model server: %s", exc)
+
+    thread = threading.Thread(target=start, name="trax-server-start", daemon=True)
+    thread.start()
+    return thread

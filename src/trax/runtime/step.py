@@ -1,0 +1,64 @@
+"""What every rule script shares: logging into the rule's log file and one-line errors.
+
+A rule script does only this::
+
+    from trax.runtime.step import run_step
+    run_step(snakemake.log[0], lambda: trax.io.media.normalize(...))
+
+Everything written to stderr (Python logging, ffmpeg, CTranslate2) goes to the log. A
+:class:`~trax.errors.TraxError` becomes one line ``trax: error: <file>: <reason>`` in the log and
+on the console, and the job exits 1 without a traceback; any other exception keeps its traceback
+in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from trax import console as console_module
+from trax import progress
+from trax.errors import TraxError
+
+T = TypeVar("T")
+
+
+def run_step(log_path: str, step: Callable[[], T], subject: str | None = None) -> T:
+    """Run ``step`` with stderr and logging redirected to ``log_path``; exit 1 on error.
+
+    Args:
+        log_path: The rule's log file.
+        step: The work.
+        subject: What console lines (progress, warnings) name; by default the log file's stem,
+            which every per-recording rule names after the recording id (``logs/<rule>/<id>.log``).
+    """
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+    progress.set_subject(subject or os.path.splitext(os.path.basename(log_path))[0])
+    console_module.attach(console)
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
+        sys.stderr.flush()
+        os.dup2(log_file.fileno(), 2)
+        sys.stderr = log_file
+        logging.basicConfig(
+            stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+        )
+        try:
+            return step()
+        except TraxError as exc:
+            _fail(f"trax: error: {exc}", log_file, console)
+        except Exception as exc:
+            traceback.print_exc(file=log_file)
+            _fail(f"trax: error: unexpected {type(exc).__name__}: {exc} (traceback in {log_path})", log_file, console)
+
+
+def _fail(line: str, log_file, console) -> NoReturn:  # noqa: ANN001 - text streams
+    print(line, file=log_file)
+    print(line, file=console)
+    log_file.flush()
+    console.flush()
+    sys.exit(1)
