@@ -4,19 +4,13 @@ Usage::
 
     .venv/bin/python bench/adapter.py [--models embedded:tiny.en embedded:base] [--variants full decoder]
 
-Trains on LJ001-0001…0008 and scores LJ001-0009…0016 (../shared/benchdata/coqui-tts-ljspeech: one
-reader, consecutive sentences of one chapter, exact normalized references). Each (model, variant)
-runs in its own process (``--single``) so peak RSS is its own:
+Trains on LJ001-0001…0008 and scores LJ001-0009…0016 (../shared/benchdata/coqui-tts-ljspeech).
+Each (model, variant) runs in its own process (``--single``) so peak RSS is its own; variants
+``full`` (LoRA on every attention block, encoder too) and ``decoder`` (decoder attention only).
+Columns: training and whole-job wall time, peak RSS, held-out WER greedy and with beam 5,
+before → after.
 
-* ``full`` — the default settings: LoRA r=8 on q/v of every attention block (encoder too);
-* ``decoder`` — ``train_encoder: false``: decoder attention only, encoder output computed once.
-
-Other settings are the ``adapters`` defaults (3 epochs, batch 4, lr 1e-3, seed 0, 2 threads).
-
-Columns: training wall time (optimizer steps only, from the log), whole-job wall time (rebuild,
-features, validation decodes, conversion), peak RSS of the process, the held-out WER with greedy
-decoding (what ``metrics.json`` reports) and with beam 5 (the transcribe defaults: int8,
-beam 5, no previous-text conditioning), before → after.
+Data, variants and columns in detail: bench/README.md, section "adapter.py".
 """
 
 from __future__ import annotations
@@ -30,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
 
-from trax.benchdata import benchdata_dir  # noqa: E402
+from trax.quality.benchdata import benchdata_dir
 
 TRAIN = range(1, 9)
 TEST = range(9, 17)
@@ -54,16 +47,17 @@ def write_dataset(path: Path) -> Path:
 
 def beam_wer(model_dir: Path) -> float:
     """Held-out WER with the transcribe defaults (int8, beam 5), as refinement would decode."""
-    from trax.evaluation import corpus_wer
-    from trax.models import resolve_whisper
-    from trax.transcribe import TranscribeOptions, load_wav, load_whisper, pin_blas_threads, transcribe_audio
+    from trax.quality.evaluation import corpus_wer
+    from trax.asr.models import resolve_whisper
+    from trax.asr.transcribe import TranscribeOptions, load_wav, load_whisper, transcribe_audio
+    from trax.process import pin_blas_threads
 
     pin_blas_threads()
     options = TranscribeOptions(model=str(model_dir), language="en", word_timestamps=False)
     model = load_whisper(resolve_whisper(str(model_dir)), options)
     hypotheses, references = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        from trax.media import decode_to_wav
+        from trax.io.media import decode_to_wav
 
         for n in TEST:
             wav = Path(tmp) / f"{n}.wav"
@@ -79,8 +73,8 @@ def single(model: str, variant: str, workdir: Path) -> dict:
     import logging
     import re
 
-    from trax.adapters import build_adapted_model, train_adapter
-    from trax.models import resolve_whisper
+    from trax.asr.adapters import build_adapted_model, train_adapter
+    from trax.asr.models import resolve_whisper
 
     log_path = workdir / "train.log"
     logging.basicConfig(filename=log_path, level=logging.INFO, format="%(message)s", force=True)

@@ -4,16 +4,13 @@ Usage::
 
     .venv/bin/python bench/batch.py [--repeats 1] [--before PATH] [--server on|off|both] [--set SECTION.KEY=VALUE]
 
-Runs the default workflow (every stage, model server on unless ``--server off``) with ``--cores 2``
-on the dev category-a clips (26 real recordings, 1-29 s each, 180.6 s in all, from
-../shared/benchdata), each run in a fresh directory with a fresh model server (cold: model loads
-included). ``--before PATH`` also runs another checkout of Trax (e.g. a ``git worktree`` of an
-older commit) with this same Python environment, in the same invocation, so the two columns are
-comparable.
+Runs the default workflow (``--cores 2``, model server on unless ``--server off``) on the dev
+category-a clips, each run cold in a fresh directory. ``--before PATH`` also runs another Trax
+checkout with this same Python environment, so the two columns are comparable. Prints, per
+checkout: total wall, Snakemake start-up, jobs, model loads and server peak RSS; then the mean
+job wall time per rule.
 
-Prints, per checkout: total wall (median of repeats), Snakemake start-up (a zero-job rerun), jobs
-run, model loads and server peak RSS; then one row per rule with the mean job wall time from
-Snakemake's ``benchmark:`` records (a model job's time includes waiting for the server).
+Inputs and columns in detail: bench/README.md, section "batch.py".
 """
 
 from __future__ import annotations
@@ -22,49 +19,20 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from common import REPO, server_call, snakemake, with_overrides, write_sheet
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from trax.benchdata import wer_items  # noqa: E402
-from trax.samples import sample_id_from_name  # noqa: E402
+from trax.quality.benchdata import wer_items
 
 
 def run_snakemake(checkout: Path, workdir: Path) -> float:
-    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(checkout / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--quiet", "all"]
     # The checkout's own trax package, also inside the Snakemake process.
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(checkout / "src")}
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env)
-    return time.perf_counter() - start
-
-
-def server_call(checkout: Path, workdir: Path, method: str) -> dict:
-    code = f"import json; from trax.client import request; print(json.dumps(request({method!r})))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(checkout / "src")})
-    return yaml.safe_load(out.stdout)
-
-
-def with_overrides(config: dict, overrides: list[str]) -> dict:
-    """``config`` with ``section.key=value`` settings applied (values parsed as YAML)."""
-    for override in overrides:
-        dotted, value = override.split("=", 1)
-        *sections, key = dotted.split(".")
-        node = config
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[key] = yaml.safe_load(value)
-    return config
+    return snakemake(workdir, workdir / "config.yaml", 2, "all", checkout=checkout, env=env)
 
 
 def measure(checkout: Path, sheet: Path, server_on: bool, overrides: list[str]) -> dict:
@@ -80,10 +48,10 @@ def measure(checkout: Path, sheet: Path, server_on: bool, overrides: list[str]) 
             rules.setdefault(rule, []).append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]))
         loads, peak = float("nan"), float("nan")
         if server_on:
-            stats = server_call(checkout, workdir, "stats")
+            stats = server_call(workdir, "stats", checkout)
             loads = sum(m["loads"] for m in stats["models"])
             peak = stats["peak_rss_mb"]
-            server_call(checkout, workdir, "shutdown")
+            server_call(workdir, "shutdown", checkout)
         return {"wall": wall, "startup": startup, "jobs": sum(map(len, rules.values())), "loads": loads, "peak": peak,
                 "rules": {rule: statistics.mean(times) for rule, times in rules.items()}}
     finally:
@@ -99,8 +67,7 @@ def main() -> None:
                         help="config override for this checkout's runs (not --before's), e.g. transcribe_fast.batch_size=8")
     args = parser.parse_args()
     items = wer_items()
-    sheet = Path(tempfile.mkdtemp(prefix="trax-batch-sheet-")) / "batch.tsv"
-    sheet.write_text("id\tpath\n" + "".join(f"{sample_id_from_name(i.path)}\t{i.path}\n" for i in items))
+    sheet = write_sheet(items, "trax-batch-sheet-")
 
     checkouts = {"after": REPO} | ({"before": args.before.resolve()} if args.before else {})
     servers = {"on": [True], "off": [False], "both": [True, False]}[args.server]

@@ -6,29 +6,12 @@ Usage::
     .venv/bin/python bench/diarize.py --set hop_s=0.5 --set switch_penalty=0   # one variant
     .venv/bin/python bench/diarize.py --sweep switch_penalty=0,1,2,4            # one row per value
 
-Items: pyannote-audio/sample/sample.wav and the pyannote debug protocol's dev00, dev01, trñ00
-(uri trn00), trn01-trn09, each scored within its UEM (sample.wav: all 30 s). Audio is decoded with
-the workflow's own normalize step (16 kHz mono s16 via ffmpeg), so the bench sees what the rule sees.
+Scores the embedded diarizer (and a one-speaker VAD floor) on pyannote's sample.wav and debug
+protocol recordings, decoded by the workflow's own normalize step. Columns: corpus DER at collar
+0 and ±0.25 s with its miss / false alarm / confusion split, exact speaker counts, RTF. ``--loo``
+chooses settings leave-one-recording-out; ``--concat N`` scores one long recording instead.
 
-Columns:
-
-* ``DER c0`` / ``DER c.25`` — corpus diarization error rate (pyannote.metrics, overlapped speech
-  scored) at collar 0 and at ±0.25 s around reference boundaries (pyannote ``collar=0.5``);
-  ``miss``/``fa``/``conf`` split the collar-0 errors.
-* ``spk ok`` — recordings whose hypothesis has as many speakers as the reference.
-* ``RTF`` — diarization seconds (models loaded) / audio seconds, median over ``--repeats``.
-* ``load s`` — loading the models once. ``peak RSS`` — this process's peak, after all rows.
-
-``one speaker (VAD)`` labels every Silero speech region with a single speaker: the floor any
-clustering must beat.
-
-``--concat N`` scores one long recording instead: the 13 items back to back, N times over (so the
-same voices come back every 390 s, as speakers do in a meeting), reference turns shifted and
-labelled ``<uri>:<speaker>``. Rows: the whole array clustered exactly (the algorithm before issue
-16: average linkage over all windows), 5-minute pieces from the WAV (the workflow's reading) with
-exact clustering, and pieces with chunked clustering at the default and smaller
-``cluster_chunk_windows``.
-``peak MB`` is the growth of this process's peak RSS during the row (0 when below an earlier peak).
+Items, columns, ``--loo`` and ``--concat`` in detail: bench/README.md, section "diarize.py".
 """
 
 from __future__ import annotations
@@ -37,25 +20,23 @@ import argparse
 import dataclasses
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
 
-from trax.benchdata import DerItem, der_items  # noqa: E402
-from trax.diarization.annotation import Turn, rttm_turns  # noqa: E402
-from trax.diarization.embedded import (  # noqa: E402
+from trax.diarization.embedded import (
     EmbeddedOptions,
     diarize_embedded,
     load_embedded_models,
     speech_regions,
 )
-from trax.diarization.pipeline import fix_torch_threads  # noqa: E402
-from trax.media import NormalizeOptions, audio_pieces, load_wav, normalize  # noqa: E402
-from trax.transcribe import pin_blas_threads  # noqa: E402
+from trax.diarization.pipeline import fix_torch_threads
+from trax.io.annotation import Turn, rttm_turns
+from trax.io.media import NormalizeOptions, audio_pieces, load_wav, normalize
+from trax.process import pin_blas_threads
+from trax.quality.benchdata import DerItem, der_items
 
 
 def load_items(workdir: Path) -> list[tuple[DerItem, object]]:
@@ -146,7 +127,7 @@ def pooled_der(files: list[dict], collar: float) -> float:
 
 def loo_bench(models, items, grids: dict[str, list]) -> None:
     """Leave-one-recording-out: for each recording, the variant of a grid with the lowest pooled
-    collar-0 DER on the other recordings is chosen and scored on it (see the module docstring)."""
+    collar-0 DER on the other recordings is chosen and scored on it (see bench/README.md)."""
     uris = [item.uri for item, _ in items]
     cache: dict = {}
     print("| search space | variants | LOO DER c0 | LOO DER c.25 | LOO spk ok | in-sample best DER c0 | chosen (per held-out file) |")
@@ -183,7 +164,7 @@ def parse_value(text: str):
 
 
 def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Path) -> None:
-    """Score one long recording made of the dev items (see the module docstring)."""
+    """Score one long recording made of the dev items (see bench/README.md)."""
     import wave
 
     import numpy as np
@@ -269,7 +250,7 @@ def main() -> None:
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
-                        help="score one recording of the dev set N times over instead (see above)")
+                        help="score one recording of the dev set N times over instead (see bench/README.md)")
     args = parser.parse_args()
 
     pin_blas_threads()

@@ -4,18 +4,12 @@ Usage::
 
     .venv/bin/python bench/encoder_context.py [--margins 0,1,2,5]
 
-Whisper's encoder always takes a 30-s window (3000 log-mel frames): the batched decoder pads each
-speech chunk to 30 s, so a 3-s clip costs a full 30-s encoder pass. CTranslate2 accepts shorter
-inputs, and an encoder pass over fewer frames is much cheaper. This bench measures both sides:
+Whisper's encoder always takes a 30-s window, so a 3-s clip costs a full 30-s encoder pass.
+Measures both sides: one tiny.en ``encode`` call on fewer frames (median of 3), and the dev WER
+with every window cut to the call's longest chunk plus each margin, against the 30-s windows as
+shipped. The cut is a patch of faster-whisper and Trax for this process only.
 
-* ``encoder s`` — one ``encode`` call of tiny.en int8 (workflow threads) on N frames, median of 3;
-* ``dev WER`` — the dev category-a set (26 clips, ``trax.benchdata.wer_items``) through
-  :func:`trax.transcribe.transcribe_audio` with the workflow's defaults, once as shipped (30-s
-  windows) and once per margin with every window cut to the call's longest chunk plus ``margin``
-  seconds (rounded up to whole seconds, at most 30 s). Same process, same model.
-
-The cut is made by patching faster-whisper's ``collect_chunks``/``pad_or_trim`` and Trax's audio
-padding for this process only; nothing in the workflow changes.
+Columns and how the cut is made: bench/README.md, section "encoder_context.py".
 """
 
 from __future__ import annotations
@@ -23,20 +17,15 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+from common import OUT, normalized
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from trax.quality.benchdata import wer_items
+from trax.quality.evaluation import corpus_wer
 
-from fast_pass import _normalized  # noqa: E402
-
-from trax.benchdata import wer_items  # noqa: E402
-from trax.evaluation import corpus_wer  # noqa: E402
 
 #: Whisper's window: 30 s of 10-ms log-mel frames.
 FULL_FRAMES = 3000
@@ -49,7 +38,7 @@ class ShortWindows:
         import faster_whisper.transcribe as fw_transcribe
         from faster_whisper.audio import pad_or_trim
 
-        import trax.transcribe as trax_transcribe
+        import trax.asr.transcribe as trax_transcribe
 
         self.margin_s: float | None = None  # None: full 30-s windows (as shipped)
         self.frames = threading.local()
@@ -88,7 +77,9 @@ def main() -> None:
 
     import ctranslate2
 
-    from trax.transcribe import TranscribeOptions, load_wav, load_whisper, pin_blas_threads, resolve_whisper, transcribe_audio
+    from trax.asr.transcribe import TranscribeOptions, load_wav, load_whisper, resolve_whisper, transcribe_audio
+
+    from trax.process import pin_blas_threads
 
     windows = ShortWindows()
     pin_blas_threads()
@@ -111,7 +102,7 @@ def main() -> None:
     print()
 
     items = wer_items()
-    wavs = _normalized([i.path for i in items], REPO / "bench" / "out" / "fast_pass")
+    wavs = normalized([i.path for i in items], OUT / "fast_pass")
     audio = [load_wav(wavs[i.path]) for i in items]
     references = [i.reference for i in items]
     print(f"| window | dev WER % | errors | clips whose text changed | dev decode s |")

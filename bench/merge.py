@@ -4,27 +4,13 @@ Usage::
 
     .venv/bin/python bench/merge.py [--keep DIR]
 
-Runs the workflow (``--cores 2``, server off, default config) on ``pyannote-audio/sample/sample.wav``
-to get transcript.fast.json, transcript.refined.json (refine) and diarization.rttm (the embedded
-diarizer), then merges each transcript with the embedded diarization and with the reference
-``sample.rttm`` as an oracle diarization, using the default ``merge`` settings (the same code as the
-``merge`` rule; refined + embedded is exactly what the workflow's merged.json holds). Rows the
-workflow cannot build yet (no refine/diarize rule) are left out, with a note on stderr.
+Runs the workflow (``--cores 2``, server off, default config) on ``pyannote-audio/sample/sample.wav``,
+then merges each transcript (fast / refined) with each diarization (the embedded diarizer's, and
+the reference ``sample.rttm`` as an oracle) using the default ``merge`` settings. Rows the
+workflow cannot build yet are left out, with a note on stderr. Columns: cpWER, WER, speaker
+agreement with the reference RTTM and with the STM, words, unassigned words.
 
-Rows: transcript (fast / refined) x diarization (embedded / oracle = reference RTTM).
-Columns:
-
-* ``cpWER`` — concatenated minimum-permutation WER (meeteval ``cp_word_error_rate``) against
-  ``sample.stm``: each speaker's words concatenated in time order, the best speaker mapping chosen,
-  text normalised with Whisper's English normalizer. Counts recognition *and* attribution errors.
-* ``WER`` — speaker-agnostic WER of the same words (jiwer): the recognition part alone.
-* ``spk=RTTM`` — share of words whose speaker matches the speaker the reference RTTM gives them
-  (reference speaker of a word: the same overlap/nearest rule as merge; hypothesis speakers mapped
-  to reference speakers one-to-one to maximise matches). With the oracle diarization this is 100 %
-  by construction; it measures the diarizer.
-* ``spk=STM`` — the same against the STM's speaker-attributed segments (word midpoint inside a
-  segment, else the nearest segment): an independent human attribution.
-* ``unassigned`` — words merge left ``unknown``.
+Columns in detail: bench/README.md, section "merge.py".
 """
 
 from __future__ import annotations
@@ -40,18 +26,16 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+import numpy as np
+from common import REPO, snakemake_command
+from meeteval.wer.wer.cp import cp_word_error_rate
+from scipy.optimize import linear_sum_assignment
 
-import numpy as np  # noqa: E402
-from meeteval.wer.wer.cp import cp_word_error_rate  # noqa: E402
-from scipy.optimize import linear_sum_assignment  # noqa: E402
-
-from trax.benchdata import benchdata_dir  # noqa: E402
-from trax.evaluation import corpus_wer, normalize_text  # noqa: E402
-from trax.diarization.annotation import Turn, rttm_turns  # noqa: E402
-from trax.jsonio import read_json  # noqa: E402
-from trax.merge import MergeOptions, assign_word, merge_files  # noqa: E402
+from trax.io.annotation import Turn, rttm_turns
+from trax.io.jsonio import read_json
+from trax.quality.benchdata import benchdata_dir
+from trax.quality.evaluation import corpus_wer, normalize_text
+from trax.transcript.merge import MergeOptions, assign_word, merge_files
 
 SAMPLE = benchdata_dir() / "pyannote-audio" / "sample"
 
@@ -114,8 +98,7 @@ def run_workflow(workdir: Path) -> set[str]:
     7 add the refine and diarize rules); returns the names built."""
     (workdir / "samples.tsv").write_text(f"id\tpath\nsample\t{SAMPLE / 'sample.wav'}\n", encoding="utf-8")
     (workdir / "config.yaml").write_text("inputs: samples.tsv\nserver: {enabled: false}\n", encoding="utf-8")
-    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+    command = snakemake_command(workdir, workdir / "config.yaml")
     # Snakemake itself imports trax (common.smk): this checkout's, not an installed copy.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.getenv("PYTHONPATH")]))}
     targets = [name for name in ("transcript.fast.json", "transcript.refined.json", "diarization.rttm")

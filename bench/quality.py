@@ -7,35 +7,11 @@ Usage::
     .venv/bin/python bench/quality.py --compare  # ... and the other candidate features' figures
     .venv/bin/python bench/quality.py --second-opinion  # ... and how a second model's disagreement ranks
 
-**ASR (estimated WER).** Recordings: the dev category-a set (``trax.benchdata.wer_items``: 26
-files, 454 reference words), each also with white noise added at 10 dB and 0 dB SNR (seeded), so
-the model sees transcripts from easy to hard: 78 recordings in 26 groups. Every recording is
-decoded exactly as the workflow's default ``transcribe_fast`` does (``trax.transcribe.transcribe_wav``
-with config/config.yaml's settings: tiny.en, beam 3; each clip fits one window, so the sequential
-decoder). Each word's measured errors come from ``trax.evaluation.word_errors``
-(Whisper-normalized, jiwer-aligned); its features from ``trax.quality.transcript_words``. The model is an L2 logistic regression of "word carries an
-error" (Newton's method in numpy: deterministic), times errors per erroneous word.
-
-Leave-one-recording-out: every figure below comes from a model fitted *without* the recording's
-group (the clean file and its two noisy copies leave together), so no recording is scored by a
-model that saw its words. Utterances are the workflow's (``trax.merge.merge`` with one speaker:
-breaks at pauses over ``merge.max_pause_s``), flagged as the workflow flags them (``quality``
-defaults: expected errors >= ``review_utterance_errors`` or estimated WER > ``review_utterance_wer``).
-
-**Diarization (estimated DER).** The dev multi-speaker set (``trax.benchdata.der_items``: 13
-recordings), diarized with the embedded backend's defaults, DER at collar 0 (``evaluate``'s
-default) within each UEM, and decoded as ``transcribe_fast`` does. Two ridge regressions of DER,
-leave-one-recording-out likewise: ``diarization`` (merged.json) on the share of transcript words
-outside every diarized turn widened by ``trax.quality.WORD_MARGIN_S`` and the diarized speech
-share, fitted and scored on the recordings whose transcript has words (merged.json has no
-estimate without words); ``diarization_without_transcript`` (diarization.json) on the backend's
-confidence signals and the speech share, on all 13.
-
-``--second-opinion`` also decodes the clean and 10 dB recordings with ``refine.model`` (whole, and
-only their low-confidence spans as the refine stage would) and prints how far that second model's
-disagreement ranks them; none of it is in the shipped model.
-
+Fits the word-error model (estimated WER) on the dev category-a set, clean and with added noise,
+and two DER models on the dev multi-speaker set; every printed figure is leave-one-recording-out.
 Decodes and diarizations are cached in bench/out/quality/ (delete it after changing the decoder).
+
+Recordings, models and methodology: bench/README.md, section "quality.py".
 """
 
 from __future__ import annotations
@@ -44,20 +20,16 @@ import argparse
 import functools
 import json
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import OUT as BENCH_OUT
+from common import REPO, ffmpeg_wav, workflow_config
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from trax.benchdata import der_items, wer_items  # noqa: E402
-from trax.evaluation import corpus_wer, word_errors  # noqa: E402
-from trax.jsonio import dumps, read_json, write_text_atomic  # noqa: E402
-from trax.quality import (  # noqa: E402
+from trax.io.jsonio import dumps, read_json, write_text_atomic
+from trax.quality.benchdata import der_items, wer_items
+from trax.quality.estimates import (
     DIARIZATION_FEATURES,
     MODEL_PATH,
     WORD_FEATURES,
@@ -70,12 +42,13 @@ from trax.quality import (  # noqa: E402
     transcript_words,
     uncovered_word_share,
 )
+from trax.quality.evaluation import corpus_wer, word_errors
 
 #: Version written into the model; bump on every refit that changes coefficients or parts.
 MODEL_VERSION = "3"
 #: SNRs (dB) of the noisy copies; None = the clean recording.
 SNRS = (None, 10.0, 0.0)
-#: Features the word model uses, out of trax.quality.WORD_FEATURES (``--features`` tries others,
+#: Features the word model uses, out of trax.quality.estimates.WORD_FEATURES (``--features`` tries others,
 #: ``--compare`` prints them all). Leave-one-out on this set (Spearman of per-recording WER on the
 #: clean dev set; its pooled estimate, measured 5.29 %; Spearman on all 78 recordings; figures
 #: from an older decoder and before digit runs were joined in scoring: ``--compare`` prints today's):
@@ -106,7 +79,7 @@ ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
 ASR_L2 = 1.0
 #: Ridge penalty of the DER model (13 recordings: shrinks toward the mean DER).
 DER_L2 = 1.0
-#: Features the DER model uses, out of trax.quality.DIARIZATION_FEATURES: the speech share ranks
+#: Features the DER model uses, out of trax.quality.estimates.DIARIZATION_FEATURES: the speech share ranks
 #: DER best on this set (Spearman -0.43; near-boundary share 0.06, cluster compactness -0.04, low
 #: similarity 0.06; the outlier share is 0 everywhere). Leave-one-out (``--compare``): speech share
 #: alone 0.35, with the near-boundary share 0.28, with compactness or low similarity -0.06; every
@@ -124,7 +97,7 @@ DER_L2 = 1.0
 #: only if trn02 (no words at all) is scored as the most confident; a choice that one recording
 #: decides is not shipped (and the diarize stage does not see the transcript).
 DER_WITHOUT_TRANSCRIPT_FEATURES = ("speech_share", "near_boundary_share")
-#: Features of the merged.json DER model (trax.quality.MERGED_DIARIZATION_FEATURES). Leave-one-out
+#: Features of the merged.json DER model (trax.quality.estimates.MERGED_DIARIZATION_FEATURES). Leave-one-out
 #: on the 12 recordings with words (the table ``print_der`` prints): uncovered word share and
 #: speech share together rank DER about as well as the speech share alone and far better than the
 #: uncovered share alone; the diarizer's own features, scored on the same 12, do about as well
@@ -133,11 +106,11 @@ DER_WITHOUT_TRANSCRIPT_FEATURES = ("speech_share", "near_boundary_share")
 #: it is what differs between speakers (their own words) and it is a direct, backend-independent
 #: check of the diarization.
 MERGED_DER_FEATURES = ("uncovered_word_share", "speech_share")
-#: Widening margins (seconds) the bench compares (trax.quality.WORD_MARGIN_S is shipped).
+#: Widening margins (seconds) the bench compares (trax.quality.estimates.WORD_MARGIN_S is shipped).
 MARGINS = (0.2, 0.3, 0.5, 0.8)
 #: Nominal coverage of the WER interval (two-sided normal quantile).
 INTERVAL_Z = 1.645
-OUT = REPO / "bench" / "out" / "quality"
+OUT = BENCH_OUT / "quality"
 
 
 @dataclass
@@ -151,13 +124,6 @@ class AsrRecording:
     errors: np.ndarray  # measured errors located per word
     measured_errors: int  # corpus_wer numerator (whole-text normalization)
     reference_words: int
-
-
-def ffmpeg_wav(source: Path, target: Path) -> None:
-    from trax.media import find_ffmpeg
-
-    subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", "-i", str(source), "-map", "0:a:0", "-ac", "1",
-                    "-ar", "16000", "-c:a", "pcm_s16le", "-bitexact", str(target)], check=True)
 
 
 def add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -180,11 +146,9 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
 @functools.cache
 def fast_decoder() -> tuple[dict, object, object]:
     """config/config.yaml's ``transcribe_fast`` settings, its model and source (loaded once)."""
-    import yaml
+    from trax.asr.transcribe import TranscribeOptions, load_whisper, resolve_whisper
 
-    from trax.transcribe import TranscribeOptions, load_whisper, resolve_whisper
-
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["transcribe_fast"]
+    settings = workflow_config()["transcribe_fast"]
     source = resolve_whisper(TranscribeOptions.from_config(settings).model)
     return settings, load_whisper(source, TranscribeOptions.from_config(settings)), source
 
@@ -192,7 +156,7 @@ def fast_decoder() -> tuple[dict, object, object]:
 def fast_transcript(wav: Path, name: str, cache: Path) -> dict:
     """``wav`` decoded as the workflow's default ``transcribe_fast`` does (cached in ``cache``)."""
     if not cache.exists():
-        from trax.transcribe import transcribe_wav
+        from trax.asr.transcribe import transcribe_wav
 
         settings, model, source = fast_decoder()
         write_text_atomic(cache, dumps(transcribe_wav(str(wav), name, settings, model, source)))
@@ -201,7 +165,7 @@ def fast_transcript(wav: Path, name: str, cache: Path) -> dict:
 
 def asr_recordings() -> list[AsrRecording]:
     """Decode (or read cached) every recording and locate its errors."""
-    from trax.media import load_wav
+    from trax.io.media import load_wav
 
     OUT.mkdir(parents=True, exist_ok=True)
     result = []
@@ -295,8 +259,8 @@ def kendall(a: list[float], b: list[float]) -> float:
 def asr_report(recordings: list[AsrRecording], options: QualityOptions,
                features: tuple[str, ...] = ASR_FEATURES) -> tuple[float, list[dict]]:
     """Leave-one-group-out predictions, tables; returns the interval inflation fitted on them."""
-    from trax.diarization.annotation import Turn
-    from trax.merge import MergeOptions, merge
+    from trax.io.annotation import Turn
+    from trax.transcript.merge import MergeOptions, merge
 
     groups = sorted({r.group for r in recordings})
     rows = []
@@ -363,7 +327,7 @@ def top_words_share(subset: list[dict], share: float) -> float:
 
 
 #: Word feature sets ``--compare`` tries: the word probability alone, the shipped set, and the
-#: shipped set plus each other candidate of trax.quality.WORD_FEATURES.
+#: shipped set plus each other candidate of trax.quality.estimates.WORD_FEATURES.
 def candidate_feature_sets() -> list[tuple[str, ...]]:
     others = [name for name in WORD_FEATURES if name not in ASR_FEATURES]
     return [("log_prob",), ("log_prob", "context_log_prob"), ASR_FEATURES] + [(*ASR_FEATURES, name) for name in others]
@@ -458,18 +422,16 @@ def second_opinion(recordings: list[AsrRecording]) -> None:
     (Whisper base: what the optional refine stage re-decodes low-confidence words with), with
     ``transcribe_fast``'s other settings and ``language: en`` (base is multilingual; the clips are
     English). A transcript word "disagrees" when it carries an error against the second decode's
-    text (:func:`trax.evaluation.word_errors`, the second text as the reference). Printed: the
+    text (:func:`trax.quality.evaluation.word_errors`, the second text as the reference). Printed: the
     Spearman of the per-recording disagreement rate itself (nothing fitted: 0 disagreements tie,
     like 0 errors), and of the word model leave-one-group-out with the disagreement as a fourth
     feature. The workflow does not decode twice, so none of this is in the shipped model.
     """
     import time
 
-    import yaml
+    from trax.asr.transcribe import TranscribeOptions, load_whisper, resolve_whisper, transcribe_wav
 
-    from trax.transcribe import TranscribeOptions, load_whisper, resolve_whisper, transcribe_wav
-
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = workflow_config()
     settings = {**config["transcribe_fast"], "model": config["refine"]["model"], "language": "en"}
     folder = OUT / "second_opinion"
     folder.mkdir(parents=True, exist_ok=True)
@@ -564,22 +526,21 @@ def span_opinion(recordings: list[AsrRecording]) -> None:
     """The refine stage's way to a second opinion: re-decode only the low-confidence spans.
 
     For each threshold, the clean and 10 dB recordings' spans are planned and re-decoded exactly as
-    ``refine`` does (:func:`trax.refine.plan_spans`, one ``clip_timestamps`` call per recording with
+    ``refine`` does (:func:`trax.asr.refine.plan_spans`, one ``clip_timestamps`` call per recording with
     config/config.yaml's ``refine`` settings, ``word_threshold`` set to the threshold) and aligned
-    as refine aligns them (:func:`trax.refine.splice`). A fast word is disputed when its span's
+    as refine aligns them (:func:`trax.asr.refine.splice`). A fast word is disputed when its span's
     re-decode reads differently. Printed: decode time (first run; cached after), the audio the
     clips cover, and how the disputed-word rate ranks recordings (nothing fitted).
     """
     import time
 
-    import yaml
-
-    from trax.media import load_wav
-    from trax.refine import RefineOptions, _decoded_words, _flat_words, _token, plan_spans, splice
-    from trax.transcribe import TranscribeOptions, load_whisper, pin_blas_threads, resolve_whisper
+    from trax.io.media import load_wav
+    from trax.asr.refine import RefineOptions, _decoded_words, _flat_words, _token, plan_spans, splice
+    from trax.asr.transcribe import TranscribeOptions, load_whisper, resolve_whisper
+    from trax.process import pin_blas_threads
 
     chosen = [r for r in recordings if r.snr in SECOND_SNRS]
-    refine = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["refine"]
+    refine = workflow_config()["refine"]
     folder = OUT / "span_opinion"
     folder.mkdir(parents=True, exist_ok=True)
     model = None
@@ -639,10 +600,10 @@ def span_opinion(recordings: list[AsrRecording]) -> None:
 
 def der_recordings() -> list[dict]:
     """Diarize (or read cached) the DER set with the embedded defaults; DER at collar 0."""
-    from trax.diarization.annotation import read_rttm
+    from trax.io.annotation import read_rttm
     from trax.diarization.embedded import EmbeddedOptions, diarize_embedded, load_embedded_models
-    from trax.evaluation import diarization_error
-    from trax.media import NormalizeOptions, audio_pieces, normalize
+    from trax.quality.evaluation import diarization_error
+    from trax.io.media import NormalizeOptions, audio_pieces, normalize
 
     OUT.mkdir(parents=True, exist_ok=True)
     models = None
@@ -654,7 +615,7 @@ def der_recordings() -> list[dict]:
             normalize(str(item.path), str(wav), str(OUT / f"der_{item.uri}.audio.json"), item.uri, NormalizeOptions())
             if models is None:
                 from trax.diarization.pipeline import fix_torch_threads
-                from trax.transcribe import pin_blas_threads
+                from trax.process import pin_blas_threads
 
                 pin_blas_threads()
                 fix_torch_threads(1)
@@ -667,7 +628,7 @@ def der_recordings() -> list[dict]:
             uem.write_text("".join(f"{item.uri} 1 {s:.3f} {e:.3f}\n" for s, e in item.uem))
             der = diarization_error(item.uri, str(item.rttm), str(rttm), str(uem))
             reference = read_rttm(item.rttm).get(item.uri, [])
-            from trax.diarization.annotation import sort_turns, speech_time
+            from trax.io.annotation import sort_turns, speech_time
 
             duration = round(read_json(OUT / f"der_{item.uri}.audio.json")["audio"]["duration"], 3)
             share = round(speech_time(sort_turns(turns)), 3) / duration
@@ -685,7 +646,7 @@ def der_table(recordings: list[dict], margin: float = WORD_MARGIN_S) -> list[dic
     """Every candidate feature of each DER recording: the diarizer's signals (with the speech
     share) and ``uncovered_word_share`` of its fast transcript against its diarized turns widened
     by ``margin`` (None: the transcript has no words)."""
-    from trax.diarization.annotation import rttm_turns
+    from trax.io.annotation import rttm_turns
 
     table = []
     for recording in recordings:
@@ -707,7 +668,7 @@ def fit_der(table: list[dict], der: list[float], features: tuple[str, ...]) -> d
 
 def der_loo(table: list[dict], der: list[float], features: tuple[str, ...]) -> list[float]:
     """Leave-one-recording-out DER estimates of a ridge model over ``features``."""
-    from trax.quality import LinearPart, der_estimate
+    from trax.quality.estimates import LinearPart, der_estimate
 
     estimates = []
     for index, row in enumerate(table):
@@ -812,11 +773,11 @@ def fit_der_parts(recordings: list[dict]) -> dict[str, dict]:
     """Both diarization parts fitted on every usable recording (for ``--write``)."""
     table, der, with_words = der_inputs(recordings)
     merged = fit_der([table[i] for i in with_words], [der[i] for i in with_words], MERGED_DER_FEATURES)
-    merged["fitted_on"] = (f"{len(with_words)} recordings of trax.benchdata.der_items with transcript words, "
+    merged["fitted_on"] = (f"{len(with_words)} recordings of trax.quality.benchdata.der_items with transcript words, "
                            f"embedded defaults, default transcribe_fast, turns widened by {WORD_MARGIN_S:g} s, collar 0")
     merged["margin_s"] = WORD_MARGIN_S
     without = fit_der(table, der, DER_WITHOUT_TRANSCRIPT_FEATURES)
-    without["fitted_on"] = f"{len(table)} recordings of trax.benchdata.der_items, embedded defaults, collar 0"
+    without["fitted_on"] = f"{len(table)} recordings of trax.quality.benchdata.der_items, embedded defaults, collar 0"
     return {"diarization": merged, "diarization_without_transcript": without}
 
 
@@ -833,7 +794,7 @@ def der_extra_features(recording: dict) -> dict[str, float | None]:
 
     ``margin`` is the diarizer's mean own-minus-best-other similarity, 1.0 with one speaker (no
     competitor). The transcript features are means over the fast transcript's words (its
-    :func:`trax.quality.transcript_words` rows): log-probability, segment mean log-probability,
+    :func:`trax.quality.estimates.transcript_words` rows): log-probability, segment mean log-probability,
     no-speech probability, and the share of words below probability 0.5.
     """
     uri = recording["uri"]
@@ -939,10 +900,10 @@ def main() -> None:
         diarization = fit_der_parts(der)
     if args.write:
         asr = fit_asr(recordings, inflation, features)
-        asr["fitted_on"] = (f"{len(recordings)} recordings: trax.benchdata.wer_items clean and with white noise "
+        asr["fitted_on"] = (f"{len(recordings)} recordings: trax.quality.benchdata.wer_items clean and with white noise "
                             f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, beam 3; sequential: "
                             f"each clip fits one window)")
-        model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality.py; fitted by "
+        model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality/estimates.py; fitted by "
                  "bench/quality.py --write", "asr": asr, **diarization}
         MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(MODEL_PATH, dumps(model))

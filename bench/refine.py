@@ -4,24 +4,13 @@ Usage::
 
     .venv/bin/python bench/refine.py [--thresholds 0.3 0.4 0.5 0.6] [--out bench/out/refine.tsv]
 
-In one process, with one load per model (tiny.en for the fast pass, the refine model for the rest),
-on the dev category-a recordings (``trax.benchdata.wer_items()``, WER) plus ``columbia.16k.wav``
-(199 s, no reference: time and share only):
+In one process, with one load per model (tiny.en for the fast pass, the refine model for the
+rest), on the dev category-a recordings (WER) plus ``columbia.16k.wav`` (time and share only).
+Rows: fast only, refine model only, multi-pass at each ``word_threshold`` (without and with
+domain biasing, and with ``min_gain``). Columns: corpus WER, wall seconds, share of audio
+re-decoded, spans accepted / re-decoded.
 
-* ``fast only`` — tiny.en, the fast pass as the workflow runs it;
-* ``refine model only`` — the refine model (Whisper base) over whole files;
-* ``multi-pass t=X`` — fast pass, then refinement with ``word_threshold`` X, domain ``general``
-  (no biasing), ``min_gain`` 0 (accept any more confident re-decode);
-* ``multi-pass t=X + domain`` — the same with ``domain: auto`` and biasing by the chosen domain
-  (config/domains);
-* ``..., min_gain G`` — the first domain threshold, accepting only re-decodes more confident by G.
-
-Other refine settings are the defaults (``merge_gap_s`` 1, ``context_s`` 1, ``term_similarity``
-0.5, beam 5, int8, 2 threads).
-
-Columns: corpus WER on the category-a set (substitutions/deletions/insertions), wall seconds for
-that set and for columbia (decode only, models already loaded; multi-pass = fast + refine),
-share of audio re-decoded (all files), and spans accepted / re-decoded.
+Rows, settings and columns in detail: bench/README.md, section "refine.py".
 """
 
 from __future__ import annotations
@@ -33,16 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from common import REPO
 
-from trax.benchdata import benchdata_dir, wer_items  # noqa: E402
-from trax.domains import load_domains  # noqa: E402
-from trax.evaluation import corpus_wer  # noqa: E402
-from trax.media import find_ffmpeg  # noqa: E402
-from trax.models import resolve_whisper  # noqa: E402
-from trax.refine import RefineOptions, load_refine_model, refine_transcript  # noqa: E402
-from trax.transcribe import TranscribeOptions, load_whisper, transcribe_wav  # noqa: E402
+from trax.asr.domains import load_domains
+from trax.asr.models import resolve_whisper
+from trax.asr.refine import RefineOptions, load_refine_model, refine_transcript
+from trax.asr.transcribe import TranscribeOptions, load_whisper, transcribe_wav
+from trax.io.media import find_ffmpeg
+from trax.quality.benchdata import benchdata_dir, wer_items
+from trax.quality.evaluation import corpus_wer
 
 COLUMBIA = "const-me-whisper/columbia.16k.wav"
 

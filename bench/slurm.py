@@ -5,16 +5,12 @@ Usage::
     .venv/bin/python bench/slurm.py [--target fast|all]
 
 Needs a Slurm cluster whose nodes share this directory; without one it starts the local one-node
-cluster (``scripts/local_slurm.sh``, root) and stops it afterwards. Both runs process the dev
-category-a clips (26 real recordings, 1-29 s each, from ../shared/benchdata) in fresh directories
-with the model server on: ``local`` with ``--cores 2`` (profiles/default), ``slurm`` with
-``--workflow-profile profiles/slurm`` (every job an sbatch job). ``--target fast`` (default) builds
-``transcript.fast.json`` (normalize + transcribe_fast, 52 jobs); ``all`` the whole workflow.
+cluster (``scripts/local_slurm.sh``, root) and stops it afterwards. ``local`` runs ``--cores 2``,
+``slurm`` runs ``--workflow-profile profiles/slurm``; ``--target fast`` (default) builds
+``transcript.fast.json`` only, ``all`` the whole workflow. Prints wall time, jobs, rule times,
+Slurm job and queue times and model loads; the two runs' outputs are compared byte for byte.
 
-Columns: wall time, jobs, mean rule time (Snakemake benchmark TSVs: the work itself), and for Slurm
-the mean per-job time in Slurm (scontrol End - Start: the rule plus the job's own Snakemake
-start-up), mean queue wait (Start - Submit), and model loads (server ``stats`` on this node).
-Outputs of the two runs are compared byte for byte.
+Runs and columns in detail: bench/README.md, section "slurm.py".
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -33,32 +28,22 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from common import REPO, server_call, snakemake_command, write_sheet
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from trax.benchdata import wer_items  # noqa: E402
-from trax.samples import sample_id_from_name  # noqa: E402
+from trax.io.samples import sample_id_from_name
+from trax.quality.benchdata import wer_items
 
 CLUSTER = REPO / "scripts" / "local_slurm.sh"
 
 
 def snakemake(workdir: Path, targets: list[str], *args: str) -> tuple[float, str]:
-    command = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args, *targets]
+    command = [*snakemake_command(workdir, workdir / "config.yaml"), *args, *targets]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"snakemake failed in {workdir}:\n{(proc.stdout + proc.stderr)[-4000:]}")
     return wall, proc.stdout + proc.stderr
-
-
-def server_call(workdir: Path, method: str) -> dict:
-    code = f"import json; from trax.client import request; print(json.dumps(request({method!r})))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    return yaml.safe_load(out.stdout)
 
 
 def rule_times(workdir: Path) -> list[float]:
@@ -99,8 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     items = wer_items()
     ids = [sample_id_from_name(item.path) for item in items]
-    sheet = Path(tempfile.mkdtemp(prefix="trax-bench-sheet-")) / "batch.tsv"
-    sheet.write_text("id\tpath\n" + "".join(f"{i}\t{item.path}\n" for i, item in zip(ids, items)))
+    sheet = write_sheet(items, "trax-bench-sheet-")
     targets = ["all"] if args.target == "all" else [f"results/{i}/transcript.fast.json" for i in ids]
 
     started = False

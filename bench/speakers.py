@@ -5,71 +5,12 @@ Usage::
     .venv/bin/python bench/speakers.py                 # default settings (config speakers.*)
     .venv/bin/python bench/speakers.py --recordings 20 --seed 99   # other conversations of the same voices
 
-Voices come from ``trax.benchdata.voice_pool``: LJ Speech's reader, the columbia speaker, LibriSpeech
-1272 and three AMI participants are enrolled from clips that never occur in a test recording; JFK,
-LibriSpeech 61, pocketsphinx's card reader and four more AMI participants are not enrolled. Each test
-recording is a conversation of three of these people (turns of up to 8 s from their test clips,
-0.4 s apart, loudness levelled), so who speaks in which clip is exact (pauses inside a clip: see
-below). Each recording goes
-through the embedded diarizer with the workflow's defaults (automatic speaker count), then every
-diarized speaker is identified against the profile store built by the workflow's own enrollment
-code.
+Builds conversations of three people from ``trax.quality.benchdata.voice_pool`` (some enrolled,
+some not), diarizes each with the workflow's defaults and identifies every diarized speaker
+against the profile store built by the workflow's own enrollment code. Tables: identification by
+threshold and margin, where enrolled speech goes, embedding EER, and linking across recordings.
 
-Tables:
-
-* **identification by threshold and margin** — per threshold (at the default margin) and per
-  margin (at the default threshold): ``named ok`` = share of enrolled people's
-  speech time whose diarized speaker got that person's name (target ≥ 95 %); ``named wrong`` =
-  enrolled speech given another person's name; ``unenrolled named`` = share of unenrolled
-  people's speech time given any name (target ≤ 2 %). Two references of who speaks when, each
-  column labelled with its own: ``clip span`` counts every test clip whole as its person's speech
-  (the bench before issue 14's last step), pauses inside the clip included — the columbia
-  address alone has ~1-2 s pauses every few seconds, 38 % of its clip time; ``speech`` leaves out
-  the pauses: stretches of at least 0.3 s (``PAUSE_S``) in which no sample of the levelled clip
-  (-26 dBFS RMS) reaches -35 dBFS (``PAUSE_DBFS``), found by ffmpeg ``silencedetect`` — an
-  energy rule that shares nothing with the diarizer's Silero VAD. 0.3 s is the usual pause that
-  splits a speaker's segment in diarization references (NIST RT); -35 dBFS lies between the
-  columbia clips' room noise (their quiet 0.3 s stretches peak at -36 to -41 dBFS) and their
-  speech. Checked against the one test clip with word times (picovoice's test.wav, Picovoice
-  Leopard's times, printed at the top): speech 0.56-5.39 s, words 0.54-5.34 s, no pause inside
-  either. The table after it
-  scores the default settings with -30 and -40 dBFS as well: -40 is below the columbia noise
-  peaks, so their pauses count as speech again. The quiet stretches inside the AMI clips (room
-  noise above -35 dBFS) stay speech in both references. Speech the diarizer gives no speaker
-  counts as not named (``no speaker`` shows how much: VAD misses, and in ``clip span`` the
-  pauses); ``named ok: detected speech`` leaves it out (speech reference).
-  ``ambiguous`` = enrolled speech left unnamed because the runner-up profile scored within the
-  margin of the best. ``oracle`` rows embed each person's own speech in the recording instead of
-  the diarizer's speakers: identification alone, without diarization errors.
-* **where enrolled speech goes** — the default settings' enrolled speech (speech reference) split
-  by what happened to it: no speaker; in another person's speaker (one that holds mostly someone
-  else's speech: diarization merged or misplaced it); in the person's own speaker, named right,
-  unnamed or named wrong. ``ceiling`` is the share in the person's own speaker, the most that any
-  rule naming whole diarized speakers can name on these diarizations (unenrolled speech named by
-  that oracle next to it). Issue 14 measured other naming rules against the centroid on
-  ``--recordings 20 --seed 1`` to ``--seed 6`` (defaults: 94.0 % of enrolled speech named on
-  average, ceiling 95.7 %), each at its best setting with <= 1 % of unenrolled speech named on
-  every draw: a vote of the speaker's 1 s windows (93.8 %), a trimmed centroid without the
-  10-30 % of windows farthest from it (93.4 %), the mean window score instead of the centroid's
-  (94.2 %), names per diarized turn from the turn's own windows (94.1 %) and a vote of the turns'
-  names for an unnamed speaker (94.3 %). The three that named more changed nothing on seeds 14,
-  99 and 7. What the ceiling leaves (no speaker, other's speaker) is diarization's.
-* **embedding EER** — equal error rate of profile-vs-clip trials: each test clip (≥ 1.5 s)
-  embedded alone and scored against every profile (target trials: its own person's profile), for
-  the profile centroid (what Trax uses) and for the best single enrollment clip; and of diarized
-  speakers against profiles (target: the profile of the person holding most of that speaker's
-  time).
-* **linking** — over all recordings, every pair of diarized speakers from different recordings:
-  same person (majority of its time) vs same global id (``trax.speakers.link``). ``pair acc`` =
-  share of pairs decided right; ``precision``/``recall`` of "same voice" pairs.
-
-Which recordings chose what: ``speakers.threshold`` (0.835) was chosen on ``--recordings 20
---seed 1`` to ``--seed 4`` (speech reference: the middle of 0.832-0.839, which all named the most
-enrolled speech with unenrolled speech named <= 0.6 % on each draw) and is reported on the
-default recordings (seed 14), ``--seed 99`` and ``--seed 7``; ``speakers.ambiguous_margin`` and
-the diarizer's ``distinct_speaker_s`` / ``distinct_speaker_distance`` were chosen on
-``--recordings 20 --seed 99`` and ``--seed 7`` and then checked on the default ones. All draws
-reuse the same test clips (in other conversations), so they are not independent samples of voices.
+Voices, references, tables and how the defaults were chosen: bench/README.md, "speakers.py".
 """
 
 from __future__ import annotations
@@ -78,21 +19,15 @@ import argparse
 import random
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from trax.benchdata import VoiceClip, voice_pool  # noqa: E402
-from trax.diarization.annotation import Turn  # noqa: E402
-from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions, diarize_embedded  # noqa: E402
-from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models  # noqa: E402
-from trax.media import NormalizeOptions, find_ffmpeg, load_wav, normalize  # noqa: E402
-from trax.speakers import (  # noqa: E402
+from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions, diarize_embedded
+from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models
+from trax.diarization.speakers import (
     SpeakerOptions,
     Voice,
     build_store,
@@ -100,13 +35,16 @@ from trax.speakers import (  # noqa: E402
     identify,
     link,
 )
-from trax.transcribe import pin_blas_threads  # noqa: E402
+from trax.io.annotation import Turn
+from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize
+from trax.process import pin_blas_threads
+from trax.quality.benchdata import VoiceClip, voice_pool
 
 RATE = 16000
 SETTINGS = {"backend": "embedded", "threads": 1, "embedded": {}}
 TURN_MAX_S = 8.0
 GAP_S = 0.4
-#: Pauses the speech reference leaves out (see the module docstring): at least PAUSE_S seconds in
+#: Pauses the speech reference leaves out (see bench/README.md): at least PAUSE_S seconds in
 #: which no sample of the levelled clip reaches PAUSE_DBFS (ffmpeg silencedetect).
 PAUSE_DBFS = -35.0
 PAUSE_S = 0.3

@@ -4,19 +4,12 @@ Usage::
 
     .venv/bin/python bench/vad_share.py [--repeats 3]
 
-Both stages run faster-whisper's Silero VAD (v6, ONNX, one thread) on the same normalized audio,
-with their own settings: ``transcribe_fast`` (threshold 0.5, 160 ms silences, 400 ms pad) before
-batched decoding, or before deciding that a clip of one window goes to the sequential decoder; the
-embedded diarizer (0.3, 300 ms, 300 ms) before embedding. The network's per-frame speech
-probabilities do not depend on those settings, only the regions drawn from them do, so one pass
-could serve both stages without changing either's output (DER and WER the same by construction).
-This measures what that pass costs, per stage, so the saving can be weighed against a new file
-contract (a probabilities file written by normalize, read by both stages).
+Both stages run faster-whisper's Silero VAD on the same normalized audio with their own settings;
+one pass could serve both without changing either's output. Rows, medians of ``--repeats``: the
+network alone, and regions drawn with each stage's settings, on bench/end_to_end.py's 5-minute
+recording and the 26 dev clips.
 
-Rows (medians of ``--repeats``): ``probabilities`` = the network alone over the audio;
-``transcriber regions`` / ``diarizer regions`` = ``get_speech_timestamps`` with each stage's
-settings (network + drawing regions). Inputs: bench/end_to_end.py's 5-minute recording and the
-26 dev clips (bench/fast_pass.py's normalized copies).
+Why, and the rows in detail: bench/README.md, section "vad_share.py".
 """
 
 from __future__ import annotations
@@ -24,18 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "bench"))
+from common import OUT, build_recording, normalized
 
-from end_to_end import build_recording  # noqa: E402
-from fast_pass import _normalized  # noqa: E402
-
-from trax.benchdata import wer_items  # noqa: E402
+from trax.quality.benchdata import wer_items
 
 
 def median_seconds(action, repeats: int) -> float:
@@ -56,11 +42,11 @@ def main() -> None:
     from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
     from trax.diarization.embedded import EmbeddedOptions, speech_regions
-    from trax.transcribe import TranscribeOptions, load_wav
+    from trax.asr.transcribe import TranscribeOptions, load_wav
 
-    five = build_recording(REPO / "bench" / "out" / "five_minutes.wav")
+    five = build_recording(OUT / "five_minutes.wav")
     items = wer_items()
-    wavs = _normalized([i.path for i in items], REPO / "bench" / "out" / "fast_pass")
+    wavs = normalized([i.path for i in items], OUT / "fast_pass")
     inputs = {"5-minute recording": [load_wav(five)], f"{len(items)} dev clips": [load_wav(wavs[i.path]) for i in items]}
     transcriber = VadOptions(**TranscribeOptions().vad_parameters())
     diarizer = EmbeddedOptions()

@@ -163,7 +163,7 @@ _DETACH = ("import subprocess, sys\n"
 def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None):  # -> psutil.Process
     import psutil
 
-    from trax.runtime.jobs import model_process_env
+    from trax.process import model_process_env
 
     SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "trax.runtime.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
