@@ -16,7 +16,6 @@ made its text (``source``) and whether an edit was rejected (``flagged`` + ``fla
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from trax.io.jsonio import iter_json_list, read_json_head, write_json_atomic, wr
 from trax.io.provenance import provenance, sha256_file
 from trax.transcript.exports import to_markdown
 from trax.transcript.rules import RulesOptions, enhance_rules, glossary_of
-
-log = logging.getLogger(__name__)
 
 
 def enhance_files(merged_path: str, json_path: str, md_path: str, settings: dict[str, Any],
