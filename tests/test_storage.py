@@ -204,7 +204,8 @@ for path in sorted(out.rglob("*")):
 """
 
 
-@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+                         ids=["umask-0022", "umask-0027"])
 def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int, file_mode: int, dir_mode: int) -> None:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-c", WRITE_SNIPPET, str(out), str(JFK)], capture_output=True,
@@ -215,6 +216,7 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int, file_mode: i
     assert [line for line in listed if int(line[0], 8) != (dir_mode if line[1] == "d" else file_mode)] == []
 
 
+@pytest.mark.slow  # two workflow runs
 def test_a_full_disk_names_the_file_and_a_rerun_is_identical(team_run) -> None:
     if not ROOT:
         pytest.skip("mounting a small tmpfs as results/ needs root")
