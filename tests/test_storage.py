@@ -3,8 +3,8 @@ path policy, ``snakemake --directory`` from a read-only checkout, and a full dis
 
 One real run (the module fixture ``team_run``) serves the first four workflow tests: snakemake
 started in a read-only copy of the checkout with ``--directory`` pointing elsewhere, umask 0027,
-``results/`` a symlink to another folder, the model server on. The full-disk test (root only: it
-mounts a tmpfs) reruns the same inputs and compares bytes with that run.
+``results/`` and ``logs/`` symlinks to another folder, the model server on. The full-disk test
+(root only: it mounts a tmpfs) reruns the same inputs and compares bytes with that run.
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ def team_run(tmp_path_factory: pytest.TempPathFactory):
     ffmpeg("-i", str(JFK), "-t", "3.5", str(inputs / "short.flac"))  # "And so, my fellow Americans"
     workdir = base / "wörk dir"  # spaces and accents in the work directory's path keep working
     workdir.mkdir()
-    scratch = base / "scratch" / "results"  # results/ on "another disk"
-    scratch.mkdir(parents=True)
-    (workdir / "results").symlink_to(scratch)
+    scratch = base / "scratch" / "results"  # results/ and logs/ on "another disk"
+    for name in ("results", "logs"):
+        (base / "scratch" / name).mkdir(parents=True)
+        (workdir / name).symlink_to(base / "scratch" / name)
     config = base / "trax.yaml"  # outside the workdir: its mode is ours, not the run's
     config.write_text(yaml.safe_dump({"inputs": str(inputs), "server": {"idle_timeout_s": 300}}), encoding="utf-8")
     with read_only_checkout(base) as (checkout, copy):
@@ -124,7 +125,7 @@ def _modes(root: Path, skip: set[str]) -> dict[str, int]:
 def test_outputs_get_the_permissions_of_a_plain_write_under_umask_0027(team_run) -> None:
     modes = _modes(team_run.workdir, skip={".snakemake"})
     files = {p: m for p, m in modes.items() if (team_run.workdir / p).is_file()}
-    folders = {p: m for p, m in modes.items() if p not in files and p != "results"}  # results: our link
+    folders = {p: m for p, m in modes.items() if p not in files and p not in ("results", "logs")}  # our links
     for expected in ("results/jfk/audio.wav", "results/jfk/merged.json", "results/jfk/transcript.srt",
                      "results/jfk/report/timeline.svg", "results/summary.tsv", "results/report/summary.html",
                      "logs/model_server.log", "logs/normalize/jfk.log", "benchmarks/transcribe_fast/jfk.tsv"):
@@ -140,7 +141,7 @@ def test_outputs_get_the_permissions_of_a_plain_write_under_umask_0027(team_run)
 
 
 def test_symlinked_results_are_served_by_the_model_server(team_run) -> None:
-    assert (team_run.workdir / "results").is_symlink()
+    assert (team_run.workdir / "results").is_symlink() and (team_run.workdir / "logs").is_symlink()
     assert (team_run.scratch / "jfk" / "merged.json").is_file()
     for rule, verb in (("transcribe_fast", "transcribing"), ("diarize", "diarizing")):  # refine: nothing to redo
         log = (team_run.workdir / "logs" / rule / "jfk.log").read_text(encoding="utf-8")
@@ -185,7 +186,8 @@ def test_directory_runs_from_a_read_only_checkout(team_run) -> None:
     assert (team_run.workdir / ".snakemake").is_dir()
     text = read_json(team_run.workdir / "results" / "jfk" / "transcript.refined.json")["text"]
     assert normalize_text(text) == normalize_text(JFK_TEXT)
-    assert "fellow americans" in normalize_text(read_json(team_run.scratch / "short" / "transcript.refined.json")["text"])
+    short = read_json(team_run.scratch / "short" / "transcript.refined.json")
+    assert "fellow americans" in normalize_text(short["text"])
 
 
 WRITE_SNIPPET = """

@@ -241,10 +241,9 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         value = _require(params, name, str)
         resolved = (self.workdir / value).resolve()
         if not any(resolved.is_relative_to(root) for root in self.allowed_roots()):
-            log.warning("refused %s %r: resolves to %s, outside the workflow directory and its %s",
-                        name, value, resolved, "/".join(OUTPUT_DIRS))
-            raise RequestError(ErrorCode.FORBIDDEN_PATH,
-                               f"{name} {value!r} is outside the workflow directory and its {'/'.join(OUTPUT_DIRS)}")
+            where = f"outside the workflow directory and its {'/'.join(OUTPUT_DIRS)}"
+            log.warning("refused %s %r: resolves to %s, %s", name, value, resolved, where)
+            raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is {where}")
         return str(resolved)
 
     def dispatch(self, raw: bytes) -> dict[str, Any]:
