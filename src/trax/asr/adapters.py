@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from trax.errors import TraxError
-from trax.io.jsonio import write_json_atomic
+from trax.io.jsonio import staging_dir, write_json_atomic
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
 
@@ -446,8 +446,7 @@ def train_adapter(
     dataset = Path(dataset)
     adapter_dir = Path(adapter_dir)
     options = AdapterOptions.from_config(settings)
-    adapter_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.", dir=adapter_dir.parent))
+    staging = staging_dir(adapter_dir)
     try:
         result, source, train_clips, validation_clips = train(dataset, options, staging)
         clips = sorted(train_clips + validation_clips, key=lambda c: c.row)

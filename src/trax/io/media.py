@@ -21,7 +21,7 @@ from typing import Any
 import ffmpeg
 
 from trax.errors import TraxError
-from trax.io.jsonio import atomic_path, write_json_atomic
+from trax.io.jsonio import STORAGE_ERRNOS, atomic_path, write_json_atomic
 from trax.process import release_free_memory
 from trax.io.provenance import provenance, sha256_file
 
@@ -180,8 +180,20 @@ def decode_to_wav(source: str | os.PathLike[str], destination: str | os.PathLike
         _, stderr = decode_command(source, destination).run(cmd=tools.ffmpeg, overwrite_output=True,
                                                              capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as exc:
+        _raise_storage_error(exc.stderr, destination)
         raise TraxError(source, f"decoding failed ({_last_line(exc.stderr)})") from None
+    # ffmpeg may exit 0 after "Error writing trailer: No space left on device", with a cut WAV.
+    _raise_storage_error(stderr, destination)
     return decode_errors(stderr)
+
+
+def _raise_storage_error(stderr: bytes | None, destination: str | os.PathLike[str]) -> None:
+    """Raise the OSError ffmpeg hit writing ``destination`` (full disk, quota, read-only), if any:
+    the output's fault, not the source's, so :func:`~trax.io.jsonio.atomic_path` names the output."""
+    text = (stderr or b"").decode("utf-8", "replace")
+    for code in sorted(STORAGE_ERRNOS):
+        if os.strerror(code) in text:
+            raise OSError(code, os.strerror(code), str(destination))
 
 
 def decode_command(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Any:

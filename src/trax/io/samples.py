@@ -117,7 +117,8 @@ def _expand(entry: str, base_dir: Path) -> list[Sample]:
         return samples_from_sheet(read_sheet(path), path.parent)
     if path.is_file():
         return [_sample(path, entry)]
-    raise TraxError(entry, "inputs path does not exist")
+    where = "" if Path(entry).is_absolute() else f" (relative to the working directory {base_dir.resolve()})"
+    raise TraxError(entry, f"inputs path does not exist{where}")
 
 
 def _is_media(path: Path) -> bool:

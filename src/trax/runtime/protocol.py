@@ -91,6 +91,7 @@ def make_runtime_dir(path: Path) -> Path:
     for directory, parents in ((path.parent, True), (path, False)):
         try:
             directory.mkdir(mode=0o700, parents=parents)
+            directory.chmod(0o700)  # exactly 0700 whatever the umask (one of 0o277 would leave 0500)
         except FileExistsError:
             pass
         info = os.lstat(directory)

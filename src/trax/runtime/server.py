@@ -4,6 +4,11 @@ Started on demand by :func:`trax.runtime.client.ensure_server` (or by hand with
 ``python scripts/model_server.py``) in the workflow's working directory; it listens on
 ``server.sock`` (mode 0600) in that directory's node-local runtime directory
 (:func:`trax.runtime.protocol.runtime_dir`, mode 0700) and exits after ``idle_timeout_s`` without requests.
+
+Path policy: a request's file paths must resolve (symlinks followed) inside the workflow directory
+or inside the real location of one of its :data:`OUTPUT_DIRS`, so ``results -> /scratch/...`` is
+served while ``/etc/shadow``, ``~/.ssh/id_rsa`` or a link planted under ``results/`` pointing
+elsewhere are refused and logged.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ from trax.process import process_peak_rss_mb, process_rss_mb
 from trax.runtime.protocol import ErrorCode, ServerSettings
 
 log = logging.getLogger("trax.runtime.server")
+
+#: The workflow directory's top-level folders that may be symlinks to other disks (``results ->
+#: /scratch/...``): the server also serves files under where they really live. Model requests name
+#: only files under ``results/`` (normalized audio, transcripts); the others are listed because a
+#: site may move them the same way and a future method may read them.
+OUTPUT_DIRS = ("results", "logs", "benchmarks", "resources")
 
 
 def whisper_model_key(source: Any, options: Any, adapter: str | None = None) -> ModelKey:
@@ -89,11 +100,13 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "warm": self.warm,
             "shutdown": self.request_shutdown,
         }
-        old_umask = os.umask(0o177)  # socket file mode 0600: only this user may connect
-        try:
-            super().__init__(socket_path, _Handler)
-        finally:
-            os.umask(old_umask)
+        super().__init__(socket_path, _Handler)
+
+    def server_bind(self) -> None:
+        # Mode 0600: only this user may connect. chmod after bind instead of a umask around it (the
+        # umask is process-wide); the runtime directory (0700) keeps others out in between.
+        super().server_bind()
+        os.chmod(self.server_address, 0o600)
 
     # --- bookkeeping -------------------------------------------------------------------------
     def begin(self, method: str) -> None:
@@ -212,12 +225,25 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             models = self.manager.get(diarization_model_key(options), lambda: load_models(options))
             return diarize_wav(wav_path, sample_id, settings, models=models)
 
+    def allowed_roots(self) -> list[Path]:
+        """Where request paths may point: the workflow directory and the real location of each of
+        its :data:`OUTPUT_DIRS` (resolved on every request: a link may be made after the start)."""
+        roots = [self.workdir]
+        for name in OUTPUT_DIRS:
+            real = (self.workdir / name).resolve()
+            if real not in roots:
+                roots.append(real)
+        return roots
+
     def checked_path(self, params: dict[str, Any], name: str) -> str:
-        """A path parameter that must resolve inside the workflow directory."""
+        """A path parameter (relative to the workflow directory, or absolute) that must resolve,
+        symlinks followed, under one of :meth:`allowed_roots`; anything else is refused and logged."""
         value = _require(params, name, str)
         resolved = (self.workdir / value).resolve()
-        if not resolved.is_relative_to(self.workdir):
-            raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is outside the workflow directory")
+        if not any(resolved.is_relative_to(root) for root in self.allowed_roots()):
+            where = f"outside the workflow directory and its {'/'.join(OUTPUT_DIRS)}"
+            log.warning("refused %s %r: resolves to %s, %s", name, value, resolved, where)
+            raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is {where}")
         return str(resolved)
 
     def dispatch(self, raw: bytes) -> dict[str, Any]:
