@@ -55,8 +55,9 @@ def jobs_planned(run: "SnakemakeRun") -> dict[str, int]:
 
 
 def reruns(run: "SnakemakeRun") -> set[str]:
-    """Rules a dry run plans, apart from the report-side rules that follow every change."""
-    return set(jobs_planned(run)) - {"all", "metrics", "figures", "summary", "evaluate"}
+    """Rules a dry run plans, apart from the report-side rules that follow every change (the review
+    page is rebuilt whenever merged.json changes, as the figures are)."""
+    return set(jobs_planned(run)) - {"all", "metrics", "figures", "summary", "evaluate", "review"}
 
 
 @dataclass

@@ -196,6 +196,13 @@ def _edit(driver, text: str) -> None:
     field.send_keys(text, Keys.ENTER)
 
 
+def _click(driver, element) -> None:
+    """Click ``element`` once scrolled to the middle of the window, clear of the sticky header (a
+    person scrolls there first; Selenium only scrolls elements outside the window)."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
 def test_page_plays_highlights_navigates_and_renames(example_workflow, browser, tmp_path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -224,7 +231,7 @@ def test_page_plays_highlights_navigates_and_renames(example_workflow, browser, 
     start = float(target.get_attribute("data-start"))
     browser.execute_script("window.seekedAt = null; document.getElementById('audio').addEventListener('seeked',"
                            " function () { if (window.seekedAt === null) window.seekedAt = this.currentTime; });")
-    target.click()
+    _click(browser, target)
     assert abs(_wait(browser, "return window.seekedAt") - start) <= 0.05
     now = _wait(browser, "var a = document.getElementById('audio'), w = document.querySelector('.w.now');"
                          " return !a.paused && a.currentTime > %f && w && [a.currentTime, +w.dataset.start, +w.dataset.end];"
@@ -299,6 +306,7 @@ def test_a_word_corrected_on_the_page_reaches_merged_corrected_and_the_srt(examp
 
     _open(browser, workflow.result(SAMPLE, "review.html"))
     word = browser.find_elements(By.CSS_SELECTOR, f'.utt[data-id="{utterance["id"]}"] .w')[index]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", word)
     ActionChains(browser).double_click(word).perform()
     _edit(browser, "Corrected")
     for stale in downloads.glob("corrections*.json"):
@@ -338,3 +346,51 @@ def test_a_word_corrected_on_the_page_reaches_merged_corrected_and_the_srt(examp
     assert [(w.text, w.get_attribute("title")) for w in edited] == [("Corrected", f"was: {was}")]
     assert browser.execute_script("return window.traxCorrections().utterances") == corrections["utterances"]
     assert "Nothing to be done" in workflow.run("-n").output
+
+
+def test_text_edit_move_and_reviewed_on_the_page_apply_as_shown(example_workflow, browser, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    merged_path = example_workflow.result(SAMPLE, "merged.json")
+    merged = read_json(merged_path)
+    first, second = merged["utterances"][0], merged["utterances"][1]
+    target = next(s["id"] for s in merged["speakers"] if s["id"] != second["speaker"])
+    # A link from summary.html's review list lands on its utterance.
+    browser.get(example_workflow.result(SAMPLE, "review.html").as_uri() + f"#u{second['id']}")
+    _wait(browser, "return document.documentElement.dataset.ready === '1'")
+    assert browser.execute_script("return document.querySelector('.utt.current').id") == f"u{second['id']}"
+
+    # Retype the first utterance with one word more, move the second, mark it reviewed.
+    retyped = first["text"] + " indeed"
+    _click(browser, browser.find_element(By.CSS_SELECTOR, f'#u{first["id"]} button[data-act="text"]'))
+    area = browser.find_element(By.CSS_SELECTOR, "textarea.edit")
+    area.send_keys(Keys.CONTROL, "a")
+    area.send_keys(retyped, Keys.ENTER)
+    assert browser.find_element(By.CSS_SELECTOR, f"#u{first['id']} .text").text == retyped
+    _click(browser, browser.find_element(By.CSS_SELECTOR, f'#u{second["id"]} .spk'))
+    Select(browser.find_element(By.CSS_SELECTOR, "select.edit")).select_by_value(target)
+    moved = browser.find_element(By.CSS_SELECTOR, f"#u{second['id']}")
+    assert moved.get_attribute("data-speaker") == target
+    _click(browser, moved.find_element(By.CSS_SELECTOR, 'button[data-act="reviewed"]'))
+    assert "reviewed" in browser.find_element(By.CSS_SELECTOR, f"#u{second['id']}").get_attribute("class")
+
+    corrections = browser.execute_script("return window.traxCorrections()")
+    validate(corrections, "corrections")
+    path = tmp_path / "corrections.json"
+    path.write_text(json.dumps(corrections), encoding="utf-8")
+    correct_files(str(merged_path), str(path), str(tmp_path / "merged.corrected.json"),
+                  {"txt": str(tmp_path / "transcript.corrected.txt")}, {})
+    corrected = {u["id"]: u for u in read_json(tmp_path / "merged.corrected.json")["utterances"]}
+    assert corrected[first["id"]]["text"] == retyped and corrected[first["id"]]["corrected"] == ["text"]
+    assert len(corrected[first["id"]]["words"]) == len(first["words"]) + 1
+    assert (corrected[first["id"]]["start"], corrected[first["id"]]["end"]) == (first["start"], first["end"])
+    assert corrected[second["id"]]["speaker"] == target and corrected[second["id"]]["reviewed"]
+    assert corrected[second["id"]]["text"] == second["text"]
+    # The page's own preview of the retyped words matches what the workflow writes.
+    shown = browser.execute_script(
+        f"return Array.from(document.querySelectorAll('#u{first['id']} .w')).map(function (w) {{"
+        " return [+w.dataset.start, +w.dataset.end, w.textContent]; })")
+    assert shown == [[pytest.approx(w["start"], abs=1e-3), pytest.approx(w["end"], abs=1e-3), w["word"]]
+                     for w in corrected[first["id"]]["words"]]
