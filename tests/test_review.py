@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE_QUALITY, REPO, Workflow, jobs_planned
+from conftest import EXAMPLE_QUALITY, Workflow, jobs_planned
 from trax.errors import TraxError
 from trax.io.jsonio import read_json, write_json_atomic
 from trax.io.media import find_ffmpeg
