@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLE_QUALITY, Workflow, jobs_planned
+from conftest import EXAMPLE_QUALITY, REPO, Workflow, jobs_planned
 from trax.errors import TraxError
 from trax.io.jsonio import read_json, write_json_atomic
 from trax.io.media import find_ffmpeg
@@ -109,6 +109,27 @@ def test_corrections_apply_exactly_and_recount_speakers(example_workflow, tmp_pa
     vtt = Path(outputs["vtt"]).read_text(encoding="utf-8")
     assert "<v Carol \"C\" &lt;c@example.org&gt;>" in vtt  # the renamed speaker's other utterances
     assert merged_path.read_bytes() == example_workflow.result(SAMPLE, "merged.json").read_bytes()
+
+
+def test_sample_sheet_can_name_the_corrections_file(example_workflow, tmp_path) -> None:
+    workdir = tmp_path / "wf"
+    shutil.copytree(example_workflow.workdir, workdir, symlinks=True)
+    corrections = tmp_path / "elsewhere" / "meeting corrections.json"
+    corrections.parent.mkdir()
+    write_json_atomic(corrections, _corrections(workdir / "results" / SAMPLE / "merged.json"), schema="corrections")
+    sheet = tmp_path / "samples.tsv"
+    sources = {p.stem.replace(" ", "_"): p for p in sorted((REPO / "resources" / "example").iterdir())
+               if p.suffix in (".flac", ".ogg")}
+    sheet.write_text("id\tpath\tcorrections\n" + "".join(
+        f"{sid}\t{path}\t{'elsewhere/meeting corrections.json' if sid == SAMPLE else ''}\n"
+        for sid, path in sources.items()), encoding="utf-8")
+    config = yaml.safe_load(example_workflow.config_path.read_text(encoding="utf-8"))
+    workflow = Workflow(workdir, {**config, "inputs": str(sheet)})
+    plan = workflow.run("-n")
+    assert {rule: count for rule, count in jobs_planned(plan).items() if rule != "all"} == {"correct": 1, "review": 1}
+    workflow.run()
+    assert read_json(workflow.result(SAMPLE, "merged.corrected.json"))["corrections"]["words_changed"] == 1
+    assert not workflow.result("status_update", "merged.corrected.json").exists()
 
 
 @pytest.mark.parametrize("breakage, message", [

@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, sample discovery, input functions.
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -333,8 +334,15 @@ CORRECTED_OUTPUTS = [
 
 
 def corrections_path(sample_id):
-    """Where a recording's corrections are put (saved from its review page)."""
-    return f"results/{sample_id}/corrections.json"
+    """Where a recording's corrections are put (saved from its review page): the sample sheet's
+    corrections column, else results/<id>/corrections.json."""
+    return SAMPLES[sample_id].options.get("corrections") or f"results/{sample_id}/corrections.json"
+
+
+for _sample_id, _sample in SAMPLES.items():
+    if _sample.options.get("corrections") and not os.path.exists(_sample.options["corrections"]):
+        print(f"trax: warning: {_sample.options['corrections']}: not found: {_sample_id} is not corrected "
+              "(sample sheet column corrections)", file=sys.stderr)
 
 
 def corrected_samples():

@@ -65,6 +65,10 @@
     spk.dataset.speaker = u.speaker;
     spk.style.color = colour[u.speaker] || "#555";
     spk.title = "click to move this utterance to another speaker";
+    if (u.speaker_was && u.speaker_was !== u.speaker) {
+      spk.classList.add("edited");
+      spk.title = "moved from " + nameOf(u.speaker_was) + "; " + spk.title;
+    }
     head.appendChild(spk);
     var time = el("span", "time", clock(u.start) + "–" + clock(u.end));
     time.title = "play from here";
