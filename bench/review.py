@@ -1,16 +1,16 @@
 """Review page (review.html) size and time to interactive for 10-minute, 1-hour and 4-hour transcripts.
 
-    .venv/bin/python bench/review.py [--merged results/welcome_meeting/merged.json] [--repeats 5]
-
+    .venv/bin/python bench/review.py [--merged results/welcome_meeting/merged.json] [--audio]
 Input: a real merged.json (default: the bundled example's from `make run`; without it the example
 workflow runs once in a temporary folder), its utterances repeated back to back up to each length,
 times scaled to --words-per-hour (9,500: ~38,000 words in 4 hours, the issue's figure); every 10th
-utterance is flagged for review. The page (trax.transcript.review.write_review_page) is opened from
-file:// in headless Debian Chromium (Selenium), a fresh load per repeat, without its audio.
+utterance is flagged. The page (trax.transcript.review.write_review_page) is opened from file:// in
+headless Debian Chromium (Selenium), a fresh load per repeat (5), without audio unless --audio.
 Columns: words; page MB (without the audio); `ready ms` = script done (transcript in the DOM,
 handlers on) and `interactive ms` = the first frame after it (style, layout, paint), both from
-navigation start; `click ms` = a mid-page word's click handler (seek and play); medians of the
-repeats. Targets (issue 29): interactive <= 2000 ms and page <= 5 MB at 4 hours.
+navigation start; `click ms` = a mid-page word's click handler; with --audio (the source's
+audio.wav looped, encoded as rule review_audio does) `seek ms` = click until the audio seeked there,
+and `audio MB`; medians of the repeats. Targets (issue 29): interactive <= 2 s, page <= 5 MB at 4 h.
 """
 
 from __future__ import annotations
@@ -75,7 +75,31 @@ def repeated(source: Path, minutes: float, words_per_hour: float, destination: P
     return counts["words"]
 
 
-def measure(driver, page: Path, repeats: int) -> tuple[float, float, float]:
+def looped_audio(wav: Path, minutes: float, destination: Path) -> None:
+    """The page's audio (review.webm, as rule review_audio writes it) of ``wav`` looped to ``minutes``."""
+    from trax.io.media import find_ffmpeg
+    from trax.transcript.review import encode_audio
+
+    looped = destination.with_suffix(".flac")
+    subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", "-stream_loop", "-1", "-i", str(wav), "-t",
+                    str(minutes * 60), "-c:a", "flac", str(looped)], check=True)
+    encode_audio(str(looped), str(destination))
+    looped.unlink()
+
+
+#: A click on a mid-page word, then the time until the audio has seeked there (or -1 after 20 s).
+SEEK_SCRIPT = """
+var done = arguments[0], audio = document.getElementById('audio'), words = document.querySelectorAll('.w');
+var w = words[words.length >> 1], t0;
+w.scrollIntoView({block: 'center'});
+audio.addEventListener('seeked', function () { audio.pause(); done(performance.now() - t0); }, {once: true});
+setTimeout(function () { done(-1); }, 20000);
+t0 = performance.now();
+w.click();
+"""
+
+
+def measure(driver, page: Path, repeats: int, audio: bool) -> tuple[float, float, float]:
     ready, painted, click = [], [], []
     for _ in range(repeats):
         driver.get("about:blank")
@@ -85,10 +109,13 @@ def measure(driver, page: Path, repeats: int) -> tuple[float, float, float]:
             time.sleep(0.02)
         ready.append(driver.execute_script("return window.traxReadyMs"))
         painted.append(driver.execute_script("return window.traxPaintedMs"))
-        click.append(driver.execute_async_script(
-            "var done = arguments[0], words = document.querySelectorAll('.w'), w = words[words.length >> 1];"
-            "w.scrollIntoView({block: 'center'}); var t0 = performance.now();"
-            "w.click(); done(performance.now() - t0);"))
+        if audio:
+            click.append(driver.execute_async_script(SEEK_SCRIPT))
+        else:
+            click.append(driver.execute_script(
+                "var words = document.querySelectorAll('.w'), w = words[words.length >> 1];"
+                "w.scrollIntoView({block: 'center'}); var t0 = performance.now();"
+                "w.click(); return performance.now() - t0;"))
     return statistics.median(ready), statistics.median(painted), statistics.median(click)
 
 
@@ -98,6 +125,8 @@ def main() -> None:
     parser.add_argument("--minutes", default=",".join(map(str, LENGTHS_MIN)))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--words-per-hour", type=float, default=9500.0)
+    parser.add_argument("--audio", action="store_true",
+                        help="also write the page's audio (the source's audio.wav looped, Opus) and time a click's seek")
     args = parser.parse_args()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -106,7 +135,8 @@ def main() -> None:
         root = Path(folder)
         source = args.merged if args.merged.exists() else example_merged(root)
         options = webdriver.ChromeOptions()
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
+                         "--autoplay-policy=no-user-gesture-required"):
             options.add_argument(argument)
         options.binary_location = shutil.which("chromium") or "chromium"
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "chromedriver"))
@@ -116,15 +146,22 @@ def main() -> None:
                 merged = root / f"merged-{minutes:g}.json"
                 words = repeated(source, minutes, args.words_per_hour, merged)
                 page = root / f"review-{minutes:g}.html"
-                write_review_page(str(merged), str(page), str(root / "review.webm"))
-                ready, painted, click = measure(driver, page, args.repeats)
-                rows.append((f"{minutes:g} min", words, page.stat().st_size / 1e6, ready, painted, click))
+                audio = root / f"review-{minutes:g}.webm"
+                if args.audio:
+                    looped_audio(source.with_name("audio.wav"), minutes, audio)
+                write_review_page(str(merged), str(page), str(audio))
+                ready, painted, click = measure(driver, page, args.repeats, args.audio)
+                rows.append((f"{minutes:g} min", words, page.stat().st_size / 1e6, ready, painted, click,
+                             audio.stat().st_size / 1e6 if args.audio else None))
         finally:
             driver.quit()
     print(f"review page, headless Chromium, median of {args.repeats} loads; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'recording':>10} {'words':>7} {'page MB':>8} {'ready ms':>9} {'interactive ms':>15} {'click ms':>9}")
-    for name, words, size, ready, painted, click in rows:
-        print(f"{name:>10} {words:>7} {size:>8.2f} {ready:>9.0f} {painted:>15.0f} {click:>9.1f}")
+    click_name = "seek ms" if args.audio else "click ms"
+    print(f"{'recording':>10} {'words':>7} {'page MB':>8} {'ready ms':>9} {'interactive ms':>15} {click_name:>9}"
+          + (f" {'audio MB':>9}" if args.audio else ""))
+    for name, words, size, ready, painted, click, audio_mb in rows:
+        print(f"{name:>10} {words:>7} {size:>8.2f} {ready:>9.0f} {painted:>15.0f} {click:>9.1f}"
+              + (f" {audio_mb:>9.1f}" if args.audio else ""))
 
 
 if __name__ == "__main__":
