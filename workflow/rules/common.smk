@@ -336,7 +336,8 @@ CORRECTED_OUTPUTS = [
 def corrections_path(sample_id):
     """Where a recording's corrections are put (saved from its review page): the sample sheet's
     corrections column, else results/<id>/corrections.json."""
-    return SAMPLES[sample_id].options.get("corrections") or f"results/{sample_id}/corrections.json"
+    sample = SAMPLES.get(sample_id)
+    return (sample.options.get("corrections") if sample else None) or f"results/{sample_id}/corrections.json"
 
 
 for _sample_id, _sample in SAMPLES.items():

@@ -90,7 +90,7 @@
       span.dataset.end = w[1];
       span.dataset.index = i;
       if (w[3] < DATA.low_probability) { span.classList.add("low"); span.title = "p=" + w[3]; }
-      if (w.length > 4) { span.classList.add("edited"); span.title = "was: " + w[4]; }
+      if (w.length > 4) { span.classList.add("edited"); span.title = w[4] ? "was: " + w[4] : "typed in a corrected text"; }
       if (i) text.appendChild(document.createTextNode(" "));
       text.appendChild(span);
     }
@@ -98,6 +98,7 @@
     return div;
   }
 
+  function idNote(id) { return nameOf(id) !== id ? " (" + id + ") " : " "; }
   function renderLegend() {
     var box = document.getElementById("speakers");
     box.textContent = "";
@@ -108,7 +109,7 @@
       var label = el("span", "spk", nameOf(s.id));
       label.dataset.speaker = s.id;
       item.appendChild(label);
-      item.appendChild(document.createTextNode(" (" + s.id + ") "));
+      item.appendChild(el("span", "sid", idNote(s.id)));
       var rename = el("button", "", "rename");
       rename.dataset.act = "rename";
       rename.dataset.speaker = s.id;
@@ -272,7 +273,7 @@
         return t === was ? [o[0], o[1], t, o[3]] : [o[0], o[1], t, o[3], was];
       }
       var s = at; at += span * (t.length + 1) / total;
-      return [s, k === tokens.length - 1 ? u.end : at, t, 1, "(text edited)"];
+      return [s, k === tokens.length - 1 ? u.end : at, t, 1, ""];
     });
     markCorrected(u, "text");
     replaceUtterance(i);
@@ -297,6 +298,8 @@
     renames[id] = name;
     var labels = document.querySelectorAll('.spk[data-speaker="' + CSS.escape(id) + '"]');
     for (var k = 0; k < labels.length; k++) labels[k].textContent = name;
+    var note = document.querySelector('#speakers .legend[data-speaker="' + CSS.escape(id) + '"] .sid');
+    if (note) note.textContent = idNote(id);
     changed();
   }
   function speakerChooser(i, label) {
