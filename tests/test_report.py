@@ -192,9 +192,12 @@ class _Text(HTMLParser):
         super().__init__()
         self.tables = 0
         self.text: list[str] = []
+        self.links: list[str] = []
 
     def handle_starttag(self, tag, attrs) -> None:
         self.tables += tag == "table"
+        if tag == "a":
+            self.links.append(dict(attrs)["href"])
 
     def handle_data(self, data) -> None:
         self.text.append(data)
@@ -217,15 +220,25 @@ def test_report_has_sections_plots_and_tables_and_renders(reported) -> None:
     assert sum(name.endswith("/timeline.svg") for name in names) == 5
     assert sum(name.endswith("/confidence.svg") for name in names) == 5
     assert sum(name.endswith("/preview.html") for name in names) == 5
+    assert sum(name.endswith("/review.html") for name in names) == 5  # each recording's review page
     assert all(ElementTree.fromstring(data).tag == "{http://www.w3.org/2000/svg}svg" for data in svgs.values())
     # Captions and the rule graph are embedded.
     assert "Speaker timeline of recording" in page and "transcribe_fast" in page
-    # Summary page: files to review, metrics, aggregate, targets and evaluation tables.
-    assert summary.tables == 5
+    # Summary page: a readable table of the recordings with links to their review page and
+    # transcript, the flagged utterances linked to their place on the page, then the raw tables
+    # (files to review, metrics, aggregate, targets and evaluation).
+    assert summary.tables == 7
     text = " ".join(summary.text)
-    for heading in ("Review first", "Per-file metrics", "Aggregate over files", "Performance targets",
-                    "Evaluation against references"):
+    for heading in ("Recordings", "To review", "Review first", "Per-file metrics", "Aggregate over files",
+                    "Performance targets", "Evaluation against references"):
         assert heading in text
+    for sample_id in ("jfk", "lj3", "silence", "dev00", "jfk_noisy"):
+        assert f"../{sample_id}/review.html" in summary.links and f"../{sample_id}/transcript.txt" in summary.links
+    noisy = read_json(workflow.result("jfk_noisy", "merged.json"))
+    flagged = [f"../jfk_noisy/review.html#u{u['id']}" for u in noisy["utterances"] if u["needs_review"]]
+    assert flagged and all(link in summary.links for link in flagged)
+    for link in summary.links:  # every link leads to a file of the run (summary.html sits in results/report/)
+        assert (workflow.workdir / "results" / "report" / link.split("#")[0]).resolve().is_file(), link
     assert re.search(r"peak memory under 8 GB.*?pass", text, flags=re.DOTALL) and "None" not in text
 
     # The self-contained HTML variant renders in a real browser.

@@ -67,7 +67,8 @@ def test_slurm_run_matches_local_run_and_a_bad_file_fails_alone(cluster, make_wo
     # The broken file's normalize failed, alone: nothing else failed, its downstream jobs never ran.
     assert len(failed) == 1 and "normalize" in failed[0] and "broken" in failed[0], (failed, slurm_run.output[-4000:])
     assert all(record["WorkDir"] == str(slurm.workdir) for record in records.values())
-    per_file_rules = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance", "metrics", "figures"]
+    per_file_rules = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance", "metrics", "figures",
+                      "review_audio", "review"]
     assert len(job_ids) == len(good) * len(per_file_rules) + 1, slurm_run.output[-4000:]
 
     # The same one-line error in the bad file's log as in a local run.

@@ -294,16 +294,10 @@ def test_one_turn_type_and_one_rttm_reader() -> None:
     assert Turn(0.0, 1.0, "A").speaker == "A"
 
 
-def test_bundled_example_names_alice_and_bob_and_not_carol(tmp_path) -> None:
-    """`make run`'s example: a three-voice dialogue, Alice and Bob enrolled (config/example.yaml)."""
-    example = yaml.safe_load((REPO / "config" / "example.yaml").read_text(encoding="utf-8"))
-    (tmp_path / "wf").mkdir()
-    workflow = Workflow(tmp_path / "wf", {"inputs": str(REPO / "resources" / "example"),
-                                          "speakers": {"profiles": str(REPO / example["speakers"]["profiles"])}})
-    try:
-        workflow.run()
-    finally:
-        workflow.stop_server()
+def test_bundled_example_names_alice_and_bob_and_not_carol(example_workflow) -> None:
+    """`make run`'s example: a three-voice dialogue, Alice and Bob enrolled (config/example.yaml;
+    the run is shared with tests/test_review.py)."""
+    workflow = example_workflow
     with open(workflow.workdir / "results" / "speakers.tsv", encoding="utf-8", newline="") as handle:
         rows = {(r["recording"], r["speaker"]): r for r in csv.DictReader(handle, delimiter="\t")}
     dialogue = [rows[key] for key in sorted(rows) if key[0] == "welcome_meeting"]

@@ -1,5 +1,6 @@
 # Helpers shared by all rules: config validation, sample discovery, input functions.
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -322,11 +323,57 @@ ATTRIBUTED_OUTPUTS = [
 ]
 
 
+#: Outputs of rule correct, written only for recordings with a results/<id>/corrections.json.
+CORRECTED_OUTPUTS = [
+    "results/{sample}/merged.corrected.json",
+    "results/{sample}/transcript.corrected.srt",
+    "results/{sample}/transcript.corrected.vtt",
+    "results/{sample}/transcript.corrected.txt",
+    "results/{sample}/transcript.corrected.md",
+]
+
+
+def corrections_path(sample_id):
+    """Where a recording's corrections are put (saved from its review page): the sample sheet's
+    corrections column, else results/<id>/corrections.json."""
+    sample = SAMPLES.get(sample_id)
+    return (sample.options.get("corrections") if sample else None) or f"results/{sample_id}/corrections.json"
+
+
+for _sample_id, _sample in SAMPLES.items():
+    if _sample.options.get("corrections") and not os.path.exists(_sample.options["corrections"]):
+        print(f"trax: warning: {_sample.options['corrections']}: not found: {_sample_id} is not corrected "
+              "(sample sheet column corrections)", file=sys.stderr)
+
+
+def corrected_samples():
+    """Recordings whose corrections.json exists: only these get rule correct's outputs."""
+    return [sample_id for sample_id in SAMPLES if os.path.exists(corrections_path(sample_id))]
+
+
+def corrections_file(wildcards):
+    """Rule correct's input; asking for a corrected output without corrections is a clear error."""
+    path = corrections_path(wildcards.sample)
+    if not os.path.exists(path):
+        raise WorkflowError(f"trax: error: {path}: not found: save it from results/{wildcards.sample}/review.html first")
+    return path
+
+
+def review_inputs(wildcards):
+    """merged.json and the audio copy; with corrections also them and merged.corrected.json, so
+    putting a corrections.json next to the page reruns just correct and review."""
+    inputs = {"merged": "results/{sample}/merged.json", "audio": "results/{sample}/review.webm"}
+    if os.path.exists(corrections_path(wildcards.sample)):
+        inputs.update(corrections=corrections_path(wildcards.sample), corrected="results/{sample}/merged.corrected.json")
+    return inputs
+
+
 def per_file_outputs():
     """Every per-recording result (metrics and figures need all the stages, so this is the lot)."""
     outputs = ["results/{sample}/metrics.json", "results/{sample}/report/timeline.svg",
-               "results/{sample}/report/confidence.svg", "results/{sample}/report/preview.html"]
-    return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES)
+               "results/{sample}/report/confidence.svg", "results/{sample}/report/preview.html",
+               "results/{sample}/review.html", "results/{sample}/review.webm"]
+    return expand(outputs + ATTRIBUTED_OUTPUTS, sample=SAMPLES) + expand(CORRECTED_OUTPUTS, sample=corrected_samples())
 
 
 def adapter_dataset(wildcards):

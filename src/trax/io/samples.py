@@ -161,8 +161,10 @@ def read_sheet(path: Path) -> pd.DataFrame:
     return sheet
 
 
-#: Sheet columns naming files; like ``path``, relative ones are relative to the sheet's folder.
+#: Sheet columns naming reference files (evaluate).
 REFERENCE_COLUMNS = frozenset({"reference_text", "reference_rttm", "reference_uem"})
+#: Sheet columns naming files; like ``path``, relative ones are relative to the sheet's folder.
+FILE_COLUMNS = REFERENCE_COLUMNS | {"corrections"}
 
 
 def samples_from_sheet(sheet: pd.DataFrame, sheet_dir: Path) -> list[Sample]:
@@ -178,7 +180,7 @@ def samples_from_sheet(sheet: pd.DataFrame, sheet_dir: Path) -> list[Sample]:
         if not source.is_absolute():
             source = sheet_dir / source
         options = {k: _plain(v) for k, v in record.items() if k not in ("id", "path") and not pd.isna(v)}
-        for column in REFERENCE_COLUMNS.intersection(options):
+        for column in FILE_COLUMNS.intersection(options):
             reference = Path(str(options[column]))
             options[column] = str(reference if reference.is_absolute() else sheet_dir / reference)
         sample_id = record.get("id")

@@ -155,10 +155,13 @@ def quality_summary(merged: Mapping[str, Any] | None) -> dict[str, Any]:
     """The quality figures of ``merged.json`` that the summary and the report show, with the
     utterances flagged for review (times, text, reason); all None/empty without it."""
     quality = (merged or {}).get("quality") or {}
+    speakers = [speaker.get("name") or speaker["id"] for speaker in (merged or {}).get("speakers", [])]
     flagged = [{"id": u["id"], "start": u["start"], "end": u["end"], "speaker": u["speaker"], "text": u["text"],
                 "reason": u["review_reason"]}
                for u in (merged or {}).get("utterances", []) if u.get("needs_review")]
     return {
+        "language": (merged or {}).get("language"),
+        "speakers": speakers,
         "estimated_wer": quality.get("estimated_wer"),
         "estimated_wer_interval": quality.get("interval"),
         "diarization_confidence": quality.get("diarization_confidence"),
@@ -309,23 +312,28 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{rest:04.1f}"
 
 
-def review_rows(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def review_rows(metrics: Sequence[Mapping[str, Any]], every_flag: bool = False) -> list[dict[str, Any]]:
     """Files to review first, worst first, one row per flagged utterance (a flagged file without
     flagged utterances gets one row). Worst = highest estimated WER, then lowest diarization
-    confidence; files that need no review are left out."""
+    confidence; files that need no review are left out, unless ``every_flag``: then files that are
+    fine overall but have flagged utterances follow them (summary.html lists every flag)."""
     def badness(item: Mapping[str, Any]) -> tuple:
         wer = item.get("estimated_wer")
         confidence = item.get("diarization_confidence")
         return (-(wer if wer is not None else 0.0), confidence if confidence is not None else 1.0, item["sample_id"])
 
     rows = []
-    for rank, item in enumerate(sorted((m for m in metrics if m.get("needs_review")), key=badness), 1):
+    def listed(item: Mapping[str, Any]) -> tuple:
+        return (not item.get("needs_review"), *badness(item))
+
+    chosen = [m for m in metrics if m.get("needs_review") or (every_flag and m.get("flagged_utterances"))]
+    for rank, item in enumerate(sorted(chosen, key=listed), 1):
         head = {"rank": rank, "sample_id": item["sample_id"], "estimated_wer": item.get("estimated_wer"),
                 "diarization_confidence": item.get("diarization_confidence"),
                 "reasons": "; ".join(item.get("review_reasons") or [])}
         utterances = item.get("flagged_utterances") or [None]
         for utterance in utterances:
-            rows.append({**head,
+            rows.append({**head, "utterance": utterance["id"] if utterance else None,
                          "time": f"{_clock(utterance['start'])}-{_clock(utterance['end'])}" if utterance else None,
                          "speaker": utterance["speaker"] if utterance else None,
                          "text": utterance["text"] if utterance else None,
@@ -400,8 +408,12 @@ def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str],
     metrics = [read_json(path) for path in metrics_paths]
     evaluations = {(e := read_json(path))["sample_id"]: e for path in evaluation_paths}
     rows = summary_rows(metrics, evaluations)
+    review = review_rows(metrics)
+    # Each recording's folder, relative to the page: its review page and transcript sit there.
+    folders = {item["sample_id"]: Path(os.path.relpath(Path(path).parent, Path(outputs["html"]).parent)).as_posix()
+               for item, path in zip(metrics, metrics_paths)}
     tables = {
-        "Review first (worst first, with the utterances flagged)": (review_rows(metrics), outputs["review"]),
+        "Review first (worst first, with the utterances flagged)": (review, outputs["review"]),
         "Per-file metrics": (rows, outputs["summary"]),
         "Aggregate over files": (aggregate(rows), outputs["aggregate"]),
         "Performance targets": (check_targets(rows, [Target(**t) for t in targets]), outputs["targets"]),
@@ -409,25 +421,92 @@ def write_summary(metrics_paths: Sequence[str], evaluation_paths: Sequence[str],
     }
     for table_rows, path in tables.values():
         write_tsv(table_rows, path)
-    _write_html({title: table_rows for title, (table_rows, _) in tables.items()}, outputs["html"])
+    raw = {title: table_rows for title, (table_rows, _) in tables.items()}
+    _write_html(overview_html(metrics, folders) + "\n" + review_html(review_rows(metrics, every_flag=True), folders),
+                raw, outputs["html"])
 
 
-def _write_html(tables: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f} %"
+
+
+def _link(href: str, text: str) -> str:
+    import html
+    from urllib.parse import quote
+
+    return f'<a href="{html.escape(quote(href, safe="/#"))}">{html.escape(text)}</a>'
+
+
+def overview_html(metrics: Sequence[Mapping[str, Any]], folders: Mapping[str, str]) -> str:
+    """summary.html's first table, one readable row per recording: duration, language, speakers by
+    name, words, estimated WER, review flag, and links to its review page and transcript
+    (``folders``: sample id -> its results folder relative to the page)."""
+    import html
+
+    from trax.progress import clock
+
+    head = ("recording", "duration", "language", "speakers", "words", "estimated WER", "review", "open")
+    lines = ["<h2>Recordings</h2>", '<table class="overview"><thead><tr>'
+             + "".join(f"<th>{name}</th>" for name in head) + "</tr></thead><tbody>"]
+    for item in sorted(metrics, key=lambda m: m["sample_id"]):
+        folder = folders[item["sample_id"]]
+        flagged = len(item.get("flagged_utterances") or [])
+        review = ("needs review" + (f" ({flagged} utterance{'s' if flagged != 1 else ''})" if flagged else "")
+                  if item.get("needs_review") else (f"{flagged} utterance{'s' if flagged != 1 else ''}" if flagged else "ok"))
+        cells = [html.escape(item["sample_id"]), clock(float(item["duration_s"])), html.escape(item.get("language") or ""),
+                 html.escape(", ".join(item.get("speakers") or [])), str(item["words"]),
+                 _percent(item.get("estimated_wer")), html.escape(review),
+                 _link(f"{folder}/review.html", "review page") + " · " + _link(f"{folder}/transcript.txt", "transcript")]
+        flag = ' class="flagged"' if item.get("needs_review") else ""
+        lines.append(f"<tr{flag}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def review_html(rows: Sequence[Mapping[str, Any]], folders: Mapping[str, str]) -> str:
+    """The review list (:func:`review_rows`) with each flagged utterance linked to its place on
+    the recording's review page (``review.html#u<id>``)."""
+    import html
+
+    if not rows:
+        return "<h2>To review</h2>\n<p>Nothing is flagged for review.</p>"
+    lines = ["<h2>To review (worst first)</h2>", '<table class="overview"><thead><tr><th>#</th><th>recording</th>'
+             "<th>time</th><th>speaker</th><th>text</th><th>why</th></tr></thead><tbody>"]
+    for row in rows:
+        page = f"{folders[row['sample_id']]}/review.html"
+        time = (_link(f"{page}#u{row['utterance']}", row["time"]) if row.get("utterance") is not None
+                else _link(page, "whole recording"))
+        reason = row.get("utterance_reason") or row.get("reasons") or ""
+        cells = [str(row["rank"]), html.escape(row["sample_id"]), time, html.escape(row.get("speaker") or ""),
+                 html.escape(row.get("text") or ""), html.escape(reason)]
+        lines.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+#: summary.html's style: readable tables first; the raw metric tables scroll sideways in their own box.
+SUMMARY_CSS = ("body{font-family:system-ui,sans-serif;margin:12px;max-width:1200px} "
+               "table{border-collapse:collapse} td,th{padding:3px 8px;border-bottom:1px solid #ddd;vertical-align:top} "
+               "table.overview th{text-align:left;background:#f3f3f3} table.overview td:nth-child(5){max-width:40em} "
+               "tr.flagged{background:#fff3cd} .raw{overflow-x:auto;max-width:100%} "
+               "table.trax td,table.trax th{text-align:right;white-space:nowrap}")
+
+
+def _write_html(overview: str, tables: Mapping[str, Sequence[Mapping[str, Any]]], path: str) -> None:
     import html
 
     import pandas as pd
 
     from trax.io.jsonio import atomic_path
 
-    sections = []
+    sections = [overview, "<h2>Raw tables</h2>"]
     for title, rows in tables.items():
         frame = pd.DataFrame(list(rows))
         frame = frame.astype(object).where(frame.notna(), "")  # None/NaN cells show empty
         body = frame.to_html(index=False, na_rep="", border=0, classes="trax") if rows else "<p>(none)</p>"
-        sections.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+        sections.append(f"<h3>{html.escape(title)}</h3>\n<div class=\"raw\">{body}</div>")
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Trax summary</title>"
-            "<style>body{font-family:sans-serif} table.trax{border-collapse:collapse} "
-            "table.trax td,table.trax th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
-            "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+            f"<style>{SUMMARY_CSS}</style></head><body>\n<h1>Trax summary</h1>\n" + "\n".join(sections)
+            + "\n</body></html>\n")
     with atomic_path(path, suffix=".html") as tmp:
         tmp.write_text(page, encoding="utf-8")
