@@ -32,7 +32,6 @@ from trax.diarization.embedded import (
     load_embedded_models,
     speech_regions,
 )
-from trax.diarization.pipeline import fix_torch_threads
 from trax.io.annotation import Turn, rttm_turns
 from trax.io.media import NormalizeOptions, audio_pieces, load_wav, normalize
 from trax.process import pin_blas_threads
@@ -246,7 +245,6 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (diarize.threads)")
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
@@ -254,7 +252,6 @@ def main() -> None:
     args = parser.parse_args()
 
     pin_blas_threads()
-    fix_torch_threads(args.threads)
     base = dataclasses.replace(EmbeddedOptions(), **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
     variants = [({}, base)]
     for sweep in args.sweep:
@@ -274,7 +271,7 @@ def main() -> None:
         loo_bench(models, items, loo_grids(base))
         return
     total = sum(len(audio) for _, audio in items) / 16000
-    print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s; torch threads {args.threads}")
+    print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s")
     print(f"base settings: {base}")
     rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True))]
     for label, options in variants:

@@ -26,7 +26,7 @@ import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
 import numpy as np
 
 from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions, diarize_embedded
-from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models
+from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
 from trax.diarization.speakers import (
     SpeakerOptions,
     Voice,
@@ -37,7 +37,6 @@ from trax.diarization.speakers import (
 )
 from trax.io.annotation import Turn
 from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize
-from trax.process import pin_blas_threads
 from trax.quality.benchdata import VoiceClip, voice_pool
 
 RATE = 16000
@@ -267,8 +266,7 @@ def main() -> None:
     parser.add_argument("--margins", default="0,0.02,0.04,0.06,0.08,0.10",
                         help="ambiguous margins, each at the default threshold")
     args = parser.parse_args()
-    pin_blas_threads()
-    fix_torch_threads(1)
+    fix_threads(DiarizeOptions.from_config(SETTINGS))
     defaults = SpeakerOptions()
     pool = voice_pool()
     models = load_models(DiarizeOptions.from_config(SETTINGS))

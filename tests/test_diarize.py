@@ -85,6 +85,65 @@ def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> Non
     assert Diarization.from_dict(data).rttm() == (fixed / "d.rttm").read_text()
 
 
+def test_voice_encoder_without_torch_gives_resemblyzers_embeddings(wavs) -> None:
+    """numpy mel features + the ONNX export of resemblyzer's LSTM give resemblyzer's own features
+    and embeddings (torch + librosa) on real speech windows of two recordings."""
+    import librosa
+    import numpy as np
+    import torch
+    from resemblyzer import VoiceEncoder as TorchVoiceEncoder
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from trax.diarization.embedded import EmbeddedOptions, speech_regions
+    from trax.diarization.encoder import load_voice_encoder, mel_filterbank, mel_spectrogram
+    from trax.io.media import load_wav
+
+    assert np.abs(mel_filterbank() - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
+    ours, theirs = load_voice_encoder(), TorchVoiceEncoder("cpu", verbose=False)
+    cosines = []
+    for name in ("sample", "dev00"):
+        audio = load_wav(wavs[name])
+        mel, reference = mel_spectrogram(audio), wav_to_mel_spectrogram(audio)
+        assert mel.shape == reference.shape and mel.dtype == np.float32
+        assert np.abs(mel - reference).max() <= 1e-5 * max(1.0, float(reference.max()))
+        # 1.6 s windows (resemblyzer's partials) every 0.8 s whose centre lies in VAD speech.
+        speech = np.zeros(len(mel), dtype=bool)
+        for start, end in speech_regions(audio, EmbeddedOptions()):
+            speech[start // 160 : end // 160] = True
+        starts = [s for s in range(0, len(mel) - 160, 80) if speech[s + 80]]
+        batch = np.stack([reference[s : s + 160] for s in starts])
+        with torch.inference_mode():
+            expected = theirs(torch.from_numpy(batch)).numpy()
+        cosines += (ours(np.stack([mel[s : s + 160] for s in starts])) * expected).sum(axis=1).tolist()
+    assert len(cosines) > 40 and min(cosines) >= 0.999
+
+
+def test_embedded_diarize_enroll_and_link_never_import_torch(wavs, tmp_path) -> None:
+    """The embedded backend's diarize job, enrollment and speaker linking, in a fresh process,
+    leave no torch and no librosa (nor resemblyzer, which imports torch) in ``sys.modules``."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "enroll.tsv").write_text(f"name\taudio\tstart\tend\nAnn\t{wavs['sample']}\t0\t10\n")
+    script = f"""
+import json, sys
+from trax.diarization.pipeline import diarize_file, rule_settings
+from trax.diarization.speakers import enroll_file, link_files
+settings = rule_settings({DEFAULTS!r}, {{}})
+data = diarize_file({str(wavs['sample'])!r}, "d.rttm", "d.json", "sample", settings)
+enroll_file("enroll.tsv", "profiles.json", settings, {{}})
+link_files(["d.json"], "speakers.tsv", {{}}, "profiles.json")
+print(json.dumps({{"speakers": data["num_speakers"],
+                  "loaded": sorted(m for m in ("torch", "librosa", "resemblyzer") if m in sys.modules)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"speakers": result["speakers"], "loaded": []} and result["speakers"] >= 2
+    assert (tmp_path / "speakers.tsv").read_text().count("Ann") >= 1
+
+
 def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     """``min_speaker_s`` merges small clusters, but not one that is a distinct voice
     (``distinct_speaker_s`` of windows and ``distinct_speaker_distance`` from the nearest)."""

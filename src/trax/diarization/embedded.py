@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trax.io.annotation import Turn
+from trax.process import import_faster_whisper
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,19 +131,20 @@ class EmbeddedModels:
 
 
 def load_embedded_models() -> EmbeddedModels:
-    """Load resemblyzer's voice encoder (CPU) and Silero VAD v6 from faster-whisper."""
-    import faster_whisper
-    import resemblyzer
-    from faster_whisper.vad import get_vad_model
-    from resemblyzer import VoiceEncoder
-
+    """Load resemblyzer's voice encoder (numpy, :mod:`trax.diarization.encoder`) and Silero VAD v6
+    from faster-whisper, importing neither torch nor librosa."""
+    from trax.diarization.encoder import load_voice_encoder, pretrained_sha256
     from trax.io.provenance import sha256_file
 
-    weights = Path(resemblyzer.__file__).parent / "pretrained.pt"
-    encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
+    faster_whisper = import_faster_whisper()  # without the torch that ctranslate2's converters import
+    from faster_whisper.vad import get_vad_model
+
+    encoder = load_voice_encoder()
     vad_path = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
     ids = {
-        "embedding": {"id": f"resemblyzer=={metadata.version('resemblyzer')}", "weights_sha256": sha256_file(weights)},
+        # The id names the weights, not the runtime: the numpy encoder gives resemblyzer's
+        # embeddings (cosine >= 0.999), so profiles enrolled with either stay comparable.
+        "embedding": {"id": f"resemblyzer=={metadata.version('resemblyzer')}", "weights_sha256": pretrained_sha256()},
         "vad": {"id": f"silero_vad_v6 (faster-whisper=={metadata.version('faster-whisper')})",
                 "weights_sha256": sha256_file(vad_path)},
     }
@@ -152,8 +154,8 @@ def load_embedded_models() -> EmbeddedModels:
 
 
 def _warm_up(models: EmbeddedModels) -> None:
-    """Run every step once on a short synthetic signal, so the native code librosa, numba and
-    scipy import lazily on first use loads with the model, not inside the first request."""
+    """Run every step once on a short synthetic signal, so the native code that scipy and
+    onnxruntime load lazily on first use loads with the model, not inside the first request."""
     import numpy as np
     from scipy.cluster.hierarchy import fcluster, linkage  # noqa: F401
 
@@ -165,6 +167,7 @@ def _warm_up(models: EmbeddedModels) -> None:
 
 def speech_regions(audio: np.ndarray, options: EmbeddedOptions) -> list[tuple[int, int]]:
     """Silero VAD speech regions as (start, end) sample indices."""
+    import_faster_whisper()
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     vad_options = VadOptions(
@@ -193,10 +196,10 @@ def level_speech(speech: np.ndarray, dbfs: float | None) -> np.ndarray:
 
 
 def _mel_frames(audio: np.ndarray) -> np.ndarray:
-    """resemblyzer's log-mel input (frames x 40) for the whole signal."""
-    from resemblyzer.audio import wav_to_mel_spectrogram
+    """resemblyzer's mel power input (frames x 40) for the whole signal."""
+    from trax.diarization.encoder import mel_spectrogram
 
-    return wav_to_mel_spectrogram(audio)
+    return mel_spectrogram(audio)
 
 
 #: Windows run through the LSTM at a time. Its activations grow with the batch, so one batch per
@@ -213,7 +216,6 @@ def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int
         shorter than one window gives a single window over all of it.
     """
     import numpy as np
-    import torch
 
     n = len(mel)
     if n <= window:
@@ -224,10 +226,9 @@ def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int
         if starts[-1] + window < n:  # cover the tail
             starts = np.append(starts, n - window)
     blocks = []
-    with torch.inference_mode():
-        for lo in range(0, len(starts), EMBED_BLOCK_WINDOWS):
-            batch = np.stack([mel[s : s + window] for s in starts[lo : lo + EMBED_BLOCK_WINDOWS]])
-            blocks.append(models.encoder(torch.from_numpy(batch.astype(np.float32))).numpy())
+    for lo in range(0, len(starts), EMBED_BLOCK_WINDOWS):
+        batch = np.stack([mel[s : s + window] for s in starts[lo : lo + EMBED_BLOCK_WINDOWS]])
+        blocks.append(models.encoder(batch.astype(np.float32)))
     embeddings = np.concatenate(blocks).astype(np.float64)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     return starts, embeddings
