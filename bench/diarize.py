@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
+from common import Audio, der_scores, simulated_meetings
 
 from trax.diarization.embedded import (
     EmbeddedOptions,
@@ -59,29 +59,24 @@ def annotation(turns: list[Turn], uri: str):
 
 def score(items, hypotheses: dict[str, list[Turn]]) -> dict[str, float]:
     """Corpus DER at collar 0 and 0.5 (±0.25 s), components, speaker-count accuracy."""
-    from pyannote.core import Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
+    return der_scores([(item.uri, rttm_turns(item.rttm, uri=item.uri), hypotheses[item.uri], list(item.uem))
+                       for item, _ in items])
 
-    metrics = {0.0: DiarizationErrorRate(collar=0.0, skip_overlap=False),
-               0.5: DiarizationErrorRate(collar=0.5, skip_overlap=False)}
-    count_ok = 0
-    for item, _ in items:
-        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
-        hypothesis = annotation(hypotheses[item.uri], item.uri)
-        uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
-        for metric in metrics.values():
-            metric(reference, hypothesis, uem=uem)
-        count_ok += len(reference.labels()) == len(hypothesis.labels())
-    c0 = metrics[0.0]
-    components = c0.accumulated_
-    return {
-        "der0": 100 * abs(c0),
-        "der25": 100 * abs(metrics[0.5]),
-        "miss": 100 * components["missed detection"] / components["total"],
-        "fa": 100 * components["false alarm"] / components["total"],
-        "conf": 100 * components["confusion"] / components["total"],
-        "count_ok": count_ok,
-    }
+
+#: The embedded defaults before issue 31 (a row of every table, so the change stays visible).
+BEFORE_31 = EmbeddedOptions(vad_threshold=0.3, vad_min_silence_ms=300, vad_pad_ms=300, window_s=1.0, hop_s=0.5,
+                            cluster_threshold=0.35, min_speaker_s=4.0, distinct_speaker_s=1.5,
+                            distinct_speaker_distance=0.41, switch_penalty=10.0, overlap_margin=0.0,
+                            speech_dbfs=-20.0)
+#: The simulated meetings scored by default (bench/meetings.py chooses settings on seed 1).
+MEETINGS_SEED = 2
+MEETINGS_COUNT = 12
+
+
+def meetings_row(models, meetings, options: EmbeddedOptions) -> dict[str, float]:
+    """Scores on simulated meetings (whole meeting scored, no collar beyond the columns')."""
+    return der_scores([(m.uri, m.reference, diarize_embedded(models, m.audio, options)[0],
+                        [(0.0, len(m.audio) / 16000)]) for m in meetings])
 
 
 def run_variant(models, items, options: EmbeddedOptions, repeats: int, one_speaker: bool = False):
@@ -245,6 +240,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--meetings", type=int, default=MEETINGS_COUNT, metavar="N",
+                        help="also score N simulated meetings (0: none)")
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
@@ -273,16 +270,30 @@ def main() -> None:
     total = sum(len(audio) for _, audio in items) / 16000
     print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s")
     print(f"base settings: {base}")
-    rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True))]
+    rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True)),
+            ("before issue 31", run_variant(models, items, BEFORE_31, args.repeats))]
     for label, options in variants:
         name = "embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)")
         rows.append((name, run_variant(models, items, options, args.repeats)))
-    header = f"| {'variant':<44} | DER c0 | DER c.25 | miss | fa | conf | spk ok | RTF |"
+    header = f"| {'variant':<44} | DER c0 | DER c.25 | miss | fa | conf | spk ok | spk err | RTF |"
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for name, r in rows:
         print(f"| {name:<44} | {r['der0']:6.1f} | {r['der25']:8.1f} | {r['miss']:4.1f} | {r['fa']:4.1f} | "
-              f"{r['conf']:4.1f} | {r['count_ok']:3d}/{len(items)} | {r['rtf']:.3f} |")
+              f"{r['conf']:4.1f} | {r['count_ok']:3d}/{len(items)} | {r['count_err']:+7.2f} | {r['rtf']:.3f} |")
+    if args.meetings:
+        with tempfile.TemporaryDirectory() as tmp:
+            meetings = simulated_meetings(MEETINGS_SEED, args.meetings, Audio(Path(tmp)))
+        print(f"\nsimulated meetings (bench/meetings.py, seed {MEETINGS_SEED}, {len(meetings)} meetings, "
+              f"{sum(len(m.audio) for m in meetings) / 16000:.0f} s; never used to choose settings):")
+        print(header.replace(" RTF |", ""))
+        print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-2]) + "|")
+        for name, options in [("before issue 31", BEFORE_31)] + [
+                ("embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)"), opts)
+                for label, opts in variants]:
+            r = meetings_row(models, meetings, options)
+            print(f"| {name:<44} | {r['der0']:6.1f} | {r['der25']:8.1f} | {r['miss']:4.1f} | {r['fa']:4.1f} | "
+                  f"{r['conf']:4.1f} | {r['count_ok']:3d}/{r['items']} | {r['count_err']:+7.2f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB (whole bench process, pyannote.metrics included)")
 

@@ -167,6 +167,39 @@ def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     assert merged.tolist() == [0] * 27
 
 
+def test_silhouette_count_rule_finds_close_voices_and_honours_the_bounds() -> None:
+    """``count_rule: silhouette`` picks the best-separated cut whatever the voices' absolute
+    distance: four voices closer together than ``cluster_threshold`` (the threshold merges them)
+    are found as four; ``min_speakers``/``max_speakers`` bound the choice; ``num_speakers`` wins."""
+    import numpy as np
+
+    from trax.diarization.embedded import EmbeddedOptions, cluster
+
+    rng = np.random.default_rng(3)
+    centre = np.ones(16) / 4.0
+    voices = [centre + 0.18 * np.eye(16)[k] for k in range(4)]  # pairwise cosine distance ~0.03
+
+    def windows(voice: np.ndarray, n: int) -> np.ndarray:
+        rows = voice + 0.02 * rng.standard_normal((n, 16))
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    embeddings = np.vstack([windows(v, 30) for v in voices])
+    weights = np.full(len(embeddings), 0.5)
+    threshold = EmbeddedOptions()
+    silhouette = EmbeddedOptions(count_rule="silhouette")
+    assert cluster(embeddings, weights, threshold, None, None, None)[0].max() == 0  # all merged
+    labels, facts = cluster(embeddings, weights, silhouette, None, None, None)
+    assert facts["reason"] == "silhouette" and facts["silhouette"] > 0.5
+    assert [len(set(labels[k * 30 : (k + 1) * 30].tolist())) for k in range(4)] == [1, 1, 1, 1]
+    assert len(set(labels.tolist())) == 4
+    assert cluster(embeddings, weights, silhouette, None, None, 3)[0].max() + 1 == 3
+    assert cluster(embeddings, weights, silhouette, None, 5, None)[0].max() + 1 == 5
+    assert cluster(embeddings, weights, silhouette, 2, None, None)[0].max() + 1 == 2
+    # One voice only: no cut is well separated, so one speaker.
+    single = windows(voices[0], 60)
+    assert cluster(single, np.full(60, 0.5), silhouette, None, None, None)[0].max() == 0
+
+
 @pytest.mark.parametrize("states", [2, 8, 9, 30])
 def test_blockwise_viterbi_with_packed_way_back_finds_the_whole_path(states: int) -> None:
     """The long-recording Viterbi (score blocks, one bit per frame and label for the way back)
@@ -194,6 +227,8 @@ def test_bad_settings_are_one_clear_error() -> None:
     from trax.diarization.pipeline import DiarizeOptions
     from trax.errors import TraxError
 
+    with pytest.raises(TraxError, match="count_rule"):
+        DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"count_rule": "eigengap"}})
     with pytest.raises(TraxError, match="min_speakers"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "min_speakers": 4, "max_speakers": 2})
     with pytest.raises(TraxError, match="needs a model"):
