@@ -287,7 +287,7 @@ def test_a_name_needs_a_lead_over_the_runner_up_profile() -> None:
 def test_one_turn_type_and_one_rttm_reader() -> None:
     import trax.report.figures
     import trax.transcript.merge
-    from trax.diarization import annotation
+    from trax.io import annotation
 
     assert trax.transcript.merge.Turn is annotation.Turn is trax.report.figures.Turn
     assert not hasattr(trax.transcript.merge, "read_rttm")
