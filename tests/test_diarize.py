@@ -118,6 +118,22 @@ def test_voice_encoder_without_torch_gives_resemblyzers_embeddings(wavs) -> None
     assert len(cosines) > 40 and min(cosines) >= 0.999
 
 
+def test_encoder_export_is_made_on_first_use_and_repaired_when_corrupt(tmp_path) -> None:
+    """Without ``make setup``'s export, the first load exports the weights (in a child process, so
+    torch never enters the diarizing process); a corrupt export is made again."""
+    from trax.diarization.encoder import export_path, load_voice_encoder
+
+    target = export_path(tmp_path)
+    assert not target.exists()
+    load_voice_encoder(tmp_path)
+    sidecar = target.with_name(target.name + ".sha256")
+    assert target.is_file() and len(sidecar.read_text().strip()) == 64
+    good = target.read_bytes()
+    target.write_bytes(good[: len(good) // 2])
+    load_voice_encoder(tmp_path)
+    assert target.read_bytes() == good  # the export is deterministic, byte for byte
+
+
 def test_embedded_diarize_enroll_and_link_never_import_torch(wavs, tmp_path) -> None:
     """The embedded backend's diarize job, enrollment and speaker linking, in a fresh process,
     leave no torch and no librosa (nor resemblyzer, which imports torch) in ``sys.modules``."""
