@@ -1,7 +1,9 @@
 """The offline diarization backend: Silero VAD + resemblyzer embeddings + clustering + smoothing.
 
 Weights come from PyPI packages (Silero VAD v6 inside ``faster-whisper``, resemblyzer's
-``pretrained.pt`` inside ``resemblyzer``), so it works with no network and no token.
+``pretrained.pt`` inside ``resemblyzer``), so it works with no network and no token. Nothing here
+imports torch or librosa: the voice encoder runs in ONNX Runtime from weights exported at setup,
+its mel features in numpy (:mod:`trax.diarization.encoder`).
 
 Steps, for 16 kHz mono audio:
 
@@ -12,7 +14,8 @@ Steps, for 16 kHz mono audio:
    blocks of ``EMBED_BLOCK_WINDOWS``, giving L2-normalised 256-d embeddings. A window may span
    the end of one region and the start of the next; the frame-level labelling below decides where a change falls.
 3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
-   ``cluster_threshold`` (automatic speaker count), or at ``num_speakers`` / clamped to
+   ``cluster_threshold`` (automatic speaker count; or, with ``count_rule: silhouette``, at the
+   best-separated number of clusters), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
    merged into the nearest cluster when the count is automatic, unless they are a distinct voice
    (``distinct_speaker_s``, ``distinct_speaker_distance``). Long recordings are clustered in
