@@ -21,6 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from trax.diarization.embedded import EmbeddedOptions  # noqa: E402
 from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize  # noqa: E402
 from trax.io.samples import sample_id_from_name  # noqa: E402
 from trax.quality.benchdata import VoiceClip, benchdata_dir  # noqa: E402
@@ -322,3 +323,26 @@ def der_scores(rows: list[tuple[str, list, list, list[tuple[float, float]]]]) ->
             "miss": 100 * components["missed detection"] / total, "fa": 100 * components["false alarm"] / total,
             "conf": 100 * components["confusion"] / total, "count_ok": sum(e == 0 for e in errors),
             "count_err": sum(errors) / max(len(errors), 1), "items": len(errors)}
+
+
+#: Settings that change the embeddings; the rest only change clustering and labelling.
+EMBEDDING_FIELDS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs")
+
+
+class Diarizer:
+    """Diarizes recordings with many settings, embedding each recording once per embedding setting."""
+
+    def __init__(self, models) -> None:
+        self.models = models
+        self.cache: dict = {}
+
+    def __call__(self, uri: str, audio, options: EmbeddedOptions, **hints) -> list:
+        key = (uri, tuple(getattr(options, name) for name in EMBEDDING_FIELDS))
+        if key not in self.cache:
+            from trax.diarization.embedded import embed_speech
+
+            self.cache[key] = embed_speech(self.models, audio, options)
+        speech = self.cache[key]
+        from trax.diarization.embedded import label_frames
+
+        return [] if speech is None else label_frames(speech, options, **hints)[0]

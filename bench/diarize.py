@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Audio, der_scores, simulated_meetings
+from common import Audio, Diarizer, der_scores, simulated_meetings
 
 from trax.diarization.embedded import (
     EmbeddedOptions,
@@ -123,6 +123,7 @@ def loo_bench(models, items, grids: dict[str, list]) -> None:
     """Leave-one-recording-out: for each recording, the variant of a grid with the lowest pooled
     collar-0 DER on the other recordings is chosen and scored on it (see bench/README.md)."""
     uris = [item.uri for item, _ in items]
+    diarize = Diarizer(models)  # each recording embedded once per embedding setting
     cache: dict = {}
     print("| search space | variants | LOO DER c0 | LOO DER c.25 | LOO spk ok | in-sample best DER c0 | chosen (per held-out file) |")
     print("|---|---|---|---|---|---|---|")
@@ -130,7 +131,7 @@ def loo_bench(models, items, grids: dict[str, list]) -> None:
         scores = {}
         for label, options in variants:
             if options not in cache:
-                hypotheses = {item.uri: diarize_embedded(models, audio, options)[0] for item, audio in items}
+                hypotheses = {item.uri: diarize(item.uri, audio, options) for item, audio in items}
                 cache[options] = per_file_components(items, hypotheses)
             scores[label] = cache[options]
         held = []
@@ -228,9 +229,16 @@ def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
     distinct = [(f"dbfs=-20.0 cut={t} distinct={d}",
                  dataclasses.replace(base, speech_dbfs=-20.0, cluster_threshold=t, distinct_speaker_distance=d))
                 for d in (None, 0.38, 0.41, 0.44) for t in thresholds]
+    small = [(f"cut={t} min_s={m} distinct_s={d}",
+              dataclasses.replace(base, cluster_threshold=t, min_speaker_s=m, distinct_speaker_s=d))
+             for t in (0.3, 0.35) for m in (4.0, 3.0, 2.0) for d in (1.5, 1.0)]
+    rules = [(f"{rule} cut={t}", dataclasses.replace(base, count_rule=rule, cluster_threshold=t))
+             for rule in ("threshold", "silhouette") for t in (0.35, 0.3, 0.4)]
     return {"before: cluster_threshold": grid([None]),
             "issue 14: + speech_dbfs": grid([None, -30.0, -25.0, -20.0]),
-            "+ distinct_speaker_distance": distinct}
+            "+ distinct_speaker_distance": distinct,
+            "issue 31: small-speaker rules": small,
+            "issue 31: count rule": rules}
 
 
 def main() -> None:

@@ -21,33 +21,13 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from common import Audio, der_scores, simulated_meetings
+from common import Audio, Diarizer, der_scores, simulated_meetings
 
 from trax.diarization.embedded import (
     EmbeddedOptions,
-    embed_speech,
-    label_frames,
     load_embedded_models,
 )
 from trax.process import pin_blas_threads
-
-#: Settings that change the embeddings; the rest only change clustering and labelling.
-EMBEDDING_FIELDS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs")
-
-
-class Diarizer:
-    """Diarizes recordings with many settings, embedding each recording once per embedding setting."""
-
-    def __init__(self, models) -> None:
-        self.models = models
-        self.cache: dict = {}
-
-    def __call__(self, uri: str, audio, options: EmbeddedOptions, **hints) -> list:
-        key = (uri, tuple(getattr(options, name) for name in EMBEDDING_FIELDS))
-        if key not in self.cache:
-            self.cache[key] = embed_speech(self.models, audio, options)
-        speech = self.cache[key]
-        return [] if speech is None else label_frames(speech, options, **hints)[0]
 
 
 def score_meetings(diarize: Diarizer, meetings, options: EmbeddedOptions) -> dict[str, float]:
