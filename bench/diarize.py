@@ -27,6 +27,7 @@ from pathlib import Path
 from common import Audio, Diarizer, der_scores, simulated_meetings
 
 from trax.diarization.embedded import (
+    EMBED_BLOCK_WINDOWS,
     EmbeddedOptions,
     diarize_embedded,
     load_embedded_models,
@@ -213,6 +214,72 @@ def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Pa
         print(f"  details: {details}")
 
 
+#: Cold loads compared by ``--encoder`` (each in a fresh Python process): today's loader, and the
+#: torch + librosa + resemblyzer imports it replaced (what the loader paid before issue 31).
+COLD_LOADS = {
+    "embedded models (onnxruntime + numpy)": "from trax.diarization.embedded import load_embedded_models; "
+                                             "load_embedded_models()",
+    "before: resemblyzer (torch) + librosa": "import librosa, resemblyzer, torch; torch.set_num_threads(1); "
+                                             "resemblyzer.VoiceEncoder('cpu', verbose=False); "
+                                             "librosa.feature.melspectrogram(y=__import__('numpy').zeros(16000, "
+                                             "dtype='float32'), sr=16000, n_fft=400, hop_length=160, n_mels=40)",
+}
+
+
+def encoder_bench(items, models, repeats: int) -> None:
+    """The torch-free encoder against resemblyzer's own on the dev audio (see bench/README.md)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from resemblyzer import VoiceEncoder
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from trax.diarization.encoder import mel_spectrogram
+
+    torch.set_num_threads(1)
+    print("| cold load in a fresh process | median s |\n|---|---|")
+    for name, code in COLD_LOADS.items():
+        times = []
+        for _ in range(repeats):
+            timed = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+            out = subprocess.run([sys.executable, "-c", timed], capture_output=True, text=True, check=True).stdout
+            times.append(float(out.split()[-1]))
+        print(f"| {name} | {statistics.median(times):.2f} |")
+    theirs = VoiceEncoder("cpu", verbose=False)
+    audio = [a for _, a in items]
+    minutes = sum(len(a) for a in audio) / 16000 / 60
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    ours_mel = [mel_spectrogram(a) for a in audio]
+    ref_mel = [wav_to_mel_spectrogram(a) for a in audio]
+    windows = np.stack([m[s : s + 100] for m in ref_mel for s in range(0, len(m) - 100, 50)])
+    ours_windows = np.stack([m[s : s + 100] for m in ours_mel for s in range(0, len(m) - 100, 50)])
+    blocks = range(0, len(windows), EMBED_BLOCK_WINDOWS)
+    with torch.inference_mode():
+        expected = np.concatenate([theirs(torch.from_numpy(windows[i : i + EMBED_BLOCK_WINDOWS])).numpy() for i in blocks])
+    got = np.concatenate([models.encoder(ours_windows[i : i + EMBED_BLOCK_WINDOWS]) for i in blocks])
+    cosine = (got * expected).sum(axis=1)
+    mel_error = max(float(np.abs(a - b).max() / max(b.max(), 1e-9)) for a, b in zip(ours_mel, ref_mel))
+    print(f"\n{len(windows)} windows of 1 s from {minutes:.1f} min of dev audio; cosine to resemblyzer's "
+          f"embeddings min {cosine.min():.6f}, mean {cosine.mean():.6f}; mel max relative error {mel_error:.1e}")
+    print("| step | before (torch / librosa) | now (onnxruntime / numpy) |\n|---|---|---|")
+    print(f"| mel features, s per audio minute | {best(lambda: [wav_to_mel_spectrogram(a) for a in audio]) / minutes:.3f} "
+          f"| {best(lambda: [mel_spectrogram(a) for a in audio]) / minutes:.3f} |")
+    with torch.inference_mode():
+        torch_s = best(lambda: [theirs(torch.from_numpy(windows[i : i + EMBED_BLOCK_WINDOWS])) for i in blocks])
+    onnx_s = best(lambda: [models.encoder(ours_windows[i : i + EMBED_BLOCK_WINDOWS]) for i in blocks])
+    print(f"| encoder, ms per window (one thread) | {1000 * torch_s / len(windows):.2f} | {1000 * onnx_s / len(windows):.2f} |")
+
+
 def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
     """Search spaces for ``--loo``: before issue 14 (no levelling: the cluster threshold alone),
     after levelling (speech levelled to -30/-25/-20 dBFS before embedding, with the same
@@ -252,6 +319,8 @@ def main() -> None:
                         help="also score N simulated meetings (0: none)")
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
+    parser.add_argument("--encoder", action="store_true",
+                        help="compare the torch-free encoder with resemblyzer's: load time, speed, agreement")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
                         help="score one recording of the dev set N times over instead (see bench/README.md)")
     args = parser.parse_args()
@@ -272,6 +341,9 @@ def main() -> None:
         if args.concat:
             concat_bench(models, items, base, args.concat, Path(tmp))
             return
+    if args.encoder:
+        encoder_bench(items, models, args.repeats)
+        return
     if args.loo:
         loo_bench(models, items, loo_grids(base))
         return

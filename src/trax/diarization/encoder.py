@@ -90,8 +90,10 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_ME
 def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     """resemblyzer's ``audio.wav_to_mel_spectrogram`` (frames x 40, float32): the mel power
     spectrogram of frames centred every 10 ms (the signal zero-padded by half a window at both
-    ends, as librosa >= 0.10 does), periodic Hann window."""
+    ends, as librosa >= 0.10 does), periodic Hann window. Computed in float32, as librosa does
+    for float32 audio, in blocks of frames so the framed copy stays small."""
     import numpy as np
+    from scipy import fft
 
     wav = np.asarray(wav, dtype=np.float32)
     padded = np.pad(wav, N_FFT // 2)
@@ -99,11 +101,18 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     if count <= 0:
         return np.zeros((0, N_MELS), dtype=np.float32)
     frames = np.lib.stride_tricks.as_strided(padded, shape=(count, N_FFT),
-                                             strides=(padded.strides[0] * HOP, padded.strides[0]))
+                                             strides=(padded.strides[0] * HOP, padded.strides[0]), writeable=False)
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-    spectrum = np.fft.rfft(frames * window, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
-    return (power @ mel_filterbank().T).astype(np.float32)
+    basis = mel_filterbank().T.astype(np.float32)
+    out = np.empty((count, N_MELS), dtype=np.float32)
+    for lo in range(0, count, MEL_BLOCK_FRAMES):
+        spectrum = fft.rfft(frames[lo : lo + MEL_BLOCK_FRAMES] * window, axis=1, workers=1)
+        out[lo : lo + MEL_BLOCK_FRAMES] = (spectrum.real**2 + spectrum.imag**2) @ basis
+    return out
+
+
+#: Frames transformed at a time by :func:`mel_spectrogram` (1 minute: ~10 MB of spectrum).
+MEL_BLOCK_FRAMES = 6000
 
 
 # --- a minimal ONNX writer (protobuf wire format), so the export needs no ``onnx`` package ------
