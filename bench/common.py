@@ -228,8 +228,8 @@ class Meeting:
         return len({person for _, _, person in self.reference})
 
 
-def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, list[VoiceClip]] | None = None
-                       ) -> list[Meeting]:
+def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, list[VoiceClip]] | None = None,
+                       room: bool = False) -> list[Meeting]:
     """``count`` conversations of 2-6 people, deterministic by ``seed`` (see bench/README.md).
 
     Each turn is a stretch of 1.5-8 s of one person's clips (a rare speaker's: 1-3 s, at most two
@@ -237,6 +237,7 @@ def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, li
     one 0.25x), never the one who just spoke. Between turns a pause of 0.1-1.2 s, or (15 %) an
     overlap of 0.2-1.0 s. Half the meetings are levelled (every clip at the same RMS), half give
     each person a gain of -14..0 dB. The reference leaves out each clip's pauses (:func:`speech_turns`).
+    ``room``: the mix also goes through one room (:func:`_room`), the same for every voice of a meeting.
     """
     import random
 
@@ -289,9 +290,28 @@ def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, li
         for at, piece, person in placed:
             mix[at : at + len(piece)] += gains[person] * piece
             reference += speech_turns(piece, at / RATE, person)
+        if room:
+            mix = _room(mix, random.Random(f"{seed}-{index}-room"))
         kind = f"{size} spk, {'dominant+rare' if skewed else 'balanced'}, {'levelled' if levelled else 'gains'}"
         meetings.append(Meeting(f"m{seed}_{index:02d}", np.clip(mix, -1.0, 1.0), sorted(reference), kind))
     return meetings
+
+
+def _room(mix: np.ndarray, rng) -> np.ndarray:
+    """One shared acoustic path: a synthetic room response (exponentially decaying noise, RT60
+    0.3-0.6 s, direct sound kept), then steady noise 30-40 dB below the speech, so the voices of a
+    meeting share a channel as they do around one microphone. Speech times do not move."""
+    import numpy as np
+
+    rt60 = rng.uniform(0.3, 0.6)
+    length = int(rt60 * RATE)
+    noise = np.random.default_rng(rng.randrange(2**32))
+    tail = noise.standard_normal(length) * np.exp(-6.9 * np.arange(length) / length)
+    response = np.concatenate([[1.0], 0.3 * tail / np.sqrt(np.sum(tail**2))])
+    wet = np.convolve(mix, response)[: len(mix)]
+    rms = float(np.sqrt(np.mean(wet**2))) or 1e-6
+    floor = noise.standard_normal(len(wet)) * rms * 10 ** (-rng.uniform(30.0, 40.0) / 20)
+    return (wet + floor).astype(np.float32)
 
 
 def der_scores(rows: list[tuple[str, list, list, list[tuple[float, float]]]]) -> dict[str, float]:

@@ -64,12 +64,13 @@ def main() -> None:
     parser.add_argument("--score-seed", type=int, default=2)
     parser.add_argument("--count", type=int, default=12, help="meetings per draw")
     parser.add_argument("--list", action="store_true", help="describe the meetings and stop")
+    parser.add_argument("--room", action="store_true", help="every meeting's voices share one room and noise")
     args = parser.parse_args()
     pin_blas_threads()
     with tempfile.TemporaryDirectory() as tmp:
         audio = Audio(Path(tmp))
-        draws = {"choose": simulated_meetings(args.choose_seed, args.count, audio),
-                 "score": simulated_meetings(args.score_seed, args.count, audio)}
+        draws = {"choose": simulated_meetings(args.choose_seed, args.count, audio, room=args.room),
+                 "score": simulated_meetings(args.score_seed, args.count, audio, room=args.room)}
     print("| draw | meeting | kind | length s | speech s | overlap s |")
     print("|---|---|---|---|---|---|")
     for draw, meetings in draws.items():
