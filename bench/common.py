@@ -7,20 +7,24 @@ gets this checkout's package, not an installed copy. Not a bench itself: nothing
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from trax.io.media import find_ffmpeg  # noqa: E402
+from trax.diarization.embedded import EmbeddedOptions  # noqa: E402
+from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize  # noqa: E402
 from trax.io.samples import sample_id_from_name  # noqa: E402
-from trax.quality.benchdata import benchdata_dir  # noqa: E402
+from trax.quality.benchdata import VoiceClip, benchdata_dir  # noqa: E402
 
 #: Where the benches keep what they build (recordings, normalized copies, caches, logs).
 OUT = REPO / "bench" / "out"
@@ -123,3 +127,242 @@ def build_recording(destination: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(command, check=True)
     return destination
+
+
+# --- voices cut into clips, and the pauses a speech reference leaves out (speakers.py, meetings) ---
+
+RATE = 16000
+#: Pauses the speech reference leaves out (see bench/README.md): at least PAUSE_S seconds in
+#: which no sample of the levelled clip reaches PAUSE_DBFS (ffmpeg silencedetect).
+PAUSE_DBFS = -35.0
+PAUSE_S = 0.3
+
+class Audio:
+    """Decoded sources (normalized like the workflow does), cut into clips."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.cache: dict[Path, np.ndarray] = {}
+
+    def clip(self, clip: VoiceClip) -> np.ndarray:
+        if clip.path not in self.cache:
+            wav = self.workdir / f"{len(self.cache)}.wav"
+            normalize(str(clip.path), str(wav), str(wav.with_suffix(".json")), "src", NormalizeOptions())
+            self.cache[clip.path] = load_wav(wav)
+        audio = self.cache[clip.path]
+        first = int((clip.start or 0.0) * RATE)
+        last = len(audio) if clip.end is None else int(clip.end * RATE)
+        return audio[first:last]
+
+
+def level(audio: np.ndarray, rms: float = 0.05) -> np.ndarray:
+    return audio * (rms / max(float(np.sqrt(np.mean(audio ** 2))), 1e-6))
+
+
+def pauses(samples: np.ndarray, noise_dbfs: float = PAUSE_DBFS, min_s: float = PAUSE_S) -> list[tuple[float, float]]:
+    """Pauses inside one levelled clip, (start, end) seconds: ffmpeg ``silencedetect`` (every
+    sample below ``noise_dbfs`` for at least ``min_s``). An energy rule, independent of the
+    diarizer's Silero VAD."""
+    run = subprocess.run([find_ffmpeg().ffmpeg, "-hide_banner", "-nostats", "-f", "f32le", "-ar", str(RATE),
+                          "-ac", "1", "-i", "pipe:", "-af", f"silencedetect=noise={noise_dbfs}dB:d={min_s}",
+                          "-f", "null", "-"], input=samples.astype("<f4").tobytes(), capture_output=True, check=True)
+    log = run.stderr.decode("utf-8", "replace")
+    starts = [max(0.0, float(v)) for v in re.findall(r"silence_start: (-?[\d.]+)", log)]
+    ends = [float(v) for v in re.findall(r"silence_end: ([\d.]+)", log)]
+    duration = len(samples) / RATE
+    return [(start, min(ends[i] if i < len(ends) else duration, duration)) for i, start in enumerate(starts)]
+
+
+def speech_turns(samples: np.ndarray, start: float, person: str, noise_dbfs: float = PAUSE_DBFS):
+    """One clip's reference turn without its pauses: [(start, end, person)] in recording time."""
+    turns, cursor = [], 0.0
+    for a, b in pauses(samples, noise_dbfs) + [(len(samples) / RATE, len(samples) / RATE)]:
+        if a > cursor:
+            turns.append((start + cursor, start + a, person))
+        cursor = max(cursor, b)
+    return turns
+
+
+# --- simulated meetings (meetings.py, diarize.py): exact who-spoke-when from single-voice clips --
+
+#: benchdata-ml clips of one speaker each whose speakers are all different people (Picovoice's
+#: clips are left out: one unnamed voice may have read several languages).
+ML_VOICES = ("de/de_fleurs_000675", "es/es_css10_19demarzo_0008", "fr/fr_fleurs_000378", "it/it_css10_karolystria_0550",
+             "pt/pt_fleurs_cd000", "ja/ja_fleurs_000595", "zh/zh_aishell_BAC009S0724W0121", "zh/zh_fleurs_000328",
+             "zh/zh_css10_call_to_arms_0023", "ru/ru_deepspeech_smoke", "sv/sv_nst_u0016003")
+
+
+def meeting_voices() -> dict[str, list[VoiceClip]]:
+    """Voices of people who are in none of the 13 scored dev recordings (so meetings built from them
+    can choose settings that are then scored on dev): the non-AMI people of
+    :func:`trax.quality.benchdata.voice_pool` (enrollment and test clips) and 11 benchdata-ml speakers."""
+    from trax.quality.benchdata import voice_pool
+
+    pool = voice_pool()
+    voices = {person: clips["enroll"] + clips["test"] for person, clips in pool.items()
+              if not any("pyannote-audio" in str(c.path) for c in clips["enroll"] + clips["test"])}
+    ml = Path(os.environ.get("TRAX_BENCHDATA_ML") or benchdata_dir().parent / "benchdata-ml")
+    for name in ML_VOICES:
+        voices[name.split("/")[1]] = [VoiceClip(name, ml / f"{name}.16k.wav")]
+    return voices
+
+
+@dataclass
+class Meeting:
+    """One simulated conversation.
+
+    Attributes:
+        uri: Its id (``m<seed>_<index>``).
+        audio: 16 kHz float32 samples.
+        reference: Who speaks when: (start, end, person) without each clip's pauses; overlaps kept.
+        kind: How it was drawn: speaker count, ``balanced``/``dominant+rare``, ``levelled``/``gains``.
+    """
+
+    uri: str
+    audio: np.ndarray
+    reference: list[tuple[float, float, str]]
+    kind: str
+
+    @property
+    def speakers(self) -> int:
+        return len({person for _, _, person in self.reference})
+
+
+def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, list[VoiceClip]] | None = None,
+                       room: bool = False) -> list[Meeting]:
+    """``count`` conversations of 2-6 people, deterministic by ``seed`` (see bench/README.md).
+
+    Each turn is a stretch of 1.5-8 s of one person's clips (a rare speaker's: 1-3 s, at most two
+    turns); the next speaker is drawn by weight (balanced: equal; dominant+rare: one person 4x,
+    one 0.25x), never the one who just spoke. Between turns a pause of 0.1-1.2 s, or (15 %) an
+    overlap of 0.2-1.0 s. Half the meetings are levelled (every clip at the same RMS), half give
+    each person a gain of -14..0 dB. The reference leaves out each clip's pauses (:func:`speech_turns`).
+    ``room``: the mix also goes through one room (:func:`_room`), the same for every voice of a meeting.
+    """
+    import random
+
+    voices = voices or meeting_voices()
+    people = sorted(voices)
+    rng = random.Random(seed)
+    meetings = []
+    for index in range(count):
+        size = rng.randint(2, 6)
+        chosen = rng.sample(people, size)
+        skewed = size >= 3 and rng.random() < 0.5
+        levelled = rng.random() < 0.5
+        weights = {p: 1.0 for p in chosen}
+        rare = None
+        if skewed:
+            weights[chosen[0]], rare = 4.0, chosen[-1]
+            weights[rare] = 0.25
+        gains = {p: 1.0 if levelled else 10 ** (rng.uniform(-14.0, 0.0) / 20) for p in chosen}
+        order = [p for p in chosen if p != rare]
+        rng.shuffle(order)
+        turns = order + ([rare] if rare else [])
+        target = rng.uniform(45.0, 90.0)
+        placed: list[tuple[int, np.ndarray, str]] = []
+        clock = 0
+        rare_turns = 0
+        while True:
+            person = turns.pop(0) if turns else None
+            if person is None:
+                previous = placed[-1][2]
+                options = [p for p in chosen if p != previous and not (p == rare and rare_turns >= 2)]
+                person = rng.choices(options, [weights[p] for p in options])[0]
+            rare_turns += person == rare
+            clip = rng.choice(voices[person])
+            samples = level(audio.clip(clip))
+            length = int(RATE * (rng.uniform(1.0, 3.0) if person == rare else rng.uniform(1.5, 8.0)))
+            start = rng.randint(0, max(0, len(samples) - length))
+            piece = samples[start : start + length]
+            if placed:
+                if rng.random() < 0.15:
+                    gap = -min(int(RATE * rng.uniform(0.2, 1.0)), len(placed[-1][1]) // 2, len(piece) // 2)
+                else:
+                    gap = int(RATE * rng.uniform(0.1, 1.2))
+                clock = placed[-1][0] + len(placed[-1][1]) + gap
+            placed.append((clock, piece, person))
+            if not turns and clock / RATE >= target:
+                break
+        total = max(at + len(piece) for at, piece, _ in placed)
+        mix = np.zeros(total, dtype=np.float32)
+        reference = []
+        for at, piece, person in placed:
+            mix[at : at + len(piece)] += gains[person] * piece
+            reference += speech_turns(piece, at / RATE, person)
+        if room:
+            mix = _room(mix, random.Random(f"{seed}-{index}-room"))
+        kind = f"{size} spk, {'dominant+rare' if skewed else 'balanced'}, {'levelled' if levelled else 'gains'}"
+        meetings.append(Meeting(f"m{seed}_{index:02d}", np.clip(mix, -1.0, 1.0), sorted(reference), kind))
+    return meetings
+
+
+def _room(mix: np.ndarray, rng) -> np.ndarray:
+    """One shared acoustic path: a synthetic room response (exponentially decaying noise, RT60
+    0.3-0.6 s, direct sound kept), then steady noise 30-40 dB below the speech, so the voices of a
+    meeting share a channel as they do around one microphone. Speech times do not move."""
+    import numpy as np
+
+    rt60 = rng.uniform(0.3, 0.6)
+    length = int(rt60 * RATE)
+    noise = np.random.default_rng(rng.randrange(2**32))
+    tail = noise.standard_normal(length) * np.exp(-6.9 * np.arange(length) / length)
+    response = np.concatenate([[1.0], 0.3 * tail / np.sqrt(np.sum(tail**2))])
+    wet = np.convolve(mix, response)[: len(mix)]
+    rms = float(np.sqrt(np.mean(wet**2))) or 1e-6
+    floor = noise.standard_normal(len(wet)) * rms * 10 ** (-rng.uniform(30.0, 40.0) / 20)
+    return (wet + floor).astype(np.float32)
+
+
+def der_scores(rows: list[tuple[str, list, list, list[tuple[float, float]]]]) -> dict[str, float]:
+    """Corpus DER of ``(uri, reference turns, hypothesis turns, uem)`` rows (turns: Turn or
+    (start, end, speaker)): collar 0 and ±0.25 s, miss / false alarm / confusion at collar 0 (% of
+    reference speech), exact speaker counts and the mean signed count error (hypothesis - reference)."""
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns: list, uri: str) -> Annotation:
+        result = Annotation(uri=uri)
+        for index, turn in enumerate(turns):
+            start, end, speaker = (turn.start, turn.end, turn.speaker) if hasattr(turn, "speaker") else turn
+            result[Segment(start, end), index] = speaker
+        return result
+
+    metrics = {0.0: DiarizationErrorRate(collar=0.0, skip_overlap=False),
+               0.5: DiarizationErrorRate(collar=0.5, skip_overlap=False)}
+    errors = []
+    for uri, reference, hypothesis, uem in rows:
+        ref, hyp = annotation(reference, uri), annotation(hypothesis, uri)
+        timeline = Timeline([Segment(s, e) for s, e in uem], uri=uri)
+        for metric in metrics.values():
+            metric(ref, hyp, uem=timeline)
+        errors.append(len(hyp.labels()) - len(ref.labels()))
+    components = metrics[0.0].accumulated_
+    total = max(components["total"], 1e-9)
+    return {"der0": 100 * abs(metrics[0.0]), "der25": 100 * abs(metrics[0.5]),
+            "miss": 100 * components["missed detection"] / total, "fa": 100 * components["false alarm"] / total,
+            "conf": 100 * components["confusion"] / total, "count_ok": sum(e == 0 for e in errors),
+            "count_err": sum(errors) / max(len(errors), 1), "items": len(errors)}
+
+
+#: Settings that change the embeddings; the rest only change clustering and labelling.
+EMBEDDING_FIELDS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs")
+
+
+class Diarizer:
+    """Diarizes recordings with many settings, embedding each recording once per embedding setting."""
+
+    def __init__(self, models) -> None:
+        self.models = models
+        self.cache: dict = {}
+
+    def __call__(self, uri: str, audio, options: EmbeddedOptions, **hints) -> list:
+        key = (uri, tuple(getattr(options, name) for name in EMBEDDING_FIELDS))
+        if key not in self.cache:
+            from trax.diarization.embedded import embed_speech
+
+            self.cache[key] = embed_speech(self.models, audio, options)
+        speech = self.cache[key]
+        from trax.diarization.embedded import label_frames
+
+        return [] if speech is None else label_frames(speech, options, **hints)[0]

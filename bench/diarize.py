@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
+from common import Audio, Diarizer, der_scores, simulated_meetings
 
 from trax.diarization.embedded import (
+    EMBED_BLOCK_WINDOWS,
     EmbeddedOptions,
     diarize_embedded,
     load_embedded_models,
     speech_regions,
 )
-from trax.diarization.pipeline import fix_torch_threads
 from trax.io.annotation import Turn, rttm_turns
 from trax.io.media import NormalizeOptions, audio_pieces, load_wav, normalize
 from trax.process import pin_blas_threads
@@ -60,29 +60,24 @@ def annotation(turns: list[Turn], uri: str):
 
 def score(items, hypotheses: dict[str, list[Turn]]) -> dict[str, float]:
     """Corpus DER at collar 0 and 0.5 (±0.25 s), components, speaker-count accuracy."""
-    from pyannote.core import Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
+    return der_scores([(item.uri, rttm_turns(item.rttm, uri=item.uri), hypotheses[item.uri], list(item.uem))
+                       for item, _ in items])
 
-    metrics = {0.0: DiarizationErrorRate(collar=0.0, skip_overlap=False),
-               0.5: DiarizationErrorRate(collar=0.5, skip_overlap=False)}
-    count_ok = 0
-    for item, _ in items:
-        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
-        hypothesis = annotation(hypotheses[item.uri], item.uri)
-        uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
-        for metric in metrics.values():
-            metric(reference, hypothesis, uem=uem)
-        count_ok += len(reference.labels()) == len(hypothesis.labels())
-    c0 = metrics[0.0]
-    components = c0.accumulated_
-    return {
-        "der0": 100 * abs(c0),
-        "der25": 100 * abs(metrics[0.5]),
-        "miss": 100 * components["missed detection"] / components["total"],
-        "fa": 100 * components["false alarm"] / components["total"],
-        "conf": 100 * components["confusion"] / components["total"],
-        "count_ok": count_ok,
-    }
+
+#: The embedded defaults before issue 31 (a row of every table, so the change stays visible).
+BEFORE_31 = EmbeddedOptions(vad_threshold=0.3, vad_min_silence_ms=300, vad_pad_ms=300, window_s=1.0, hop_s=0.5,
+                            cluster_threshold=0.35, min_speaker_s=4.0, distinct_speaker_s=1.5,
+                            distinct_speaker_distance=0.41, switch_penalty=10.0, overlap_margin=0.0,
+                            speech_dbfs=-20.0)
+#: The simulated meetings scored by default (bench/meetings.py chooses settings on seed 1).
+MEETINGS_SEED = 2
+MEETINGS_COUNT = 12
+
+
+def meetings_row(models, meetings, options: EmbeddedOptions) -> dict[str, float]:
+    """Scores on simulated meetings (whole meeting scored, no collar beyond the columns')."""
+    return der_scores([(m.uri, m.reference, diarize_embedded(models, m.audio, options)[0],
+                        [(0.0, len(m.audio) / 16000)]) for m in meetings])
 
 
 def run_variant(models, items, options: EmbeddedOptions, repeats: int, one_speaker: bool = False):
@@ -129,6 +124,7 @@ def loo_bench(models, items, grids: dict[str, list]) -> None:
     """Leave-one-recording-out: for each recording, the variant of a grid with the lowest pooled
     collar-0 DER on the other recordings is chosen and scored on it (see bench/README.md)."""
     uris = [item.uri for item, _ in items]
+    diarize = Diarizer(models)  # each recording embedded once per embedding setting
     cache: dict = {}
     print("| search space | variants | LOO DER c0 | LOO DER c.25 | LOO spk ok | in-sample best DER c0 | chosen (per held-out file) |")
     print("|---|---|---|---|---|---|---|")
@@ -136,7 +132,7 @@ def loo_bench(models, items, grids: dict[str, list]) -> None:
         scores = {}
         for label, options in variants:
             if options not in cache:
-                hypotheses = {item.uri: diarize_embedded(models, audio, options)[0] for item, audio in items}
+                hypotheses = {item.uri: diarize(item.uri, audio, options) for item, audio in items}
                 cache[options] = per_file_components(items, hypotheses)
             scores[label] = cache[options]
         held = []
@@ -218,6 +214,72 @@ def concat_bench(models, items, base: EmbeddedOptions, repeats: int, workdir: Pa
         print(f"  details: {details}")
 
 
+#: Cold loads compared by ``--encoder`` (each in a fresh Python process): today's loader, and the
+#: torch + librosa + resemblyzer imports it replaced (what the loader paid before issue 31).
+COLD_LOADS = {
+    "embedded models (onnxruntime + numpy)": "from trax.diarization.embedded import load_embedded_models; "
+                                             "load_embedded_models()",
+    "before: resemblyzer (torch) + librosa": "import librosa, resemblyzer, torch; torch.set_num_threads(1); "
+                                             "resemblyzer.VoiceEncoder('cpu', verbose=False); "
+                                             "librosa.feature.melspectrogram(y=__import__('numpy').zeros(16000, "
+                                             "dtype='float32'), sr=16000, n_fft=400, hop_length=160, n_mels=40)",
+}
+
+
+def encoder_bench(items, models, repeats: int) -> None:
+    """The torch-free encoder against resemblyzer's own on the dev audio (see bench/README.md)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from resemblyzer import VoiceEncoder
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from trax.diarization.encoder import mel_spectrogram
+
+    torch.set_num_threads(1)
+    print("| cold load in a fresh process | median s |\n|---|---|")
+    for name, code in COLD_LOADS.items():
+        times = []
+        for _ in range(repeats):
+            timed = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+            out = subprocess.run([sys.executable, "-c", timed], capture_output=True, text=True, check=True).stdout
+            times.append(float(out.split()[-1]))
+        print(f"| {name} | {statistics.median(times):.2f} |")
+    theirs = VoiceEncoder("cpu", verbose=False)
+    audio = [a for _, a in items]
+    minutes = sum(len(a) for a in audio) / 16000 / 60
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    ours_mel = [mel_spectrogram(a) for a in audio]
+    ref_mel = [wav_to_mel_spectrogram(a) for a in audio]
+    windows = np.stack([m[s : s + 100] for m in ref_mel for s in range(0, len(m) - 100, 50)])
+    ours_windows = np.stack([m[s : s + 100] for m in ours_mel for s in range(0, len(m) - 100, 50)])
+    blocks = range(0, len(windows), EMBED_BLOCK_WINDOWS)
+    with torch.inference_mode():
+        expected = np.concatenate([theirs(torch.from_numpy(windows[i : i + EMBED_BLOCK_WINDOWS])).numpy() for i in blocks])
+    got = np.concatenate([models.encoder(ours_windows[i : i + EMBED_BLOCK_WINDOWS]) for i in blocks])
+    cosine = (got * expected).sum(axis=1)
+    mel_error = max(float(np.abs(a - b).max() / max(b.max(), 1e-9)) for a, b in zip(ours_mel, ref_mel))
+    print(f"\n{len(windows)} windows of 1 s from {minutes:.1f} min of dev audio; cosine to resemblyzer's "
+          f"embeddings min {cosine.min():.6f}, mean {cosine.mean():.6f}; mel max relative error {mel_error:.1e}")
+    print("| step | before (torch / librosa) | now (onnxruntime / numpy) |\n|---|---|---|")
+    print(f"| mel features, s per audio minute | {best(lambda: [wav_to_mel_spectrogram(a) for a in audio]) / minutes:.3f} "
+          f"| {best(lambda: [mel_spectrogram(a) for a in audio]) / minutes:.3f} |")
+    with torch.inference_mode():
+        torch_s = best(lambda: [theirs(torch.from_numpy(windows[i : i + EMBED_BLOCK_WINDOWS])) for i in blocks])
+    onnx_s = best(lambda: [models.encoder(ours_windows[i : i + EMBED_BLOCK_WINDOWS]) for i in blocks])
+    print(f"| encoder, ms per window (one thread) | {1000 * torch_s / len(windows):.2f} | {1000 * onnx_s / len(windows):.2f} |")
+
+
 def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
     """Search spaces for ``--loo``: before issue 14 (no levelling: the cluster threshold alone),
     after levelling (speech levelled to -30/-25/-20 dBFS before embedding, with the same
@@ -234,9 +296,16 @@ def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
     distinct = [(f"dbfs=-20.0 cut={t} distinct={d}",
                  dataclasses.replace(base, speech_dbfs=-20.0, cluster_threshold=t, distinct_speaker_distance=d))
                 for d in (None, 0.38, 0.41, 0.44) for t in thresholds]
+    small = [(f"cut={t} min_s={m} distinct_s={d}",
+              dataclasses.replace(base, cluster_threshold=t, min_speaker_s=m, distinct_speaker_s=d))
+             for t in (0.3, 0.35) for m in (4.0, 3.0, 2.0) for d in (1.5, 1.0)]
+    rules = [(f"{rule} cut={t}", dataclasses.replace(base, count_rule=rule, cluster_threshold=t))
+             for rule in ("threshold", "silhouette") for t in (0.35, 0.3, 0.4)]
     return {"before: cluster_threshold": grid([None]),
             "issue 14: + speech_dbfs": grid([None, -30.0, -25.0, -20.0]),
-            "+ distinct_speaker_distance": distinct}
+            "+ distinct_speaker_distance": distinct,
+            "issue 31: small-speaker rules": small,
+            "issue 31: count rule": rules}
 
 
 def main() -> None:
@@ -246,15 +315,17 @@ def main() -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="one row per value (several --sweep flags: their product)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (diarize.threads)")
+    parser.add_argument("--meetings", type=int, default=MEETINGS_COUNT, metavar="N",
+                        help="also score N simulated meetings (0: none)")
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
+    parser.add_argument("--encoder", action="store_true",
+                        help="compare the torch-free encoder with resemblyzer's: load time, speed, agreement")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
                         help="score one recording of the dev set N times over instead (see bench/README.md)")
     args = parser.parse_args()
 
     pin_blas_threads()
-    fix_torch_threads(args.threads)
     base = dataclasses.replace(EmbeddedOptions(), **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
     variants = [({}, base)]
     for sweep in args.sweep:
@@ -270,22 +341,39 @@ def main() -> None:
         if args.concat:
             concat_bench(models, items, base, args.concat, Path(tmp))
             return
+    if args.encoder:
+        encoder_bench(items, models, args.repeats)
+        return
     if args.loo:
         loo_bench(models, items, loo_grids(base))
         return
     total = sum(len(audio) for _, audio in items) / 16000
-    print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s; torch threads {args.threads}")
+    print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s")
     print(f"base settings: {base}")
-    rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True))]
+    rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True)),
+            ("before issue 31", run_variant(models, items, BEFORE_31, args.repeats))]
     for label, options in variants:
         name = "embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)")
         rows.append((name, run_variant(models, items, options, args.repeats)))
-    header = f"| {'variant':<44} | DER c0 | DER c.25 | miss | fa | conf | spk ok | RTF |"
+    header = f"| {'variant':<44} | DER c0 | DER c.25 | miss | fa | conf | spk ok | spk err | RTF |"
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for name, r in rows:
         print(f"| {name:<44} | {r['der0']:6.1f} | {r['der25']:8.1f} | {r['miss']:4.1f} | {r['fa']:4.1f} | "
-              f"{r['conf']:4.1f} | {r['count_ok']:3d}/{len(items)} | {r['rtf']:.3f} |")
+              f"{r['conf']:4.1f} | {r['count_ok']:3d}/{len(items)} | {r['count_err']:+7.2f} | {r['rtf']:.3f} |")
+    if args.meetings:
+        with tempfile.TemporaryDirectory() as tmp:
+            meetings = simulated_meetings(MEETINGS_SEED, args.meetings, Audio(Path(tmp)))
+        print(f"\nsimulated meetings (bench/meetings.py, seed {MEETINGS_SEED}, {len(meetings)} meetings, "
+              f"{sum(len(m.audio) for m in meetings) / 16000:.0f} s; never used to choose settings):")
+        print(header.replace(" RTF |", ""))
+        print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-2]) + "|")
+        for name, options in [("before issue 31", BEFORE_31)] + [
+                ("embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)"), opts)
+                for label, opts in variants]:
+            r = meetings_row(models, meetings, options)
+            print(f"| {name:<44} | {r['der0']:6.1f} | {r['der25']:8.1f} | {r['miss']:4.1f} | {r['fa']:4.1f} | "
+                  f"{r['conf']:4.1f} | {r['count_ok']:3d}/{r['items']} | {r['count_err']:+7.2f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB (whole bench process, pyannote.metrics included)")
 

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 
-import common  # noqa: F401  (puts this checkout's src/ first on sys.path)
 import numpy as np
+from common import PAUSE_DBFS, PAUSE_S, RATE, Audio, level, speech_turns
 
-from trax.diarization.embedded import SPEAKER_EMBEDDINGS, EmbeddedOptions, diarize_embedded
-from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models
+from trax.diarization.embedded import (
+    SPEAKER_EMBEDDINGS,
+    EmbeddedOptions,
+    diarize_embedded,
+)
+from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
 from trax.diarization.speakers import (
     SpeakerOptions,
     Voice,
@@ -36,66 +38,13 @@ from trax.diarization.speakers import (
     link,
 )
 from trax.io.annotation import Turn
-from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize
-from trax.process import pin_blas_threads
-from trax.quality.benchdata import VoiceClip, voice_pool
+from trax.quality.benchdata import voice_pool
 
-RATE = 16000
 SETTINGS = {"backend": "embedded", "threads": 1, "embedded": {}}
 TURN_MAX_S = 8.0
 GAP_S = 0.4
-#: Pauses the speech reference leaves out (see bench/README.md): at least PAUSE_S seconds in
-#: which no sample of the levelled clip reaches PAUSE_DBFS (ffmpeg silencedetect).
-PAUSE_DBFS = -35.0
-PAUSE_S = 0.3
 #: Pause thresholds the bench also scores, to show how much the result depends on that choice.
 SENSITIVITY_DBFS = (-30.0, PAUSE_DBFS, -40.0)
-
-
-class Audio:
-    """Decoded sources (normalized like the workflow does), cut into clips."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.cache: dict[Path, np.ndarray] = {}
-
-    def clip(self, clip: VoiceClip) -> np.ndarray:
-        if clip.path not in self.cache:
-            wav = self.workdir / f"{len(self.cache)}.wav"
-            normalize(str(clip.path), str(wav), str(wav.with_suffix(".json")), "src", NormalizeOptions())
-            self.cache[clip.path] = load_wav(wav)
-        audio = self.cache[clip.path]
-        first = int((clip.start or 0.0) * RATE)
-        last = len(audio) if clip.end is None else int(clip.end * RATE)
-        return audio[first:last]
-
-
-def level(audio: np.ndarray, rms: float = 0.05) -> np.ndarray:
-    return audio * (rms / max(float(np.sqrt(np.mean(audio ** 2))), 1e-6))
-
-
-def pauses(samples: np.ndarray, noise_dbfs: float = PAUSE_DBFS, min_s: float = PAUSE_S) -> list[tuple[float, float]]:
-    """Pauses inside one levelled clip, (start, end) seconds: ffmpeg ``silencedetect`` (every
-    sample below ``noise_dbfs`` for at least ``min_s``). An energy rule, independent of the
-    diarizer's Silero VAD."""
-    run = subprocess.run([find_ffmpeg().ffmpeg, "-hide_banner", "-nostats", "-f", "f32le", "-ar", str(RATE),
-                          "-ac", "1", "-i", "pipe:", "-af", f"silencedetect=noise={noise_dbfs}dB:d={min_s}",
-                          "-f", "null", "-"], input=samples.astype("<f4").tobytes(), capture_output=True, check=True)
-    log = run.stderr.decode("utf-8", "replace")
-    starts = [max(0.0, float(v)) for v in re.findall(r"silence_start: (-?[\d.]+)", log)]
-    ends = [float(v) for v in re.findall(r"silence_end: ([\d.]+)", log)]
-    duration = len(samples) / RATE
-    return [(start, min(ends[i] if i < len(ends) else duration, duration)) for i, start in enumerate(starts)]
-
-
-def speech_turns(samples: np.ndarray, start: float, person: str, noise_dbfs: float = PAUSE_DBFS):
-    """One clip's reference turn without its pauses: [(start, end, person)] in recording time."""
-    turns, cursor = [], 0.0
-    for a, b in pauses(samples, noise_dbfs) + [(len(samples) / RATE, len(samples) / RATE)]:
-        if a > cursor:
-            turns.append((start + cursor, start + a, person))
-        cursor = max(cursor, b)
-    return turns
 
 
 def leopard_check(audio: Audio, pool) -> str:
@@ -267,8 +216,7 @@ def main() -> None:
     parser.add_argument("--margins", default="0,0.02,0.04,0.06,0.08,0.10",
                         help="ambiguous margins, each at the default threshold")
     args = parser.parse_args()
-    pin_blas_threads()
-    fix_torch_threads(1)
+    fix_threads(DiarizeOptions.from_config(SETTINGS))
     defaults = SpeakerOptions()
     pool = voice_pool()
     models = load_models(DiarizeOptions.from_config(SETTINGS))

@@ -85,6 +85,81 @@ def test_embedded_finds_the_speakers_and_is_deterministic(wavs, tmp_path) -> Non
     assert Diarization.from_dict(data).rttm() == (fixed / "d.rttm").read_text()
 
 
+def test_voice_encoder_without_torch_gives_resemblyzers_embeddings(wavs) -> None:
+    """numpy mel features + the ONNX export of resemblyzer's LSTM give resemblyzer's own features
+    and embeddings (torch + librosa) on real speech windows of two recordings."""
+    import librosa
+    import numpy as np
+    import torch
+    from resemblyzer import VoiceEncoder as TorchVoiceEncoder
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from trax.diarization.embedded import EmbeddedOptions, speech_regions
+    from trax.diarization.encoder import load_voice_encoder, mel_filterbank, mel_spectrogram
+    from trax.io.media import load_wav
+
+    assert np.abs(mel_filterbank() - librosa.filters.mel(sr=16000, n_fft=400, n_mels=40)).max() < 1e-7
+    ours, theirs = load_voice_encoder(), TorchVoiceEncoder("cpu", verbose=False)
+    cosines = []
+    for name in ("sample", "dev00"):
+        audio = load_wav(wavs[name])
+        mel, reference = mel_spectrogram(audio), wav_to_mel_spectrogram(audio)
+        assert mel.shape == reference.shape and mel.dtype == np.float32
+        assert np.abs(mel - reference).max() <= 1e-5 * max(1.0, float(reference.max()))
+        # 1.6 s windows (resemblyzer's partials) every 0.8 s whose centre lies in VAD speech.
+        speech = np.zeros(len(mel), dtype=bool)
+        for start, end in speech_regions(audio, EmbeddedOptions()):
+            speech[start // 160 : end // 160] = True
+        starts = [s for s in range(0, len(mel) - 160, 80) if speech[s + 80]]
+        batch = np.stack([reference[s : s + 160] for s in starts])
+        with torch.inference_mode():
+            expected = theirs(torch.from_numpy(batch)).numpy()
+        cosines += (ours(np.stack([mel[s : s + 160] for s in starts])) * expected).sum(axis=1).tolist()
+    assert len(cosines) > 40 and min(cosines) >= 0.999
+
+
+def test_encoder_export_is_made_on_first_use_and_repaired_when_corrupt(tmp_path) -> None:
+    """Without ``make setup``'s export, the first load exports the weights (in a child process, so
+    torch never enters the diarizing process); a corrupt export is made again."""
+    from trax.diarization.encoder import export_path, load_voice_encoder
+
+    target = export_path(tmp_path)
+    assert not target.exists()
+    load_voice_encoder(tmp_path)
+    sidecar = target.with_name(target.name + ".sha256")
+    assert target.is_file() and len(sidecar.read_text().strip()) == 64
+    good = target.read_bytes()
+    target.write_bytes(good[: len(good) // 2])
+    load_voice_encoder(tmp_path)
+    assert target.read_bytes() == good  # the export is deterministic, byte for byte
+
+
+def test_embedded_diarize_enroll_and_link_never_import_torch(wavs, tmp_path) -> None:
+    """The embedded backend's diarize job, enrollment and speaker linking, in a fresh process,
+    leave no torch and no librosa (nor resemblyzer, which imports torch) in ``sys.modules``."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "enroll.tsv").write_text(f"name\taudio\tstart\tend\nAnn\t{wavs['sample']}\t0\t10\n")
+    script = f"""
+import json, sys
+from trax.diarization.pipeline import diarize_file, rule_settings
+from trax.diarization.speakers import enroll_file, link_files
+settings = rule_settings({DEFAULTS!r}, {{}})
+data = diarize_file({str(wavs['sample'])!r}, "d.rttm", "d.json", "sample", settings)
+enroll_file("enroll.tsv", "profiles.json", settings, {{}})
+link_files(["d.json"], "speakers.tsv", {{}}, "profiles.json")
+print(json.dumps({{"speakers": data["num_speakers"],
+                  "loaded": sorted(m for m in ("torch", "librosa", "resemblyzer") if m in sys.modules)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"speakers": result["speakers"], "loaded": []} and result["speakers"] >= 2
+    assert (tmp_path / "speakers.tsv").read_text().count("Ann") >= 1
+
+
 def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     """``min_speaker_s`` merges small clusters, but not one that is a distinct voice
     (``distinct_speaker_s`` of windows and ``distinct_speaker_distance`` from the nearest)."""
@@ -106,6 +181,39 @@ def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     assert kept[:25].tolist() == [0] * 20 + [1] * 5 and set(kept[25:].tolist()) < {0, 1}  # the 1 s one merged
     merged = _merge_small(embeddings, labels, weights, 4.0, 1.5, None)  # before issue 14
     assert merged.tolist() == [0] * 27
+
+
+def test_silhouette_count_rule_finds_close_voices_and_honours_the_bounds() -> None:
+    """``count_rule: silhouette`` picks the best-separated cut whatever the voices' absolute
+    distance: four voices closer together than ``cluster_threshold`` (the threshold merges them)
+    are found as four; ``min_speakers``/``max_speakers`` bound the choice; ``num_speakers`` wins."""
+    import numpy as np
+
+    from trax.diarization.embedded import EmbeddedOptions, cluster
+
+    rng = np.random.default_rng(3)
+    centre = np.ones(16) / 4.0
+    voices = [centre + 0.18 * np.eye(16)[k] for k in range(4)]  # pairwise cosine distance ~0.03
+
+    def windows(voice: np.ndarray, n: int) -> np.ndarray:
+        rows = voice + 0.02 * rng.standard_normal((n, 16))
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    embeddings = np.vstack([windows(v, 30) for v in voices])
+    weights = np.full(len(embeddings), 0.5)
+    threshold = EmbeddedOptions()
+    silhouette = EmbeddedOptions(count_rule="silhouette")
+    assert cluster(embeddings, weights, threshold, None, None, None)[0].max() == 0  # all merged
+    labels, facts = cluster(embeddings, weights, silhouette, None, None, None)
+    assert facts["reason"] == "silhouette" and facts["silhouette"] > 0.5
+    assert [len(set(labels[k * 30 : (k + 1) * 30].tolist())) for k in range(4)] == [1, 1, 1, 1]
+    assert len(set(labels.tolist())) == 4
+    assert cluster(embeddings, weights, silhouette, None, None, 3)[0].max() + 1 == 3
+    assert cluster(embeddings, weights, silhouette, None, 5, None)[0].max() + 1 == 5
+    assert cluster(embeddings, weights, silhouette, 2, None, None)[0].max() + 1 == 2
+    # One voice only: no cut is well separated, so one speaker.
+    single = windows(voices[0], 60)
+    assert cluster(single, np.full(60, 0.5), silhouette, None, None, None)[0].max() == 0
 
 
 @pytest.mark.parametrize("states", [2, 8, 9, 30])
@@ -135,6 +243,8 @@ def test_bad_settings_are_one_clear_error() -> None:
     from trax.diarization.pipeline import DiarizeOptions
     from trax.errors import TraxError
 
+    with pytest.raises(TraxError, match="count_rule"):
+        DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"count_rule": "eigengap"}})
     with pytest.raises(TraxError, match="min_speakers"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "min_speakers": 4, "max_speakers": 2})
     with pytest.raises(TraxError, match="needs a model"):

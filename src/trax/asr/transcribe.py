@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.abc
 import logging
-import sys
-import threading
-import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +15,7 @@ from trax.io.jsonio import write_json_atomic
 from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
-from trax.process import pin_blas_threads
+from trax.process import CONVERTER_ONLY_IMPORTS, import_faster_whisper, pin_blas_threads  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,41 +198,6 @@ def resolve_device(options: TranscribeOptions) -> tuple[str, str]:
     if ctranslate2.get_cuda_device_count() > 0:
         return "cuda", "float16"
     return "cpu", options.compute_type
-
-
-#: Packages ctranslate2 imports when it is imported, for its model converters only: torch and
-#: transformers, ~2.5 s here before a Whisper model can load (a cold run's first decode waited for
-#: them). Decoding never uses them; :func:`trax.asr.ct2_hf.convert_to_ct2` binds them when it converts.
-CONVERTER_ONLY_IMPORTS = ("torch", "transformers")
-
-
-class _KeptOut(importlib.abc.MetaPathFinder):
-    """Makes some top-level packages unimportable, for the thread that installed it only (the model
-    server loads other models, which do import torch, on other threads at the same time)."""
-
-    def __init__(self, packages: tuple[str, ...]) -> None:
-        self.packages = packages
-        self.thread = threading.get_ident()
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        if threading.get_ident() == self.thread and fullname.partition(".")[0] in self.packages:
-            raise ModuleNotFoundError(f"No module named {fullname!r} (kept out by trax)", name=fullname)
-        return None
-
-
-def import_faster_whisper() -> types.ModuleType:
-    """``import faster_whisper``, without the :data:`CONVERTER_ONLY_IMPORTS` when they are not loaded
-    yet (ctranslate2 guards them with ``try``/``except ImportError`` and loads fine without them)."""
-    if "faster_whisper" not in sys.modules and not any(name in sys.modules for name in CONVERTER_ONLY_IMPORTS):
-        finder = _KeptOut(CONVERTER_ONLY_IMPORTS)
-        sys.meta_path.insert(0, finder)
-        try:
-            import faster_whisper
-        finally:
-            sys.meta_path.remove(finder)
-    import faster_whisper
-
-    return faster_whisper
 
 
 def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: int = 1):  # -> WhisperModel

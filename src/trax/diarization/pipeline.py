@@ -33,9 +33,10 @@ class DiarizeOptions:
 
     Attributes:
         backend: ``embedded`` (offline default) or ``pyannote``.
-        threads: torch threads for one job. Fixed from config, never from ``--cores``, so results
-            do not depend on how a run was scheduled; 1 by default because two threads under CPU
-            contention made resemblyzer's LSTM ~8x slower (OpenMP spinning).
+        threads: torch threads for one pyannote job (the embedded backend runs numpy on one BLAS
+            thread). Fixed from config, never from ``--cores``, so results do not depend on how a
+            run was scheduled; 1 by default because two threads under CPU contention made the
+            torch LSTM ~8x slower (OpenMP spinning).
         num_speakers: Exact number of speakers, or None (automatic).
         min_speakers: Lower bound on the automatic count, or None.
         max_speakers: Upper bound on the automatic count, or None.
@@ -93,6 +94,17 @@ def fix_torch_threads(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
+def fix_threads(options: DiarizeOptions) -> None:
+    """Pin this process's math for one diarize job: BLAS to one thread (numpy's products, the
+    embedded encoder included, then give the same bits everywhere) and, for pyannote only, torch
+    to ``options.threads`` (the embedded backend never imports torch)."""
+    from trax.process import pin_blas_threads
+
+    pin_blas_threads()
+    if options.backend == "pyannote":
+        fix_torch_threads(options.threads)
+
+
 def load_models(options: DiarizeOptions) -> Any:
     """Load the backend's models (cached by the model server)."""
     if options.backend == "pyannote":
@@ -128,11 +140,9 @@ def diarize_wav(wav_path: str, sample_id: str, settings: dict[str, Any], models:
     The one function both the in-process path and the model server run, so their bytes agree.
     """
     from trax.io.media import wav_duration
-    from trax.process import pin_blas_threads
 
     options = DiarizeOptions.from_config(settings)
-    pin_blas_threads()
-    fix_torch_threads(options.threads)
+    fix_threads(options)
     turns, details = run_backend(models, wav_path, options)
     log.info("%s: %d turns, %d speakers", sample_id, len(turns), len({t.speaker for t in turns}))
     signals = details.pop("confidence_signals", None)
@@ -181,7 +191,7 @@ def diarize_file(
         data = remote("diarize", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings})
     else:
         options = DiarizeOptions.from_config(settings)
-        fix_torch_threads(options.threads)
+        fix_threads(options)
         data = diarize_wav(wav_path, sample_id, settings, load_models(options))
     from trax.io.schemas import validate
 

@@ -1,4 +1,11 @@
-"""``python -m trax.diarization.setup``: make pyannote.audio importable beside a CPU-only torch.
+"""``python -m trax.diarization.setup`` (run by ``make setup``): export the voice encoder's weights
+for the torch-free embedded diarizer, and make pyannote.audio importable beside a CPU-only torch.
+
+**Voice encoder.** resemblyzer's ``pretrained.pt`` is exported once to numpy into the cache folder
+(:func:`trax.diarization.encoder.export_weights`); ``--export-encoder`` does only that (the
+diarizer runs it in a child process when the export is missing).
+
+**torchaudio.**
 
 PyPI's torchaudio wheels carry compiled extensions linked against CUDA and a specific torch build;
 beside the CPU torch they fail to load (``libc10_cuda.so: cannot open shared object file``) and
@@ -21,7 +28,25 @@ def _import_torchaudio() -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True)
 
 
-def main() -> int:
+def export_encoder() -> int:
+    """Export resemblyzer's weights to the cache folder (nothing to do when a checked export exists)."""
+    from trax.diarization.encoder import export_path, export_weights
+
+    target = export_weights(export_path())
+    print(f"trax: voice encoder weights at {target}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    status = export_encoder()
+    if "--export-encoder" in argv:
+        return status
+    return fix_torchaudio()
+
+
+def fix_torchaudio() -> int:
+    """Disable torchaudio's compiled extension when, and only when, it does not load."""
     probe = _import_torchaudio()
     if probe.returncode == 0:
         print("trax: torchaudio imports; nothing to do")

@@ -305,13 +305,11 @@ def build_store(table: str | os.PathLike[str], settings: dict[str, Any], models:
 def enroll_file(table_path: str, store_path: str, settings: dict[str, Any], speakers: dict[str, Any]) -> dict[str, Any]:
     """The ``enroll_speakers`` rule: enrollment TSV -> profile store (loads the backend's model
     in this process; the rule runs it in its own process)."""
-    from trax.diarization.pipeline import DiarizeOptions, fix_torch_threads, load_models
-    from trax.process import pin_blas_threads
+    from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
 
     read_enrollment(table_path)  # a bad table fails before any model loads
     diarize = DiarizeOptions.from_config(settings)
-    pin_blas_threads()
-    fix_torch_threads(diarize.threads)
+    fix_threads(diarize)
     store = build_store(table_path, settings, load_models(diarize), SpeakerOptions.from_config(speakers))
     store.provenance = provenance({"diarize": settings, "speakers": speakers}, sha256_file(table_path),
                                   models={"embedding": store.embedding_model})
