@@ -67,3 +67,74 @@ def validate_ref(obj: Any, ref: str) -> None:
         jsonschema.ValidationError: when it does not match.
     """
     _item_validator(ref).validate(obj)
+
+
+def field_reference(name: str) -> str:
+    """A Markdown table of every field of schema ``name``: dotted path (``[]`` for list items), type
+    and description. ``docs/outputs.md`` carries one per output file; a test keeps them current."""
+    schema = load_schema(name)
+    rows = ["| field | type | meaning |", "|---|---|---|"]
+    for path, node in _fields(schema, schema, ""):
+        description = " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
+        rows.append(f"| `{path}` | {_type_of(node, schema)} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` (``#/$defs/...``); references to other files are left as they are."""
+    while isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/"):
+        target: Any = root
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fields(node: dict[str, Any], root: dict[str, Any], prefix: str):  # -> Iterator[tuple[str, dict]]
+    node = _resolve(node, root)
+    for variant in node.get("oneOf", []) + node.get("anyOf", []):
+        yield from _fields(variant, root, prefix)
+    for key, child in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        child = _resolve(child, root)
+        yield path, child
+        yield from _fields(child, root, path)
+    if isinstance(node.get("items"), dict):
+        yield from _fields(node["items"], root, f"{prefix}[]")
+
+
+def _type_of(node: dict[str, Any], root: dict[str, Any]) -> str:
+    if "$ref" in node:
+        return f"see `{node['$ref'].split('#')[0] or 'this file'}`"
+    types = node.get("type")
+    if types is None and ("oneOf" in node or "anyOf" in node):
+        variants = [_resolve(v, root) for v in node.get("oneOf", []) + node.get("anyOf", [])]
+        types = sorted({t for v in variants for t in ([v["type"]] if isinstance(v.get("type"), str) else v.get("type", []))})
+    if isinstance(types, str):
+        types = [types]
+    if not types and "enum" in node:
+        types = sorted({"null" if value is None else type(value).__name__.replace("str", "string") for value in node["enum"]})
+    text = " or ".join(types or ["any"])
+    if "enum" in node:
+        text += ": " + ", ".join(f"`{value}`" for value in node["enum"])
+    return text
+
+
+def update_docs(path: str | os.PathLike[str]) -> bool:
+    """Rewrite the generated blocks ``<!-- fields: NAME -->`` … ``<!-- /fields -->`` of a Markdown
+    file from the schemas; True when the file changed."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    pattern = re.compile(r"(<!-- fields: ([\w.]+) -->\n).*?(<!-- /fields -->)", re.S)
+    updated = pattern.sub(lambda m: m.group(1) + field_reference(m.group(2)) + m.group(3), text)
+    if updated != text:
+        Path(path).write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":  # python -m trax.io.schemas docs/outputs.md
+    import sys
+
+    for document in sys.argv[1:]:
+        print(f"{document}: {'updated' if update_docs(document) else 'up to date'}")
