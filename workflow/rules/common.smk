@@ -14,6 +14,7 @@ from trax.io.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTEN
 from trax.asr.adapters import DOMAIN_PATTERN, dataset_audio_files
 from trax.runtime.cluster import audio_runtime
 from trax.asr.refine import is_model_path
+from trax.io.languages import check_language
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -32,6 +33,11 @@ def load_samples():
 
 
 SAMPLES = load_samples()
+
+try:
+    check_language(config["transcribe_fast"]["language"], "config transcribe_fast.language")
+except TraxError as exc:
+    raise WorkflowError(f"trax: error: {exc}")
 
 # Server settings change no output byte, so they reach jobs through the environment, not params
 # (a params change would rerun jobs for nothing).
@@ -84,7 +90,10 @@ def transcribe_fast_settings(wildcards):
     settings = dict(config["transcribe_fast"])
     language = sample_of(wildcards).options.get("language")
     if language:
-        settings["language"] = language
+        try:
+            settings["language"] = check_language(str(language), f"sample sheet: {wildcards.sample}: language")
+        except TraxError as exc:
+            raise WorkflowError(f"trax: error: {exc}")
     return settings
 
 

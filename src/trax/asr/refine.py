@@ -314,7 +314,9 @@ def refine_transcript(
     choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
     segments = [dict(segment, words=[dict(w) for w in segment["words"]]) for segment in fast["segments"]]
     records = [_unchosen(segment) for segment in segments]
-    spans = plan_spans(segments, fast["duration"], options) if options.enabled else []
+    # Not English: the multilingual model already decoded it, so a second opinion from the refine
+    # model (the same one by default) has nothing to add; the status says so.
+    spans = plan_spans(segments, fast["duration"], options) if options.enabled and fast["language"] == "en" else []
     models = dict(fast["provenance"]["models"])
     span_records: list[dict[str, Any]] = []
     if spans:
@@ -380,11 +382,16 @@ def _refined_head(fast: dict[str, Any], choice: Any, domain: dict[str, Any], hot
     redecoded = round(sum(s.clip_end - s.clip_start for s in spans), TIME_DIGITS)
     if not options.enabled:
         status = "disabled (refine.enabled: false): segments copied from the fast transcript"
+    elif fast["language"] != "en":
+        status = (f"skipped: language '{fast['language']}' is not English, and the fast transcript was decoded "
+                  "by the multilingual model: segments copied from the fast transcript")
     elif not spans:
         status = f"no word below {options.word_threshold:g}: segments copied from the fast transcript"
     else:
         status = f"{sum(r['accepted'] for r in span_records)} of {len(spans)} re-decoded spans accepted"
     refined = {key: fast[key] for key in ("sample_id", "language", "language_probability", "duration")}
+    if "language_detection" in fast:
+        refined["language_detection"] = fast["language_detection"]
     refined["domain"] = {
         **asdict(choice),
         "hotwords": domain["hotwords"],
