@@ -131,7 +131,7 @@ def test_a_language_the_model_cannot_decode_is_one_line_naming_file_language_and
 
 #: Content words each generated clip must come out with (lower-cased, in its own language).
 CONTENT = {"es": ["días", "madrid", "familia"], "de": ["morgen", "berlin", "park"], "fr": ["bonjour", "paris"]}
-ZH_CONTENT = ["克罗地亚", "俱乐部"]
+ZH_CONTENT = ["首都", "萨格勒布", "贝尔格莱德", "足球"]
 
 
 @pytest.fixture(scope="module")
