@@ -33,6 +33,7 @@ from trax import progress
 from trax.asr import domains as domain_lib
 from trax.errors import TraxError
 from trax.io.jsonio import iter_json_list, read_json, read_json_head, write_json_atomic, write_json_streamed
+from trax.io.languages import word_separator
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
 from trax.asr.transcribe import (
@@ -333,7 +334,7 @@ def refine_transcript(
     refined = _refined_head(fast, choice, domain, hotwords, spans, span_records, models, settings, wav_path,
                             _fast_hash(fast), sample_domain)
     refined["segments"] = segments
-    refined["text"] = " ".join(s["text"] for s in segments if s["text"])
+    refined["text"] = word_separator(fast["language"]).join(s["text"] for s in segments if s["text"])
     return refined
 
 
@@ -358,7 +359,7 @@ def copy_fast_transcript(fast_path: str, wav_path: str, output_path: str, settin
         # sha256 of its serialized content that refine_transcript records.
         refined = _refined_head(fast, choice, domain, hotwords, [], [], dict(fast["provenance"]["models"]), settings,
                                 wav_path, sha256_file(fast_path), sample_domain)
-        return {**refined, "text": " ".join(texts)}
+        return {**refined, "text": word_separator(fast["language"]).join(texts)}
 
     write_json_streamed(output_path, "segments", segments(), head, schema="transcript.refined",
                         item_schema="transcript.refined.schema.yaml#/$defs/segment")

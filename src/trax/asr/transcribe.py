@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from trax import progress
 from trax.errors import TraxError
 from trax.io.jsonio import write_json_atomic
+from trax.io.languages import word_separator
 from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.asr import language
 from trax.asr.models import ModelSource, resolve_whisper
@@ -207,8 +208,8 @@ class Transcript:
 
     @property
     def text(self) -> str:
-        """All segment texts joined by single spaces."""
-        return " ".join(segment.text for segment in self.segments if segment.text)
+        """All segment texts joined by single spaces (by nothing in Chinese, Japanese, Thai…)."""
+        return word_separator(self.language).join(segment.text for segment in self.segments if segment.text)
 
     def serialize(self) -> dict[str, Any]:
         """JSON-ready dict matching ``workflow/schemas/transcript.schema.yaml``."""
