@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/languages.py [--workflow-repeats 1] [--no-workflow] [--before CHECKOUT]
+    .venv/bin/python bench/languages.py [--workflow-repeats 1] [--no-workflow | --only-workflow] [--before CHECKOUT]
 
 Decodes in one process (tiny.en and Whisper base loaded once, the workflow's transcribe_fast
 settings) every benchdata-ml clip, espeak-ng speech (es, de, fr) and every English speech clip of
@@ -161,7 +161,11 @@ def main() -> None:
     parser.add_argument("--workflow-repeats", type=int, default=1)
     parser.add_argument("--no-workflow", action="store_true", help="skip the workflow wall-time runs")
     parser.add_argument("--before", type=Path, help="checkout whose default workflow is 'before'")
+    parser.add_argument("--only-workflow", action="store_true", help="only the workflow wall-time runs")
     args = parser.parse_args()
+    if args.only_workflow:
+        show("Workflow wall time, before and after", workflow_walls(args.workflow_repeats, args.before))
+        return
     settings = workflow_config()["transcribe_fast"]
     models = Models(settings)
     other = languages_table(settings, models)
