@@ -149,6 +149,7 @@ def mixed_run(generated, tmp_path_factory: pytest.TempPathFactory):
     (workdir / "wf").mkdir()
     workflow = Workflow(workdir / "wf", {"inputs": str(sheet), "diarize": {"enabled": False}})
     run = workflow.run("--keep-going")
+    workflow.stats = workflow.server("stats")  # right away: the server exits when idle
     yield workflow, run
     workflow.stop_server()
 
@@ -225,6 +226,11 @@ def test_language_reaches_metrics_and_summary(mixed_run):
     assert float(rows["es"]["language_probability"]) >= 0.5
     refined = json.loads(workflow.result("es", "transcript.refined.json").read_text(encoding="utf-8"))
     assert refined["language_detection"]["language"] == "es"
+    # The model server holds both Whisper models (tiny.en and base), each loaded once, within 1.5 GB.
+    stats = workflow.stats
+    whisper = [m for m in stats["models"] if m["key"]["kind"] == "whisper"]
+    assert len(whisper) == 2 and all(m["loads"] == 1 for m in whisper)
+    assert stats["peak_rss_mb"] <= 1536
 
 
 def test_bad_language_values_in_config_and_sheet_are_one_line_errors(make_workflow, tmp_path):
@@ -240,3 +246,19 @@ def test_bad_language_values_in_config_and_sheet_are_one_line_errors(make_workfl
     assert run.returncode != 0
     line = next(line for line in run.output.splitlines() if "unknown language" in line)
     assert "'xx'" in line and "jfk" in line
+
+
+def test_identification_windows_are_spread_through_a_long_recording(tmp_path):
+    """A 400 s recording of silence with JFK at 50 s, 195 s and 320 s: three probe spans (90 s at
+    evenly spaced positions) find each once; the silence around them is never read as speech."""
+    from conftest import ffmpeg
+    from trax.asr.language import speech_windows
+    from trax.asr.transcribe import TranscribeOptions
+
+    wav = tmp_path / "long.wav"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-i", str(JFK), "-i", str(JFK), "-i", str(JFK),
+           "-filter_complex", "[1:a]adelay=50000[a];[2:a]adelay=195000[b];[3:a]adelay=320000[c];"
+           "[0:a][a][b][c]amix=inputs=4:duration=first:normalize=0", "-t", "400", "-ac", "1", "-ar", "16000", str(wav))
+    windows = speech_windows(str(wav), TranscribeOptions().vad_parameters(), 3)
+    assert len(windows) == 3
+    assert all(9.0 <= len(w) / 16000 <= 12.5 for w in windows), [len(w) / 16000 for w in windows]

@@ -69,7 +69,7 @@ def mean_logprob(segments: Iterable[Any]) -> float | None:
         length = max(segment.end - segment.start, 0.01)
         total += segment.avg_logprob * length
         weight += length
-    return None if weight == 0 else total / weight
+    return None if weight == 0 else float(total / weight)
 
 
 def reads_as_english(kept: Sequence[Any], dropped: Sequence[Any], min_logprob: float

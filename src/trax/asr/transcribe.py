@@ -82,13 +82,17 @@ class TranscribeOptions:
         multilingual_model: Model spec for recordings not in English when ``model`` is English-only
             (tiny.en); None = no routing, and a non-English language is an error.
         english_min_logprob: An English-only fast model's decode whose mean log-probability
-            (duration-weighted over its segments) is at least this is taken as English without
-            identification; below it the multilingual model identifies the language. -0.7 lies
-            between the English clips (every benchdata speech clip with words scored -0.67 or
-            higher) and the other languages (benchdata-ml and espeak-ng clips: -0.8 or lower);
-            ``bench/languages.py`` prints both sides.
+            (duration-weighted over its kept segments) is at least this is taken as English
+            without identification; below it, or when every segment was dropped as non-speech,
+            the multilingual model identifies the language
+            (:func:`trax.asr.language.reads_as_english`). -0.7 lies between the English clips
+            (the 40 of 41 benchdata speech clips with kept words scored -0.672 or higher) and the
+            other languages (every benchdata-ml and espeak-ng clip with kept words: -0.797 or
+            lower); ``bench/languages.py`` prints both sides.
         language_min_probability: An identified language below this probability is uncertain:
             the recording is decoded in its most probable language and flagged for review.
+            Every benchdata-ml clip scored 0.98 or more; espeak-ng's French 0.42, and one
+            English meeting excerpt that tiny.en decoded to nothing (trn01) 0.49.
         language_windows: Speech windows (of at most 30 s each, spread through the recording)
             scored for identification; each costs one encoder pass of the multilingual model.
         condition_on_previous_text: Feed the previous window's text as prompt. Off by default (as
