@@ -262,3 +262,19 @@ def test_identification_windows_are_spread_through_a_long_recording(tmp_path):
     windows = speech_windows(str(wav), TranscribeOptions().vad_parameters(), 3)
     assert len(windows) == 3
     assert all(9.0 <= len(w) / 16000 <= 12.5 for w in windows), [len(w) / 16000 for w in windows]
+
+
+@pytest.mark.slow
+@needs_espeak
+def test_routed_transcripts_are_the_same_bytes_without_the_model_server(mixed_run, tmp_path):
+    """The server identified and decoded with its cached base model; in-process (server off) the
+    job loads its own: the same bytes."""
+    from trax.asr.transcribe import transcribe_file
+
+    workflow, _ = mixed_run
+    for sample_id in ("de", "zh"):
+        served = workflow.result(sample_id, "transcript.fast.json")
+        settings = json.loads(served.read_text(encoding="utf-8"))["provenance"]["config"]
+        alone = tmp_path / f"{sample_id}.json"
+        transcribe_file(str(workflow.result(sample_id, "audio.wav")), str(alone), sample_id, settings)
+        assert alone.read_bytes() == served.read_bytes(), sample_id
