@@ -137,14 +137,15 @@ ZH_CONTENT = ["首都", "萨格勒布", "贝尔格莱德", "足球"]
 @pytest.fixture(scope="module")
 def mixed_run(generated, tmp_path_factory: pytest.TempPathFactory):
     """One workflow run over a mixed-language sample sheet: es, de, fr (detected), Chinese (real,
-    detected), English (JFK: must stay exactly as before), and the Spanish clip again with the
-    sheet forcing ``language: en``."""
+    detected), English (JFK: must stay exactly as before), the Spanish clip again with the sheet
+    forcing ``language: en``, and the German one with the sheet giving ``de``."""
     from conftest import Workflow
 
     workdir = tmp_path_factory.mktemp("mixed")
     sheet = workdir / "samples.tsv"
     rows = [("es", generated["es"], ""), ("de", generated["de"], ""), ("fr", generated["fr"], ""),
-            ("zh", str(ZH_CLIP), ""), ("jfk", str(JFK), ""), ("es_forced_en", generated["es"], "en")]
+            ("zh", str(ZH_CLIP), ""), ("jfk", str(JFK), ""), ("es_forced_en", generated["es"], "en"),
+            ("de_given", generated["de"], "de")]
     sheet.write_text("id\tpath\tlanguage\n" + "".join(f"{i}\t{p}\t{lang}\n" for i, p, lang in rows), encoding="utf-8")
     (workdir / "wf").mkdir()
     workflow = Workflow(workdir / "wf", {"inputs": str(sheet), "diarize": {"enabled": False}})
@@ -211,6 +212,11 @@ def test_english_keeps_the_fast_pass_and_forced_language_is_obeyed(mixed_run):
     assert forced["language"] == "en" and forced["language_detection"]["method"] == "configured"
     assert forced["provenance"]["models"]["asr"]["spec"] == "embedded:tiny.en"
     assert _fast(workflow, "es")["text"] != forced["text"]
+    # The sheet says German: no detection, straight to the multilingual model with the token.
+    given = _fast(workflow, "de_given")
+    assert given["language"] == "de" and given["language_detection"]["method"] == "configured"
+    assert given["provenance"]["models"]["asr"]["spec"] == "embedded:base" and "language_id" not in given["provenance"]["models"]
+    assert all(word in given["text"].lower() for word in CONTENT["de"])
 
 
 @pytest.mark.slow

@@ -152,6 +152,12 @@ def start_model_server(log):
 
     # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     warm = [{"settings": config["transcribe_fast"]}] if "transcribe_fast" in rules else []
+    # The multilingual model is warmed only when a language other than English is configured (in
+    # config or the sample sheet); a detected one loads it on first use, so English runs never pay.
+    fast = config["transcribe_fast"]
+    languages = {fast["language"], *(sample.options.get("language") for sample in SAMPLES.values())}
+    if "transcribe_fast" in rules and fast["multilingual_model"] and languages - {None, "", "en"}:
+        warm.append({"settings": {**fast, "model": fast["multilingual_model"]}})
     if "diarize" in rules:
         warm.append({"diarize": rule_settings(config["diarize"], {})})
     start_in_background(SERVER, warm=warm)

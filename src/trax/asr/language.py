@@ -2,7 +2,8 @@
 
 The English fast model (tiny.en) cannot say a recording is not English: it transcribes Spanish as
 fluent English with language probability 1.0. Its own decode is the cheap first signal: mean
-log-probability is high on English and low on other languages (see :data:`ENGLISH_MIN_LOGPROB`).
+log-probability is high on English and low on other languages (:func:`reads_as_english`, with
+``transcribe_fast.english_min_logprob``).
 Only a recording that fails that check pays for identification with the multilingual model, over
 several speech windows spread through the recording (not only its first 30 s).
 """
@@ -42,9 +43,10 @@ class Detection:
         probability: The identified language's probability (mean over windows, weighted by
             speech); None when no identification ran.
         candidates: The top languages with their probabilities, best first (identified only).
-        windows: Speech windows scored, and their speech seconds in total.
-        fast_pass_logprob: Mean log-probability of the English model's decode (duration-weighted
-            over all its segments, dropped ones too); None when it did not run.
+        windows: Speech windows scored.
+        speech_s: Their speech seconds in total.
+        fast_pass_logprob: Mean log-probability of the English model's kept segments
+            (duration-weighted); None when it did not run or kept nothing.
         model: Spec of the model that decoded the transcript.
         uncertain: The probability is below ``language_min_probability``: flagged for review.
         reason: One sentence a person can read.
