@@ -15,6 +15,7 @@ from trax.io.samples import SAMPLE_ID_PATTERN, discover, read_sheet, SHEET_EXTEN
 from trax.asr.adapters import DOMAIN_PATTERN, dataset_audio_files
 from trax.runtime.cluster import audio_runtime
 from trax.asr.refine import is_model_path
+from trax.io.languages import check_language
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -33,6 +34,11 @@ def load_samples():
 
 
 SAMPLES = load_samples()
+
+try:
+    check_language(config["transcribe_fast"]["language"], "config transcribe_fast.language")
+except TraxError as exc:
+    raise WorkflowError(f"trax: error: {exc}")
 
 # Server settings change no output byte, so they reach jobs through the environment, not params
 # (a params change would rerun jobs for nothing).
@@ -85,7 +91,10 @@ def transcribe_fast_settings(wildcards):
     settings = dict(config["transcribe_fast"])
     language = sample_of(wildcards).options.get("language")
     if language:
-        settings["language"] = language
+        try:
+            settings["language"] = check_language(str(language), f"sample sheet: {wildcards.sample}: language")
+        except TraxError as exc:
+            raise WorkflowError(f"trax: error: {exc}")
     return settings
 
 
@@ -144,6 +153,12 @@ def start_model_server(log):
 
     # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     warm = [{"settings": config["transcribe_fast"]}] if "transcribe_fast" in rules else []
+    # The multilingual model is warmed only when a language other than English is configured (in
+    # config or the sample sheet); a detected one loads it on first use, so English runs never pay.
+    fast = config["transcribe_fast"]
+    languages = {fast["language"], *(sample.options.get("language") for sample in SAMPLES.values())}
+    if "transcribe_fast" in rules and fast["multilingual_model"] and languages - {None, "", "en"}:
+        warm.append({"settings": {**fast, "model": fast["multilingual_model"]}})
     if "diarize" in rules:
         warm.append({"diarize": rule_settings(config["diarize"], {})})
     start_in_background(SERVER, warm=warm)

@@ -33,6 +33,7 @@ from trax import progress
 from trax.asr import domains as domain_lib
 from trax.errors import TraxError
 from trax.io.jsonio import iter_json_list, read_json, read_json_head, write_json_atomic, write_json_streamed
+from trax.io.languages import word_separator
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
 from trax.asr.transcribe import (
@@ -314,7 +315,9 @@ def refine_transcript(
     choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
     segments = [dict(segment, words=[dict(w) for w in segment["words"]]) for segment in fast["segments"]]
     records = [_unchosen(segment) for segment in segments]
-    spans = plan_spans(segments, fast["duration"], options) if options.enabled else []
+    # Not English: the multilingual model already decoded it, so a second opinion from the refine
+    # model (the same one by default) has nothing to add; the status says so.
+    spans = plan_spans(segments, fast["duration"], options) if options.enabled and fast["language"] == "en" else []
     models = dict(fast["provenance"]["models"])
     span_records: list[dict[str, Any]] = []
     if spans:
@@ -331,7 +334,7 @@ def refine_transcript(
     refined = _refined_head(fast, choice, domain, hotwords, spans, span_records, models, settings, wav_path,
                             _fast_hash(fast), sample_domain)
     refined["segments"] = segments
-    refined["text"] = " ".join(s["text"] for s in segments if s["text"])
+    refined["text"] = word_separator(fast["language"]).join(s["text"] for s in segments if s["text"])
     return refined
 
 
@@ -356,7 +359,7 @@ def copy_fast_transcript(fast_path: str, wav_path: str, output_path: str, settin
         # sha256 of its serialized content that refine_transcript records.
         refined = _refined_head(fast, choice, domain, hotwords, [], [], dict(fast["provenance"]["models"]), settings,
                                 wav_path, sha256_file(fast_path), sample_domain)
-        return {**refined, "text": " ".join(texts)}
+        return {**refined, "text": word_separator(fast["language"]).join(texts)}
 
     write_json_streamed(output_path, "segments", segments(), head, schema="transcript.refined",
                         item_schema="transcript.refined.schema.yaml#/$defs/segment")
@@ -380,11 +383,16 @@ def _refined_head(fast: dict[str, Any], choice: Any, domain: dict[str, Any], hot
     redecoded = round(sum(s.clip_end - s.clip_start for s in spans), TIME_DIGITS)
     if not options.enabled:
         status = "disabled (refine.enabled: false): segments copied from the fast transcript"
+    elif fast["language"] != "en":
+        status = (f"skipped: language '{fast['language']}' is not English, and the fast transcript was decoded "
+                  "by the multilingual model: segments copied from the fast transcript")
     elif not spans:
         status = f"no word below {options.word_threshold:g}: segments copied from the fast transcript"
     else:
         status = f"{sum(r['accepted'] for r in span_records)} of {len(spans)} re-decoded spans accepted"
     refined = {key: fast[key] for key in ("sample_id", "language", "language_probability", "duration")}
+    if "language_detection" in fast:
+        refined["language_detection"] = fast["language_detection"]
     refined["domain"] = {
         **asdict(choice),
         "hotwords": domain["hotwords"],

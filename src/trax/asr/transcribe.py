@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from trax import progress
 from trax.errors import TraxError
 from trax.io.jsonio import write_json_atomic
+from trax.io.languages import word_separator
 from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
+from trax.asr import language
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
 from trax.process import CONVERTER_ONLY_IMPORTS, import_faster_whisper, pin_blas_threads  # noqa: F401 - re-exported
@@ -70,7 +72,25 @@ class TranscribeOptions:
             is above this *and* whose mean log-probability is below ``log_prob_threshold`` is
             silence the model filled with words, and is dropped (Whisper's rule, 0.6 / -1.0).
         log_prob_threshold: See ``no_speech_threshold``.
-        language: ISO code, or None to detect (English-only models always use ``en``).
+        language: Whisper language code, or None to detect (:mod:`trax.asr.language`). A
+            configured language skips detection; one that ``model`` cannot decode (not English
+            with an English-only model) goes to ``multilingual_model``.
+        multilingual_model: Model spec for recordings not in English when ``model`` is English-only
+            (tiny.en); None = no routing, and a non-English language is an error.
+        english_min_logprob: An English-only fast model's decode whose mean log-probability
+            (duration-weighted over its kept segments) is at least this is taken as English
+            without identification; below it, or when every segment was dropped as non-speech,
+            the multilingual model identifies the language
+            (:func:`trax.asr.language.reads_as_english`). -0.7 lies between the English clips
+            (the 40 of 41 benchdata speech clips with kept words scored -0.672 or higher) and the
+            other languages (every benchdata-ml and espeak-ng clip with kept words: -0.797 or
+            lower); ``bench/languages.py`` prints both sides.
+        language_min_probability: An identified language below this probability is uncertain:
+            the recording is decoded in its most probable language and flagged for review.
+            Every benchdata-ml clip scored 0.98 or more; espeak-ng's French 0.42, and one
+            English meeting excerpt that tiny.en decoded to nothing (trn01) 0.49.
+        language_windows: Speech windows (of at most 30 s each, spread through the recording)
+            scored for identification; each costs one encoder pass of the multilingual model.
         condition_on_previous_text: Feed the previous window's text as prompt. Off by default (as
             in WhisperX): with it on, tiny.en fell into a "first, first, first…" loop on the silent
             tail of LJ001-0012 and dev-set WER went from 5.3 % to 30.4 %.
@@ -94,6 +114,10 @@ class TranscribeOptions:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     language: str | None = None
+    multilingual_model: str | None = "embedded:base"
+    english_min_logprob: float = -0.7
+    language_min_probability: float = 0.5
+    language_windows: int = 3
     condition_on_previous_text: bool = False
     initial_prompt: str | None = None
 
@@ -166,20 +190,26 @@ class DroppedSegment:
 
 @dataclass
 class Transcript:
-    """A transcript file (``transcript.*.json``)."""
+    """A transcript file (``transcript.*.json``).
+
+    ``language_probability`` is the identified language's probability, None when no identification
+    ran (a configured language, or the English model's decode read as English).
+    """
 
     sample_id: str
     language: str
-    language_probability: float
+    language_probability: float | None
     duration: float
     segments: list[Segment]
     provenance: dict[str, Any]
     dropped_segments: list[DroppedSegment] = field(default_factory=list)
+    #: How the language was decided (:class:`trax.asr.language.Detection` as a dict).
+    language_detection: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
-        """All segment texts joined by single spaces."""
-        return " ".join(segment.text for segment in self.segments if segment.text)
+        """All segment texts joined by single spaces (by nothing in Chinese, Japanese, Thai…)."""
+        return word_separator(self.language).join(segment.text for segment in self.segments if segment.text)
 
     def serialize(self) -> dict[str, Any]:
         """JSON-ready dict matching ``workflow/schemas/transcript.schema.yaml``."""
@@ -370,35 +400,173 @@ def _segment(index: int, raw: Any) -> Segment:
     )
 
 
+ModelLoader = Callable[[dict[str, Any]], tuple[Any, ModelSource]]
+
+
 def transcribe_wav(
     wav_path: str,
     sample_id: str,
     settings: dict[str, Any],
     model: Any,
     source: ModelSource,
+    load_model: ModelLoader | None = None,
 ) -> dict[str, Any]:
     """Transcribe a normalized WAV with a loaded model; return the serialized transcript.
 
     The one function both the in-process path and the model server run, so their bytes agree.
+    The recording's language decides the model (:func:`decode_in_language`); ``load_model`` gives
+    the (model, source) for a ``transcribe_fast`` settings dict naming another model (the
+    multilingual one), None loads it here.
     """
     options = TranscribeOptions.from_config(settings)
     pin_blas_threads()
-    segments, dropped, language, language_probability = transcribe_in_pieces(
-        model, wav_path, options, functools.partial(progress.report, "transcribe"))
+    decoded = decode_in_language(wav_path, options, model, source, load_model or _load_here)
+    models = {"asr": decoded.source.describe()}
+    if decoded.identifier is not None:
+        models["language_id"] = decoded.identifier.describe()
     transcript = Transcript(
         sample_id=sample_id,
-        language=language,
-        language_probability=language_probability,
+        language=decoded.detection.language,
+        language_probability=decoded.detection.probability,
         duration=round(wav_duration(wav_path), TIME_DIGITS),
-        segments=segments,
-        dropped_segments=dropped,
+        segments=decoded.segments,
+        dropped_segments=decoded.dropped,
+        language_detection=asdict(decoded.detection),
         provenance=provenance(
             config=settings,
             input_sha256=sha256_file(wav_path),
-            models={"asr": source.describe()},
+            models=models,
         ),
     )
     return transcript.serialize()
+
+
+def _load_here(settings: dict[str, Any]) -> tuple[Any, ModelSource]:
+    options = TranscribeOptions.from_config(settings)
+    source = resolve_whisper(options.model)
+    return load_whisper(source, options), source
+
+
+@dataclass
+class Decoded:
+    """A recording decoded in its language: what :func:`decode_in_language` returns.
+
+    Attributes:
+        segments: Kept segments.
+        dropped: Segments dropped as non-speech.
+        detection: How the language was decided.
+        source: The model that decoded the segments.
+        identifier: The model that identified the language, when one did.
+    """
+
+    segments: list[Segment]
+    dropped: list[DroppedSegment]
+    detection: language.Detection
+    source: ModelSource
+    identifier: ModelSource | None = None
+
+
+def decode_in_language(wav_path: str, options: TranscribeOptions, model: Any, source: ModelSource,
+                       load_model: ModelLoader) -> Decoded:
+    """Decode a recording with the model that knows its language.
+
+    * A configured language (``options.language``, or the sample sheet's) skips detection.
+    * An English-only fast model decodes first, exactly as it always did; when its mean
+      log-probability reaches ``english_min_logprob`` the decode is kept as English (no
+      identification: short English clips pay nothing more).
+    * Otherwise the multilingual model identifies the language over ``language_windows`` speech
+      windows. English keeps the fast decode; any other language is decoded by the multilingual
+      model with its language token. A probability below ``language_min_probability`` is kept
+      but marked ``uncertain`` (merge flags the recording for review).
+
+    Raises:
+        TraxError: ``<wav>: language '<xx>' cannot be decoded by <model> ...`` when the language
+            needs a multilingual model and none is configured (or the one configured is
+            English-only).
+    """
+    language.check_language(options.language, f"{wav_path}: transcribe_fast.language")
+    hook = functools.partial(progress.report, "transcribe")
+    english_only = not language.is_multilingual(model)
+    if options.language is not None:
+        if options.language == "en" or not english_only:
+            segments, dropped, _, _ = transcribe_in_pieces(model, wav_path, options, hook)
+            detection = language.Detection(options.language, "configured", options.model,
+                                           "language given by config or sample sheet")
+            return Decoded(segments, dropped, detection, source)
+        other, other_source = _multilingual(wav_path, options, options.language, load_model)
+        return _decode_other(wav_path, options, other, other_source, language.Detection(
+            options.language, "configured", options.multilingual_model or "", "language given by config or sample sheet"))
+    first: list[float | None] = [None]
+    if english_only:
+        # Long recordings: stop after the first piece when it does not read as English.
+        def first_check(found: list[Segment], dropped: list[DroppedSegment]) -> bool:
+            english, first[0], _ = language.reads_as_english(found, dropped, options.english_min_logprob)
+            return english
+
+        decoded = transcribe_in_pieces(model, wav_path, options, hook, first_check)
+        if decoded is not None:
+            english, first[0], reason = language.reads_as_english(decoded[0], decoded[1], options.english_min_logprob)
+            if english:
+                score = None if first[0] is None else round(first[0], PROB_DIGITS)
+                detection = language.Detection("en", "fast_pass", options.model, reason, fast_pass_logprob=score)
+                return Decoded(decoded[0], decoded[1], detection, source)
+        if options.multilingual_model is None:  # no routing: the English model's decode stands
+            segments, dropped, _, _ = decoded or transcribe_in_pieces(model, wav_path, options, hook)
+            detection = language.Detection("en", "fast_pass", options.model, "no multilingual_model configured")
+            return Decoded(segments, dropped, detection, source)
+        identifier, identifier_source = _multilingual(wav_path, options, None, load_model)
+    else:
+        decoded, identifier, identifier_source = None, model, source
+    windows = language.speech_windows(wav_path, options.vad_parameters(), options.language_windows)
+    ranked, speech_s = language.identify(identifier, windows)
+    fast_score = None if first[0] is None else round(first[0], PROB_DIGITS)
+    if not ranked:
+        segments, dropped, _, _ = decoded or transcribe_in_pieces(model, wav_path, options, hook)
+        detection = language.Detection("en", "no_speech", options.model, "no speech found to identify the language",
+                                       fast_pass_logprob=fast_score)
+        return Decoded(segments, dropped, detection, source)
+    best, probability = ranked[0]
+    uncertain = probability < options.language_min_probability
+    detection = language.Detection(
+        language=best, method="identified", model=options.model, probability=round(probability, PROB_DIGITS),
+        candidates=[{"language": code, "probability": round(p, PROB_DIGITS)} for code, p in ranked[: 1 + language.RUNNER_UPS]],
+        windows=len(windows), speech_s=round(speech_s, TIME_DIGITS), fast_pass_logprob=fast_score, uncertain=uncertain,
+        reason=(f"identified as '{best}' with probability {probability:.2f}"
+                + (f", below {options.language_min_probability:g}: uncertain" if uncertain else "")),
+    )
+    if best == "en" or not english_only:
+        if decoded is None:  # stopped after the first piece, or not decoded yet (multilingual fast model)
+            segments, dropped, _, _ = transcribe_in_pieces(
+                model, wav_path, dataclasses.replace(options, language=best), hook)
+        else:
+            segments, dropped = decoded[0], decoded[1]
+        return Decoded(segments, dropped, detection, source, identifier_source)
+    detection.model = options.multilingual_model or ""
+    result = _decode_other(wav_path, options, identifier, identifier_source, detection)
+    result.identifier = identifier_source
+    return result
+
+
+def _multilingual(wav_path: str, options: TranscribeOptions, wanted: str | None,
+                  load_model: ModelLoader) -> tuple[Any, ModelSource]:
+    """The multilingual model; a clear error when there is none that can decode ``wanted``."""
+    spec = options.multilingual_model
+    if spec is not None:
+        other, other_source = load_model({**asdict(options), "model": spec})
+        if language.is_multilingual(other):
+            return other, other_source
+    else:
+        spec = options.model
+    raise TraxError(wav_path, f"language '{wanted or 'not English'}' cannot be decoded by {spec} (English only); "
+                              "set transcribe_fast.multilingual_model to a multilingual Whisper model")
+
+
+def _decode_other(wav_path: str, options: TranscribeOptions, model: Any, source: ModelSource,
+                  detection: language.Detection) -> Decoded:
+    other = dataclasses.replace(options, model=source.spec, language=detection.language)
+    segments, dropped, _, _ = transcribe_in_pieces(model, wav_path, other,
+                                                   functools.partial(progress.report, "transcribe"))
+    return Decoded(segments, dropped, detection, source)
 
 
 def transcribe_in_pieces(
@@ -406,7 +574,8 @@ def transcribe_in_pieces(
     wav_path: str,
     options: TranscribeOptions,
     progress: ProgressHook | None = None,
-) -> tuple[list[Segment], list[DroppedSegment], str, float]:
+    first_check: Callable[[list[Segment], list[DroppedSegment]], bool] | None = None,
+) -> tuple[list[Segment], list[DroppedSegment], str, float] | None:
     """Decode a normalized WAV piece by piece (:func:`trax.io.media.audio_pieces`, at most 5 minutes
     each, cut at pauses), so memory does not grow with the recording; return what
     :func:`transcribe_audio` returns, for the whole recording.
@@ -415,7 +584,8 @@ def transcribe_in_pieces(
     4-hour array alone would be 900 MB plus several GB of STFT. A recording of one piece decodes
     exactly as a whole. Later pieces are decoded in the language detected on the first (unless
     configured), so a transcript never switches language at a cut; times are shifted by each
-    piece's offset and segment ids run on.
+    piece's offset and segment ids run on. ``first_check`` sees the first piece's segments (kept,
+    dropped) when more pieces follow; when it returns False decoding stops and None is returned.
     """
     total = wav_duration(wav_path)
     segments: list[Segment] = []
@@ -430,6 +600,9 @@ def transcribe_in_pieces(
             model, piece.samples, piece_options, hook)
         if number == 0:
             language, language_probability = piece_language, piece_probability
+            if first_check is not None and piece.offset_s + len(piece.samples) / SAMPLE_RATE < total - 0.01 \
+                    and not first_check(found, piece_dropped):
+                return None
         for segment in found:
             segment.id = len(segments)
             if offset:

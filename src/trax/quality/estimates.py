@@ -187,6 +187,9 @@ class QualityModel:
             (:data:`MERGED_DIARIZATION_FEATURES`; ``merged.json``), or None when none was fitted.
         diarization_without_transcript: Linear model of a recording's DER from the diarizer's
             own signals (:data:`DIARIZATION_FEATURES`; ``diarization.json``), or None.
+        languages: Languages the ASR part was fitted on (``asr.languages``; English when absent:
+            every reference of the fit is English, decoded by tiny.en). For any other language
+            word probabilities come from another model on other speech, so no WER is estimated.
     """
 
     version: str
@@ -197,6 +200,11 @@ class QualityModel:
     interval_inflation: float
     diarization: LinearPart | None
     diarization_without_transcript: LinearPart | None = None
+    languages: tuple[str, ...] = ("en",)
+
+    def calibrated_for(self, language: str | None) -> bool:
+        """Whether WER estimates mean anything for a transcript in ``language`` (None: English)."""
+        return (language or "en") in self.languages
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], sha256: str = "") -> QualityModel:
@@ -208,7 +216,8 @@ class QualityModel:
             parts = {"diarization": None, "diarization_without_transcript": parts["diarization"]}
         return cls(version=data["version"], sha256=sha256, asr=LinearPart.from_dict(asr),
                    errors_per_flag=float(asr["errors_per_flag"]), interval_z=float(asr["interval_z"]),
-                   interval_inflation=float(asr["interval_inflation"]), **parts)
+                   interval_inflation=float(asr["interval_inflation"]),
+                   languages=tuple(asr.get("languages", ("en",))), **parts)
 
     def provenance(self) -> dict[str, str]:
         return {"version": self.version, "sha256": self.sha256}
@@ -612,11 +621,12 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], turns: Seq
     model = model or load_model()
     errors = [error for _, error in word_errors(transcript.get("segments", []), model)]
     coverage = WordCoverage.of_turns(turns) if turns is not None else None
+    calibrated = model.calibrated_for(body.get("language"))
     cursor = 0
     flagged = 0
     for utterance in body["utterances"]:
         count = len(utterance["words"])
-        annotate_utterance(utterance, errors[cursor : cursor + count], options)
+        annotate_utterance(utterance, errors[cursor : cursor + count], options, calibrated)
         cursor += count
         flagged += utterance["needs_review"]
         if coverage is not None:
@@ -625,12 +635,18 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], turns: Seq
         raise TraxError(body.get("sample_id", "merged.json"),
                         f"quality: {len(errors)} transcript words but {cursor} merged words")
     share = speech_share(turns, float(body.get("duration") or 0.0)) if turns is not None else None
-    add_quality(body, errors, flagged, merged_diarization(coverage, share, model), options, model)
+    add_quality(body, errors, flagged, merged_diarization(coverage, share, model), options, model,
+                transcript.get("language_detection"))
 
 
-def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], options: QualityOptions) -> None:
+def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], options: QualityOptions,
+                       calibrated: bool = True) -> None:
     """Add ``confidence``, ``estimated_wer``, ``needs_review`` and ``review_reason`` to one
-    ``merged.json`` utterance from its words' expected errors (in word order)."""
+    ``merged.json`` utterance from its words' expected errors (in word order); all null/false when
+    the model is not ``calibrated`` for the transcript's language."""
+    if not calibrated:
+        utterance.update(confidence=None, estimated_wer=None, needs_review=False, review_reason=None)
+        return
     wer = sum(errors) / len(errors)
     utterance["confidence"] = round(min(max(1.0 - wer, 0.0), 1.0), DIGITS)
     utterance["estimated_wer"] = round(wer, DIGITS)
@@ -639,7 +655,8 @@ def annotate_utterance(utterance: dict[str, Any], errors: Sequence[float], optio
 
 
 def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, diarization: MergedDiarization,
-                options: QualityOptions, model: QualityModel) -> None:
+                options: QualityOptions, model: QualityModel,
+                language_detection: Mapping[str, Any] | None = None) -> None:
     """Add the recording's ``quality`` block and each speaker's ``diarization_confidence`` and
     ``uncovered_word_share`` to a ``merged.json`` body (its utterances may be elsewhere: only
     speakers are read).
@@ -651,8 +668,21 @@ def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, dia
         diarization: The transcript's cross-check of the diarization (:func:`merged_diarization`).
         options: Review thresholds.
         model: The quality model.
+        language_detection: The transcript's ``language_detection``: an uncertain language flags
+            the recording for review.
+
+    The body's ``language`` decides whether a WER is estimated (:meth:`QualityModel.calibrated_for`);
+    when not, ``estimated_wer`` is null and ``wer_reason`` says why.
     """
-    estimate = estimate_wer(model, errors)
+    language = body.get("language") or "en"
+    calibrated = model.calibrated_for(language)
+    estimate = estimate_wer(model, errors) if calibrated else WerEstimate(None, None)
+    wer_reason = None
+    if not calibrated:
+        wer_reason = (f"the quality model is calibrated on {', '.join(model.languages)} only: "
+                      f"no WER estimate for language '{language}'")
+    elif not errors:
+        wer_reason = "no words"
     for speaker in body["speakers"]:
         score, uncovered = diarization.speakers.get(speaker["id"], (None, None))
         speaker["diarization_confidence"] = score if speaker["label"] else None
@@ -663,8 +693,11 @@ def add_quality(body: dict[str, Any], errors: Sequence[float], flagged: int, dia
         reasons.append(f"estimated WER {_percent(estimate.estimated_wer)} above {_percent(options.review_wer)}")
     if score is not None and score < options.review_diarization_confidence:
         reasons.append(f"diarization confidence {score:.2f} below {options.review_diarization_confidence:g}")
+    if language_detection and language_detection.get("uncertain"):
+        reasons.append(f"language uncertain: {language_detection['reason']}")
     body["quality"] = {
         "estimated_wer": estimate.estimated_wer,
+        "wer_reason": wer_reason,
         "interval": list(estimate.interval) if estimate.interval else None,
         "diarization_confidence": score,
         "estimated_der": diarization.estimated_der,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jiwer
 
+from trax.io.languages import CER_LANGUAGES
+
 
 @functools.cache
 def _english_normalizer():  # -> whisper_normalizer.english.EnglishTextNormalizer
@@ -39,10 +41,34 @@ def join_digit_runs(tokens: Sequence[str]) -> list[str]:
     return joined
 
 
-def normalize_text(text: str) -> str:
-    """Whisper's English normalizer (case, punctuation, spelling variants, numbers), whitespace-collapsed,
-    with runs of numbers joined (:func:`join_digit_runs`)."""
-    return " ".join(join_digit_runs(_english_normalizer()(text).split()))
+@functools.cache
+def _basic_normalizer():  # -> whisper_normalizer.basic.BasicTextNormalizer
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
+def normalize_text(text: str, language: str | None = None) -> str:
+    """Text as scored: tokens separated by single spaces.
+
+    English (``language`` None or ``en``): Whisper's English normalizer (case, punctuation,
+    spelling variants, numbers), with runs of numbers joined (:func:`join_digit_runs`). Any other
+    language: Whisper's basic normalizer (case and punctuation; letters with diacritics kept), as
+    Whisper's own multilingual evaluation does. Languages written without spaces (and Korean,
+    :data:`trax.io.languages.CER_LANGUAGES`) are scored by character: every character is a token,
+    so the "WER" of such text is its character error rate.
+    """
+    if language in (None, "en"):
+        return " ".join(join_digit_runs(_english_normalizer()(text).split()))
+    normalized = _basic_normalizer()(text)
+    if language in CER_LANGUAGES:
+        return " ".join(char for char in normalized if not char.isspace())
+    return " ".join(normalized.split())
+
+
+def error_unit(language: str | None) -> str:
+    """``character`` for languages scored by CER, else ``word``."""
+    return "character" if language in CER_LANGUAGES else "word"
 
 
 @dataclass(frozen=True)
@@ -56,12 +82,13 @@ class WerResult:
     reference_words: int
 
 
-def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str], language: str | None = None) -> WerResult:
     """WER over all items together, both sides normalized with :func:`normalize_text`.
 
     Items whose normalized reference is empty are skipped (WER is undefined for them).
     """
-    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses, strict=True)]
+    pairs = [(normalize_text(r, language), normalize_text(h, language))
+             for r, h in zip(references, hypotheses, strict=True)]
     pairs = [(r, h) for r, h in pairs if r]
     if not pairs:
         raise ValueError("no non-empty references to score")
@@ -77,11 +104,12 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResul
     )
 
 
-def wer_of(reference: str, hypothesis: str) -> WerResult | None:
-    """WER of one transcript; None when the normalized reference is empty (WER undefined)."""
-    if not normalize_text(reference):
+def wer_of(reference: str, hypothesis: str, language: str | None = None) -> WerResult | None:
+    """WER of one transcript (CER for :data:`~trax.io.languages.CER_LANGUAGES`); None when the
+    normalized reference is empty (WER undefined)."""
+    if not normalize_text(reference, language):
         return None
-    return corpus_wer([reference], [hypothesis])
+    return corpus_wer([reference], [hypothesis], language)
 
 
 def word_errors(reference: str, words: Sequence[str]) -> list[int]:
@@ -228,10 +256,13 @@ def evaluate_file(
             raise TraxError(reference, "reference file not found (sample sheet)")
     inputs = {name: sha256_file(path) for name, path in transcripts.items()}
     wer = None
+    language = None
     if reference_text:
         reference = Path(reference_text).read_text(encoding="utf-8")
         inputs["reference_text"] = sha256_file(reference_text)
-        scored = {name: wer_of(reference, read_json(path)["text"]) for name, path in transcripts.items()}
+        final = read_json(list(transcripts.values())[-1])
+        language = final.get("language")
+        scored = {name: wer_of(reference, read_json(path)["text"], language) for name, path in transcripts.items()}
         if all(result is not None for result in scored.values()):
             wer = {name: _rounded(asdict(result)) for name, result in scored.items()}
             wer["final"] = wer[list(transcripts)[-1]]
@@ -250,6 +281,7 @@ def evaluate_file(
         "sample_id": sample_id,
         "final_transcript": list(transcripts)[-1],
         "wer": wer,
+        **({"wer_unit": error_unit(language)} if wer is not None and language not in (None, "en") else {}),
         "der": der,
         "estimate": estimate,
         "provenance": provenance(config=settings, input_sha256=inputs),

@@ -130,10 +130,24 @@ def file_metrics(
         "num_speakers": (read_json_head(diarization_json, {"turns", "speakers"})["num_speakers"]
                          if diarization_json else None),
         "share_words_refined": share_words_refined(_segments(refined_json)) if refined_json else None,
+        **language_summary(read_json_head(transcript_json, {"segments", "dropped_segments"})),
         "words": len(confidences),
         "mean_confidence": round(statistics.fmean(confidences), 4) if confidences else None,
         **quality_summary({**read_json_head(merged_json, {"utterances"}),
                            "utterances": iter_json_list(merged_json, "utterances")} if merged_json else None),
+    }
+
+
+def language_summary(transcript: Mapping[str, Any]) -> dict[str, Any]:
+    """The transcript's language, its probability (null when not identified), how it was decided
+    and the runner-ups (``language_detection``; older transcripts have none)."""
+    detection = transcript.get("language_detection") or {}
+    return {
+        "language": transcript.get("language"),
+        "language_probability": transcript.get("language_probability"),
+        "language_method": detection.get("method"),
+        "language_candidates": detection.get("candidates") or [],
+        "language_uncertain": bool(detection.get("uncertain")),
     }
 
 
@@ -196,10 +210,11 @@ def _model_loads(server: Mapping[str, Any] | None, stages: Mapping[str, StageMet
 
 #: Per-file columns of summary.tsv, in order (stage columns follow).
 SUMMARY_COLUMNS = ["sample_id", "duration_s", "wall_s", "cpu_s", "rtf", "wall_s_per_5min", "peak_rss_mb",
-                   "model_loads", "num_speakers", "share_words_refined", "words", "mean_confidence",
+                   "model_loads", "num_speakers", "share_words_refined", "language", "language_probability",
+                   "language_method", "words", "mean_confidence",
                    "estimated_wer", "diarization_confidence", "needs_review"]
 #: Columns that are labels or counts, not measurements to aggregate.
-NOT_AGGREGATED = {"sample_id"}
+NOT_AGGREGATED = {"sample_id", "language", "language_method"}
 
 
 def summary_rows(metrics: Sequence[Mapping[str, Any]], evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:

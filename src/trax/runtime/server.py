@@ -190,7 +190,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         sample_id = _require(params, "sample_id", str)
         with self.work_slots:
             model, source = self.whisper(settings)
-            return transcribe_wav(wav_path, sample_id, settings, model=model, source=source)
+            # The multilingual model (language identification, other languages) is cached beside it.
+            return transcribe_wav(wav_path, sample_id, settings, model=model, source=source, load_model=self.whisper)
 
     def refine(self, params: dict[str, Any]) -> dict[str, Any]:
         """Re-decode a fast transcript's low-confidence spans (:func:`trax.asr.refine.refine_transcript`)."""

@@ -41,7 +41,7 @@ def enhance_files(merged_path: str, json_path: str, md_path: str, settings: dict
     # Utterances are read one at a time (the Snakemake process must not grow with the recording,
     # trax.io.jsonio); what enhance keeps of each (no words) is small.
     merged = {**read_json_head(merged_path, {"utterances"}), "utterances": iter_json_list(merged_path, "utterances")}
-    rules = RulesOptions.from_config(settings.get("rules", {}))
+    rules = RulesOptions.from_config(settings.get("rules", {})).for_language(merged.get("language"))
     glossary = glossary_of(merged)
     provider = settings.get("provider", "rules")
     extra: dict[str, Any] = {}

@@ -1,7 +1,8 @@
 """Human-facing exports of ``merged.json``: SubRip, WebVTT, plain text and Markdown.
 
 Subtitle cues are cut from utterances (so a cue never mixes speakers): words are packed greedily
-into lines of at most ``max_line_chars`` characters, at most ``max_lines`` lines per cue, and a cue
+into lines of at most ``max_line_chars`` display columns (a Chinese or Japanese character takes
+two: :func:`trax.io.languages.display_width`), at most ``max_lines`` lines per cue, and a cue
 never lasts longer than ``max_cue_s``. Times are whole milliseconds; a cue that would start before
 the previous one ends is moved to start at that end, so a track never overlaps itself. Everything is
 a pure function of ``merged.json`` and the ``export`` config section, so reruns are byte-identical.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trax.io.jsonio import iter_json_list, read_json_head, write_text_atomic
+from trax.io.languages import NO_SPACE_LANGUAGES, display_width, word_separator
 from trax.transcript.merge import display_name
 
 
@@ -29,8 +31,10 @@ class ExportOptions:
     """The ``export`` config section.
 
     Attributes:
-        max_line_chars: Longest subtitle line, in characters (42: the common broadcast and
-            Netflix limit for Latin scripts). A single longer word is hard-split.
+        max_line_chars: Longest subtitle line, in display columns (42: the common broadcast and
+            Netflix limit for Latin scripts; a wide CJK character counts 2, so 21 of them fit, near
+            Netflix's 16-23 for Chinese and Japanese). A single longer word is hard-split, except
+            in languages written without spaces, whose words are never split.
         max_lines: Lines per cue (2: the usual maximum that stays readable).
         max_cue_s: Longest cue on screen, in seconds (7 s: the common upper bound for one subtitle).
         speaker_prefix: Prefix SRT cues with ``Name: `` where the speaker changes (SRT has no voice tag).
@@ -61,16 +65,29 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-def _chunks(word: str, width: int) -> list[str]:
-    return [word[i:i + width] for i in range(0, len(word), width)] or [word]
+def _chunks(word: str, width: int, splittable: bool = True) -> list[str]:
+    """``word`` cut into pieces of at most ``width`` display columns (whole when not ``splittable``)."""
+    if not splittable or display_width(word) <= width:
+        return [word]
+    pieces, current = [], ""
+    for char in word:
+        if current and display_width(current + char) > width:
+            pieces.append(current)
+            current = ""
+        current += char
+    return [*pieces, current] if current else pieces or [word]
 
 
-def utterance_cues(utterance: dict[str, Any], options: ExportOptions, prefix: str = "") -> list[Cue]:
+def utterance_cues(utterance: dict[str, Any], options: ExportOptions, prefix: str = "",
+                   language: str | None = None) -> list[Cue]:
     """Cut one utterance into cues obeying the line, line-count and duration limits.
 
     ``prefix`` (e.g. ``"Alice: "``) is put in front of the first line of the first cue and counted
-    within the line limit.
+    within the line limit. ``language`` decides how words are joined (no spaces in Chinese,
+    Japanese, Thai…) and whether a word too wide for a line may be split (never there).
     """
+    separator = word_separator(language)
+    splittable = language not in NO_SPACE_LANGUAGES
     cues: list[Cue] = []
     lines: list[str] = []
     start: float | None = None
@@ -85,11 +102,11 @@ def utterance_cues(utterance: dict[str, Any], options: ExportOptions, prefix: st
 
     for index, word in enumerate(utterance["words"]):
         text = prefix + word["word"] if index == 0 else word["word"]
-        for piece in _chunks(text, width):
+        for piece in _chunks(text, width, splittable):
             if start is not None and word["end"] - start > options.max_cue_s:
                 flush()
-            if lines and len(lines[-1]) + 1 + len(piece) <= width:
-                lines[-1] += " " + piece
+            if lines and display_width(lines[-1] + separator + piece) <= width:
+                lines[-1] += separator + piece
             elif len(lines) < options.max_lines:
                 lines.append(piece)
             else:
@@ -111,7 +128,7 @@ def build_cues(merged: dict[str, Any], options: ExportOptions, with_prefix: bool
         if with_prefix and utterance["speaker"] != previous_speaker:
             prefix = f"{display_name(merged, utterance['speaker'])}: "
         previous_speaker = utterance["speaker"]
-        for cue in utterance_cues(utterance, options, prefix):
+        for cue in utterance_cues(utterance, options, prefix, merged.get("language")):
             cue.start_ms = max(cue.start_ms, last_end)
             cue.end_ms = max(cue.end_ms, cue.start_ms + 1)
             last_end = cue.end_ms

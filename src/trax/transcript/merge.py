@@ -28,6 +28,7 @@ from typing import Any
 from trax.io.annotation import Turn, rttm_turns
 from trax.errors import TraxError
 from trax.io.jsonio import iter_json_list, read_json_head, write_json_streamed
+from trax.io.languages import word_separator
 from trax.io.provenance import provenance, sha256_file
 
 #: Times are kept to the millisecond, confidences to 4 digits (as in transcripts).
@@ -208,11 +209,13 @@ class _WordAssigner:
         }
 
 
-def group_utterances(words: Iterable[tuple[dict[str, Any], Any]], max_pause_s: float
+def group_utterances(words: Iterable[tuple[dict[str, Any], Any]], max_pause_s: float, language: str | None = None
                      ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
     """Group merged words (each with a companion value, e.g. its expected errors) into utterances
     that break where the speaker changes and at pauses over ``max_pause_s``; yields each finished
-    utterance with its words' companions."""
+    utterance with its words' companions. Its text joins the words as ``language`` writes them
+    (no spaces for Chinese, Japanese, Thai…: :func:`trax.io.languages.word_separator`)."""
+    separator = word_separator(language)
     utterance: dict[str, Any] | None = None
     companions: list[Any] = []
     count = 0
@@ -220,20 +223,20 @@ def group_utterances(words: Iterable[tuple[dict[str, Any], Any]], max_pause_s: f
         if (utterance is None or utterance["speaker"] != word["speaker"]
                 or word["start"] - utterance["words"][-1]["end"] > max_pause_s):
             if utterance is not None:
-                yield _finished(utterance), companions
+                yield _finished(utterance, separator), companions
             utterance, companions = {"id": count, "speaker": word["speaker"], "words": []}, []
             count += 1
         utterance["words"].append(word)
         companions.append(companion)
     if utterance is not None:
-        yield _finished(utterance), companions
+        yield _finished(utterance, separator), companions
 
 
-def _finished(utterance: dict[str, Any]) -> dict[str, Any]:
+def _finished(utterance: dict[str, Any], separator: str = " ") -> dict[str, Any]:
     words = utterance["words"]
     utterance["start"] = words[0]["start"]
     utterance["end"] = max(w["end"] for w in words)
-    utterance["text"] = " ".join(w["word"] for w in words)
+    utterance["text"] = separator.join(w["word"] for w in words)
     return utterance
 
 
@@ -297,8 +300,8 @@ class MergeTally:
 
 
 def merged_utterances(words: Iterable[tuple[Mapping[str, Any], Any]], turns: list[Turn], options: MergeOptions,
-                      tally: MergeTally, annotate: Callable[[dict[str, Any], list[Any]], None] | None = None
-                      ) -> Iterator[dict[str, Any]]:
+                      tally: MergeTally, annotate: Callable[[dict[str, Any], list[Any]], None] | None = None,
+                      language: str | None = None) -> Iterator[dict[str, Any]]:
     """The utterances of ``merged.json``, one at a time, counted into ``tally`` as they pass.
 
     Args:
@@ -309,9 +312,11 @@ def merged_utterances(words: Iterable[tuple[Mapping[str, Any], Any]], turns: lis
         tally: Receives every utterance (speaker totals, stats).
         annotate: Called with each utterance and its words' companions before it is counted (the
             quality fields).
+        language: The transcript's language (how its words are joined).
     """
     assign = _WordAssigner(turns, options)
-    for utterance, values in group_utterances(((assign(raw), value) for raw, value in words), options.max_pause_s):
+    assigned = ((assign(raw), value) for raw, value in words)
+    for utterance, values in group_utterances(assigned, options.max_pause_s, language):
         if annotate is not None:
             annotate(utterance, values)
         tally.add(utterance)
@@ -335,7 +340,7 @@ def merge(transcript: dict[str, Any], turns: list[Turn], options: MergeOptions,
     """Build the body of ``merged.json`` in memory (everything but quality and provenance)."""
     tally = MergeTally()
     words = ((raw, None) for raw in _raw_words(transcript.get("segments", [])))
-    utterances = list(merged_utterances(words, turns, options, tally))
+    utterances = list(merged_utterances(words, turns, options, tally, language=transcript.get("language")))
     return {**_head(transcript, turns, tally, speaker_names or {}), "utterances": utterances}
 
 
@@ -431,9 +436,11 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
     # The transcript cross-checks the diarization: words outside every diarized turn.
     coverage = WordCoverage.of_turns(turns) if rttm_path is not None else None
 
+    calibrated = model.calibrated_for(transcript.get("language"))
+
     def annotate(utterance: dict[str, Any], own_errors: list[float]) -> None:
         nonlocal flagged
-        annotate_utterance(utterance, own_errors, quality_options)
+        annotate_utterance(utterance, own_errors, quality_options, calibrated)
         errors.extend(own_errors)
         flagged += utterance["needs_review"]
         if coverage is not None:
@@ -441,13 +448,14 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
 
     tally = MergeTally()
     words = word_errors(iter_json_list(transcript_path, "segments"), model)
-    utterances = merged_utterances(words, turns, options, tally, annotate)
+    utterances = merged_utterances(words, turns, options, tally, annotate, language=transcript.get("language"))
 
     def head() -> dict[str, Any]:
         body = _head(transcript, turns, tally, names)
         identify_speakers(body["speakers"], voices, store, speaker_options, names)
         share = speech_share(turns, float(transcript["duration"])) if coverage is not None else None
-        add_quality(body, errors, flagged, merged_diarization(coverage, share, model), quality_options, model)
+        add_quality(body, errors, flagged, merged_diarization(coverage, share, model), quality_options, model,
+                    transcript.get("language_detection"))
         if store is not None:
             diarization["profiles_sha256"] = sha256_file(profiles_path)
         body["provenance"] = provenance(

@@ -4,10 +4,16 @@ Removes fillers (``uh``, ``um`` …) and stutter repeats (``I I think`` → ``I 
 ``want``), applies the domain glossary's canonical spellings, and fixes sentence casing (``i`` →
 ``I``, capital after ``.?!`` and at the start). It never drops a content word: only configured
 fillers and immediate repeats go. Also the fallback of :mod:`trax.transcript.llm`.
+
+The lists are per language (:meth:`RulesOptions.for_language`): the top-level ones are English;
+``languages`` holds other languages' fillers; a language without an entry loses no word at all
+(English "er" is not removed from German, where it means "he"), and repeats are collapsed only
+where configured (French "nous nous", German "die die" are grammatical).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -21,6 +27,12 @@ SIMILARITY_DIGITS = 4
 DEFAULT_FILLERS = ("uh", "um", "uhm", "umm", "er", "erm", "ah", "hmm", "mm")
 #: Words whose immediate repetition is often grammatical ("I know that that is", "she had had").
 DEFAULT_KEEP_REPEATS = ("that", "had", "very", "no", "bye", "hello", "ha")
+#: Hesitation sounds of other languages (``enhance.rules.languages``); none is a word of its language.
+DEFAULT_LANGUAGE_FILLERS = {
+    "de": ("äh", "ähm", "öh", "öhm", "hm"),
+    "es": ("eh", "ehm", "mmm"),
+    "fr": ("euh", "heu", "hum"),
+}
 _TOKEN = re.compile(r"\S+")
 _EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
 _PRONOUN_I = re.compile(r"\bi(?=$|['’](?:m|ll|ve|d|s)\b|\b)")
@@ -34,21 +46,36 @@ class RulesOptions:
         fillers: Words removed wherever they stand alone (case-insensitive, punctuation ignored).
         remove_repeats: Collapse immediate repeats of a word or a two-word phrase (stutters).
         keep_repeats: Words whose repetition is kept (often grammatical).
-        fix_casing: Capitalise sentence starts and the pronoun "I".
+        fix_casing: Capitalise sentence starts (and the pronoun "I" in English).
+        languages: Other languages' settings: code -> ``fillers`` (and optionally
+            ``remove_repeats``, default false, and ``keep_repeats``). The fields above are English's.
+        language: The language these options apply to.
     """
 
     fillers: tuple[str, ...] = DEFAULT_FILLERS
     remove_repeats: bool = True
     keep_repeats: tuple[str, ...] = DEFAULT_KEEP_REPEATS
     fix_casing: bool = True
+    languages: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {code: {"fillers": list(words)} for code, words in DEFAULT_LANGUAGE_FILLERS.items()})
+    language: str = "en"
 
     @classmethod
     def from_config(cls, settings: dict[str, Any]) -> RulesOptions:
-        values = {key: settings[key] for key in cls.__dataclass_fields__ if key in settings}
+        values = {key: settings[key] for key in cls.__dataclass_fields__ if key in settings and key != "language"}
         for key in ("fillers", "keep_repeats"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    def for_language(self, language: str | None) -> RulesOptions:
+        """The options for a transcript in ``language`` (English's when None or ``en``)."""
+        if language in (None, "en"):
+            return self
+        own = self.languages.get(language, {})
+        return dataclasses.replace(self, fillers=tuple(own.get("fillers", ())),
+                                   remove_repeats=bool(own.get("remove_repeats", False)),
+                                   keep_repeats=tuple(own.get("keep_repeats", ())), language=language)
 
 
 @dataclass(frozen=True)
@@ -130,9 +157,11 @@ def _collapse_bigrams(tokens: list[str], keep: set[str]) -> list[str]:
     return out
 
 
-def fix_casing(text: str) -> str:
-    """Capitalise the first letter, letters after ``.?!``, and the pronoun ``i``."""
-    text = _PRONOUN_I.sub("I", text)
+def fix_casing(text: str, pronoun_i: bool = True) -> str:
+    """Capitalise the first letter, letters after ``.?!``, and (``pronoun_i``: English) the pronoun
+    ``i`` (in Italian "i" is an article)."""
+    if pronoun_i:
+        text = _PRONOUN_I.sub("I", text)
     chars = list(text)
     capitalise = True
     for index, char in enumerate(chars):
@@ -151,7 +180,7 @@ def rules_edit(text: str, options: RulesOptions, glossary: Glossary) -> str:
     edited = remove_disfluencies(text, options)
     edited = glossary.apply(edited)
     if options.fix_casing:
-        edited = fix_casing(edited)
+        edited = fix_casing(edited, pronoun_i=options.language == "en")
     return edited
 
 
