@@ -42,12 +42,32 @@ class ServerDied(Exception):
 
 
 class ServerError(TraxError):
-    """The server answered with an error reply."""
+    """The server answered with an error reply.
 
-    def __init__(self, code: str, message: str) -> None:
+    Attributes:
+        code: The reply's error code (:class:`trax.runtime.protocol.ErrorCode`).
+        protocol: The protocol version the server speaks (every reply carries it).
+    """
+
+    def __init__(self, code: str, message: str, protocol_version: Any = None) -> None:
         Exception.__init__(self, message)
         self.code = code
+        self.protocol = protocol_version
         self.subject, _, self.reason = message.partition(": ")
+
+
+class InternalServerError(ServerError):
+    """The server failed on a bug of its own (not the user's input): the console gets one line with
+    the code and where the traceback is; the traceback itself goes to the job's log."""
+
+    def __init__(self, method: str, error: dict[str, Any], protocol_version: Any = None) -> None:
+        first_line = (str(error.get("message")).strip().splitlines() or [""])[0]
+        message = (f"model server: internal error (code {error.get('code')}, request {error.get('request', '?')}) "
+                   f"while handling '{method}': {first_line} - a bug in trax, not your input; "
+                   f"traceback in {SERVER_LOG} and this job's log")
+        ServerError.__init__(self, str(error.get("code")), message, protocol_version)
+        self.subject, self.reason = "model server", message.partition(": ")[2]
+        self.traceback = error.get("traceback")
 
 
 def socket_path() -> str:
@@ -55,14 +75,23 @@ def socket_path() -> str:
     return protocol.socket_path()
 
 
-def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0,
+            version: int | None = None) -> Any:
     """Send one request and return its result.
+
+    Args:
+        method: What to run.
+        params: Its parameters.
+        timeout: The longest silence to wait through (see ``ServerSettings.request_timeout_s``):
+            the server heartbeats every quarter of it (at most every 5 s) while the request
+            waits and runs, so only a server that stopped talking runs into it.
+        version: Protocol version to speak (only to stop an older server).
 
     Raises:
         ServerUnavailable: No server listens here.
         ServerDied: The server closed the connection without replying.
-        ServerError: The server replied with an error.
-        TraxError: No reply within ``timeout`` seconds.
+        ServerError: The server replied with an error (:class:`InternalServerError` for its bugs).
+        TraxError: Nothing heard for ``timeout`` seconds, or a reply that is not the protocol's.
     """
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
@@ -72,51 +101,105 @@ def request(method: str, params: dict[str, Any] | None = None, timeout: float = 
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ServerUnavailable(str(exc)) from None
         try:
-            conn.sendall(protocol.encode(protocol.request(method, params)))
-            reply = _read_reply(conn.makefile("rb"))
+            conn.sendall(protocol.encode(protocol.request(method, params, heartbeat_s=timeout / 4, version=version)))
+            with conn.makefile("rb") as stream:  # closed with the socket: hanging up cancels the request
+                reply = _read_reply(stream, method)
         except TimeoutError:
-            raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
+            raise TraxError("model server", f"silent for {timeout:g} s while handling '{method}' (no heartbeat, "
+                                            f"progress or reply; server.request_timeout_s is the longest silence "
+                                            f"allowed); see {SERVER_LOG}") from None
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ServerDied(str(exc)) from None
     finally:
         conn.close()
     if not reply.get("ok"):
-        raise ServerError(reply["error"]["code"], reply["error"]["message"])
+        error = reply.get("error")
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            raise _malformed(method, reply)
+        if error.get("code") == protocol.ErrorCode.INTERNAL:
+            failure = InternalServerError(method, error, reply.get("protocol"))
+            if failure.traceback:
+                log.error("model server traceback (request %s):\n%s", error.get("request"), failure.traceback.rstrip())
+            raise failure
+        raise ServerError(str(error.get("code")), error["message"], reply.get("protocol"))
+    if "result" not in reply:
+        raise _malformed(method, reply)
+    timing = reply.get("timing")
+    if isinstance(timing, dict) and timing.get("work_s"):
+        log.info("model server request %s '%s': queued %.1f s, worked %.1f s", timing.get("request"), method,
+                 timing.get("queued_s", 0.0), timing.get("work_s", 0.0))
     return reply["result"]
 
 
-def _read_reply(stream: BinaryIO) -> dict[str, Any]:
-    """Read messages until the reply; interim progress messages go to this job's log.
+def _malformed(method: str, reply: Any) -> TraxError:
+    text = reply if isinstance(reply, (str, bytes)) else json.dumps(reply)[:200]
+    return TraxError("model server", f"malformed reply to '{method}' (not trax protocol {protocol.PROTOCOL_VERSION}): "
+                                     f"{text[:200]!r}; is something else listening on {socket_path()}? "
+                                     f"see {SERVER_LOG}")
 
-    The socket timeout applies to each read, so a long request that keeps reporting progress
-    is not cut off, while a silent or hung server still is.
+
+def _read_reply(stream: BinaryIO, method: str) -> dict[str, Any]:
+    """Read messages until the reply; progress messages go to this job's log, heartbeats only
+    prove the server alive.
+
+    The socket timeout applies to each read, so a request that keeps hearing from the server is
+    never cut off, while a silent or hung server is.
     """
     while True:
         line = stream.readline()
         if not line.endswith(b"\n"):
             raise ServerDied("connection closed before the reply ended")
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _malformed(method, line) from None
+        if not isinstance(message, dict):
+            raise _malformed(method, line)
+        if "heartbeat" in message:
+            continue
         if "progress" not in message:
             return message
         update = message["progress"]
-        progress.report(update["stage"], update["done"], update["total"])
+        try:
+            progress.report(update["stage"], update["done"], update["total"])
+        except (TypeError, KeyError):
+            raise _malformed(method, line) from None
 
 
 def _server_is_ours() -> bool:
-    """True when a compatible server for this directory answers; stops an incompatible one."""
+    """True when a compatible server for this directory answers; stops an incompatible one (another
+    trax version, another directory, or an older protocol)."""
     try:
         info = request("ping", timeout=5.0)
     except (ServerUnavailable, ServerDied):
         return False
-    if info.get("trax_version") == trax.__version__ and Path(info.get("workdir", "")) == Path.cwd().resolve():
+    except ServerError as exc:
+        if exc.code != protocol.ErrorCode.UNSUPPORTED_PROTOCOL or not isinstance(exc.protocol, int):
+            raise
+        log.warning("stopping the model server on %s: it speaks protocol %d, this trax %d", socket_path(),
+                    exc.protocol, protocol.PROTOCOL_VERSION)
+        _stop_server(exc.protocol)
+        return False
+    if (isinstance(info, dict) and info.get("trax_version") == trax.__version__
+            and Path(info.get("workdir", "")) == Path.cwd().resolve()):
         return True
     log.warning("stopping incompatible model server %s", info)
-    try:
-        request("shutdown", timeout=5.0)
-    except (ServerUnavailable, ServerDied, ServerError):
-        pass
-    _wait_until(lambda: not os.path.exists(socket_path()), 10.0)
+    _stop_server(None)
     return False
+
+
+def _stop_server(version: int | None) -> None:
+    """Ask the server on this directory's socket to stop (in protocol ``version``) and wait until
+    its socket is gone.
+
+    Raises:
+        TraxError: It is still there after 10 s.
+    """
+    with contextlib.suppress(ServerUnavailable, ServerDied, ServerError):
+        request("shutdown", timeout=5.0, version=version)
+    if not _wait_until(lambda: not os.path.exists(socket_path()), 10.0):
+        raise TraxError("model server", f"an incompatible server on {socket_path()} did not stop; stop it "
+                                        f"(its pid is in {SERVER_LOG}) and rerun")
 
 
 def _wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
@@ -163,7 +246,7 @@ _DETACH = ("import subprocess, sys\n"
 def _spawn(settings: ServerSettings, preload: list[dict[str, Any]] | None):  # -> psutil.Process
     import psutil
 
-    from trax.runtime.jobs import model_process_env
+    from trax.runtime.step import model_process_env
 
     SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "trax.runtime.server", "--workdir", str(Path.cwd()), "--settings", settings.to_env()]
@@ -185,7 +268,8 @@ def _has_exited(process) -> bool:  # process: psutil.Process
 
 
 def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -> Any:
-    """Run ``method`` on the server, starting it if needed and restarting it once if it dies."""
+    """Run ``method`` on the server, starting it if needed and restarting it once if it dies (or
+    if an older server took the socket between the check and the request)."""
     for attempt in (1, 2):
         ensure_server(settings)
         try:
@@ -194,6 +278,10 @@ def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -
             log.warning("model server vanished before '%s' (attempt %d); starting a new one", method, attempt)
         except ServerDied:
             log.warning("model server died during '%s' (attempt %d); starting a new one", method, attempt)
+        except ServerError as exc:
+            if exc.code != protocol.ErrorCode.UNSUPPORTED_PROTOCOL:
+                raise
+            log.warning("an older model server answered '%s' (attempt %d); replacing it", method, attempt)
     raise TraxError("model server", f"died twice while handling '{method}'; see {SERVER_LOG}")
 
 

@@ -34,31 +34,11 @@ from typing import Any
 from trax import console, progress
 from trax.errors import TraxError
 from trax.runtime.protocol import ServerSettings
+from trax.runtime.step import model_process_env
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 #: Text before the peak memory figure in the log of a job run by :func:`run_isolated`.
 PEAK_RSS_LOG = "peak resident memory of this job's process:"
-
-
-def model_process_env() -> dict[str, str]:
-    """Environment for a process that runs models (the model server, an isolated model job).
-
-    * ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads (CTranslate2's, torch's) otherwise spin after
-      each parallel region waiting for more work; with a decode beside diarization on few cores the
-      spinning threads steal the cores the other one needs.
-    * ``MALLOC_MMAP_THRESHOLD_`` 8 MiB: glibc raises its mmap threshold each time a large block is
-      freed, so after the first batches the decoder's big per-batch buffers (beams x encoder
-      states) come from the heap, fragment it, and the peak ratchets up with the recording's
-      length (tiny.en, batch 4: 997 MB after 5 minutes, 1115 MB after 25). A fixed threshold keeps
-      them mmapped and returned on free: 925 -> 938 MB over the same 25 minutes, at no measured
-      cost in speed (``bench/long.py``). Smaller thresholds (256 KiB) flatten it further but cost
-      ~30 % speed in page faults.
-
-    A user's own setting of either wins.
-    """
-    import os
-
-    return {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_THRESHOLD_": str(8 * 1024 * 1024), **os.environ}
 
 
 class JobFailed(Exception):
@@ -125,11 +105,23 @@ def run_job(log_path: str, function: str, /, subject: str | None = None, **kwarg
 def run_isolated(log_path: str, function: str, /, **kwargs: Any) -> None:
     """Run ``function(**kwargs)`` in a fresh Python process (for jobs that load models themselves).
 
-    The child runs :func:`trax.runtime.step.run_step`: stderr and logging go to ``log_path``, an error is one
-    line on the console. Raises :class:`JobFailed` when it exits non-zero.
+    The arguments travel as JSON on the child's stdin, not its command line: a domain glossary can
+    be hundreds of kB (past the kernel's per-argument limit of 128 kB, "Argument list too long"),
+    and a command line is visible to every user in ``ps``. The child runs
+    :func:`trax.runtime.step.run_step`: stderr and logging go to ``log_path``, an error is one line
+    on the console.
+
+    Raises:
+        JobFailed: The child exited non-zero (its reason is in the log and on the console).
+        TraxError: The child could not be started at all.
     """
-    command = [sys.executable, "-m", "trax.runtime.jobs", log_path, function, json.dumps(kwargs)]
-    if subprocess.run(command, env=model_process_env()).returncode != 0:
+    command = [sys.executable, "-m", "trax.runtime.jobs", log_path, function]
+    try:
+        returncode = subprocess.run(command, input=json.dumps(kwargs).encode("utf-8"),
+                                    env=model_process_env()).returncode
+    except OSError as exc:
+        raise TraxError(log_path, f"cannot start an isolated job for {function}: {exc}") from None
+    if returncode != 0:
         raise JobFailed(f"{function} failed (see {log_path})")
 
 
@@ -164,11 +156,12 @@ def resolve(function: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m trax.runtime.jobs LOG MODULE:FUNCTION JSON_KWARGS`` (see :func:`run_isolated`)."""
-    log_path, function, kwargs = argv if argv is not None else sys.argv[1:]
+    """``python -m trax.runtime.jobs LOG MODULE:FUNCTION < JSON_KWARGS`` (see :func:`run_isolated`)."""
+    log_path, function = argv if argv is not None else sys.argv[1:]
+    kwargs = json.loads(sys.stdin.buffer.read())
     from trax.runtime.step import run_step
 
-    run_step(log_path, lambda: _run_and_log_peak(function, json.loads(kwargs)))
+    run_step(log_path, lambda: _run_and_log_peak(function, kwargs))
 
 
 def _run_and_log_peak(function: str, kwargs: dict[str, Any]) -> Any:
