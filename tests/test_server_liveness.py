@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -323,3 +324,43 @@ def test_a_200kb_glossary_runs_in_an_isolated_job(sample_fast_transcript: Path, 
         refined = read_json(tmp_path / "refined.json")
     assert refined["domain"]["name"] == "big"
     assert refined["text"] == read_json(sample_fast_transcript)["text"]
+
+
+def test_ctrl_c_hangs_up_the_requests_this_process_waits_on(one_worker: Path) -> None:
+    """Stopped Snakemake waits for its thread jobs; SIGINT makes each waiting request hang up, so
+    the server cancels the decode instead of finishing it for nobody."""
+    from trax.runtime import client
+
+    interrupts: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum))  # stands in for Snakemake's
+    outcome: list[BaseException | dict] = []
+    try:
+        client.hang_up_on_interrupt()
+        with in_dir(one_worker):
+            before = request("stats")["outcomes"].get("cancelled", 0)
+            arrivals = _arrivals(one_worker)
+            waiting = threading.Thread(target=lambda: outcome.append(_capture(lambda: _transcribe("long.wav", 30))))
+            waiting.start()
+            assert _wait_for(lambda: _arrivals(one_worker) > arrivals, 30)
+            os.kill(os.getpid(), signal.SIGINT)
+            waiting.join(timeout=10)
+            assert not waiting.is_alive()
+            client._HANG_UP.clear()  # (every later request of a stopping process hangs up too)
+            assert _wait_for(lambda: request("stats")["outcomes"].get("cancelled", 0) == before + 1, 30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        client._HANG_UP.clear()
+    assert interrupts == [signal.SIGINT]  # the previous handler still ran
+    assert isinstance(outcome[0], TraxError) and "abandoned: the workflow is being stopped" in str(outcome[0])
+
+
+def _capture(call):
+    try:
+        return call()
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
+def _arrivals(workdir: Path) -> int:
+    """How many times the server has logged the long transcription's arrival."""
+    return _server_log(workdir).count("transcribe long waiting for a worker")

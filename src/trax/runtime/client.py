@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import trax
 from trax import progress
@@ -31,6 +33,11 @@ from trax.runtime.protocol import ServerSettings
 log = logging.getLogger(__name__)
 
 SERVER_LOG = Path("logs") / "model_server.log"
+#: How often a waiting client looks at the clock and at :data:`_HANG_UP` between messages.
+POLL_S = 0.25
+#: Set when the process that runs the jobs is being stopped (Ctrl-C): every request it waits on
+#: hangs up, so the server cancels the work (see :func:`hang_up_on_interrupt`).
+_HANG_UP = threading.Event()
 
 
 class ServerUnavailable(Exception):
@@ -102,8 +109,7 @@ def request(method: str, params: dict[str, Any] | None = None, timeout: float = 
             raise ServerUnavailable(str(exc)) from None
         try:
             conn.sendall(protocol.encode(protocol.request(method, params, heartbeat_s=timeout / 4, version=version)))
-            with conn.makefile("rb") as stream:  # closed with the socket: hanging up cancels the request
-                reply = _read_reply(stream, method)
+            reply = _read_reply(conn, method, timeout)
         except TimeoutError:
             raise TraxError("model server", f"silent for {timeout:g} s while handling '{method}' (no heartbeat, "
                                             f"progress or reply; server.request_timeout_s is the longest silence "
@@ -138,17 +144,40 @@ def _malformed(method: str, reply: Any) -> TraxError:
                                      f"see {SERVER_LOG}")
 
 
-def _read_reply(stream: BinaryIO, method: str) -> dict[str, Any]:
+def _read_reply(conn: socket.socket, method: str, silence_s: float) -> dict[str, Any]:
     """Read messages until the reply; progress messages go to this job's log, heartbeats only
     prove the server alive.
 
-    The socket timeout applies to each read, so a request that keeps hearing from the server is
-    never cut off, while a silent or hung server is.
+    Any bytes from the server restart the silence clock, so a request that keeps hearing from the
+    server is never cut off, while a silent or hung server is (``TimeoutError``). Between messages
+    it also checks whether this process is being stopped: then it hangs up (the caller closes the
+    socket), which cancels the request in the server.
+
+    Raises:
+        TimeoutError: Nothing for ``silence_s`` seconds.
+        ServerDied: The connection closed before the reply.
+        TraxError: The process is being stopped, or a message is not the protocol's.
     """
+    buffer = bytearray()
+    last_heard = time.monotonic()
     while True:
-        line = stream.readline()
-        if not line.endswith(b"\n"):
-            raise ServerDied("connection closed before the reply ended")
+        end = buffer.find(b"\n")
+        if end < 0:
+            silent = time.monotonic() - last_heard
+            if silent >= silence_s:
+                raise TimeoutError
+            if _HANG_UP.is_set():
+                raise TraxError("model server", f"'{method}' abandoned: the workflow is being stopped")
+            readable, _, _ = select.select([conn], [], [], min(POLL_S, silence_s - silent))
+            if readable:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    raise ServerDied("connection closed before the reply ended")
+                buffer += chunk
+                last_heard = time.monotonic()
+            continue
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
         try:
             message = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -164,6 +193,33 @@ def _read_reply(stream: BinaryIO, method: str) -> dict[str, Any]:
             progress.report(update["stage"], update["done"], update["total"])
         except (TypeError, KeyError):
             raise _malformed(method, line) from None
+
+
+def hang_up_on_interrupt() -> None:
+    """Make Ctrl-C (SIGINT) hang up every request this process waits on, then do what it did before.
+
+    Stopped, Snakemake waits for its running thread jobs to return (its thread pool's
+    ``shutdown``); each such job waits on a server request, so without this the server would
+    finish every abandoned decode and Snakemake would wait for it. The previous handler still
+    runs (Snakemake's KeyboardInterrupt). Only the main thread may set handlers: elsewhere, and
+    when already installed, this does nothing. (SIGTERM is Snakemake's own: it installs its
+    handler after the onstart hook; a killed process closes its sockets, which cancels too.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if getattr(previous, "trax_hang_up", False):
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _HANG_UP.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+    handler.trax_hang_up = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, handler)
 
 
 def _server_is_ours() -> bool:
@@ -311,6 +367,7 @@ def start_in_background(settings: ServerSettings, warm: list[dict[str, Any]]) ->
             ``{"settings": <transcribe_* section>}`` or ``{"diarize": <diarize rule settings>}``.
     """
     preload = [protocol.request("warm", params) for params in warm]
+    hang_up_on_interrupt()  # the onstart hook runs in Snakemake's main thread
 
     def start() -> None:
         try:

@@ -273,6 +273,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         call = self.call
         with self._state:
             self.queued += 1
+            others = self.in_flight - 1  # queued or working (pings and stats included)
+        log.info("%s waiting for a worker (%d other requests in the server)", call.describe(), max(others, 0))
         try:
             while not self.work_slots.acquire(timeout=0.2):
                 call.check()
