@@ -170,13 +170,17 @@ class Call:
             yield
             return
         self.send(protocol.heartbeat(self.id, self.state, self.queued_s(), self.work_s()))
+        self._wake = os.pipe()  # written at the end, so the heartbeat thread stops at once
         thread = threading.Thread(target=self._beat, name=f"trax-heartbeat-{self.id}", daemon=True)
         thread.start()
         try:
             yield
         finally:
             self._done.set()
+            os.write(self._wake[1], b"x")
             thread.join()
+            for fd in self._wake:
+                os.close(fd)
 
     def _beat(self) -> None:
         next_beat = time.monotonic() + self.heartbeat_s
@@ -192,12 +196,12 @@ class Call:
                 next_beat = time.monotonic() + self.heartbeat_s
 
     def _client_left(self, wait_s: float) -> bool:
-        """Wait up to ``wait_s`` (at most 0.2 s, so the end of the call is noticed soon); True when
-        the client closed its end. A client sends one line and then only reads, so readable means
-        end of file (anything else it sends is discarded)."""
+        """Wait up to ``wait_s`` or until the call ends; True when the client closed its end. A
+        client sends one line and then only reads, so readable means end of file (anything else
+        it sends is discarded)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], min(wait_s, 0.2))
-            if not readable:
+            readable, _, _ = select.select([self.connection, self._wake[0]], [], [], wait_s)
+            if self.connection not in readable:
                 return False
             return self.connection.recv(4096, socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
