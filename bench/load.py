@@ -40,7 +40,8 @@ OUT = REPO / "bench" / "out" / "load"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 #: Outputs that record wall-clock times and memory: they differ between runs by design.
 RUN_COST_FILES = {"metrics.json", "summary.tsv", "aggregate.tsv", "targets.tsv", "summary.html"}
-LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \d+ trax\.runtime\.server INFO request (\d+) (\w+) ?(\S*) (.*)$")
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \d+ trax\.runtime\.server INFO request (\d+) (\w+)"
+                  r"(?: (?!waiting |done |cancelled:|stopped )(\S+))? (.*)$")
 
 
 def build_inputs(args: argparse.Namespace) -> Path:
@@ -107,7 +108,7 @@ def server_events(workdir: Path) -> dict[int, dict]:
             continue
         stamp, number, method, label, rest = match.groups()
         when = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        event = events.setdefault(int(number), {"method": method, "label": label})
+        event = events.setdefault(int(number), {"method": method, "label": label or "-"})
         if rest.startswith("waiting for a worker"):
             event["received"] = when
         elif rest.startswith("done"):
