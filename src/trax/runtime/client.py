@@ -202,8 +202,9 @@ def hang_up_on_interrupt() -> None:
     ``shutdown``); each such job waits on a server request, so without this the server would
     finish every abandoned decode and Snakemake would wait for it. The previous handler still
     runs (Snakemake's KeyboardInterrupt). Only the main thread may set handlers: elsewhere, and
-    when already installed, this does nothing. (SIGTERM is Snakemake's own: it installs its
-    handler after the onstart hook; a killed process closes its sockets, which cancels too.)
+    when already installed, this does nothing. SIGTERM is left alone: to Snakemake it means a
+    graceful stop that lets running jobs finish and keeps their outputs. A killed process (SIGKILL,
+    a cluster job cancelled) closes its sockets, which cancels its requests as well.
     """
     if threading.current_thread() is not threading.main_thread():
         return
