@@ -10,10 +10,9 @@ beside the dev clips, then, each in a fresh directory with ``server: {workers: 1
 30}``: (1) ``snakemake --cores 8``; (2) a reference at ``--cores 2`` (server off unless
 ``--reference-server on``): outputs must be byte-identical; (3) ``--cores 8`` again, SIGINT to
 Snakemake's process group (as Ctrl-C) once half the model requests are done, then a rerun that must
-give run (1)'s bytes. Prints per request (server log): queue wait and work time; then timeouts,
-failures, and per request in flight at the SIGINT the delay until the server logged it cancelled
-(target <= 5 s) and until its work stopped. Logs stay in ``bench/out/load/``.
-"""
+give run (1)'s bytes. Prints per request (server log): queue wait, work time; timeouts, failures;
+per request in flight at the SIGINT the delay until the server logged it cancelled (target <= 5 s)
+and until its work stopped. Logs stay in ``bench/out/load/``."""
 
 from __future__ import annotations
 
