@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import trax
 from trax import progress
@@ -31,6 +33,11 @@ from trax.runtime.protocol import ServerSettings
 log = logging.getLogger(__name__)
 
 SERVER_LOG = Path("logs") / "model_server.log"
+#: How often a waiting client looks at the clock and at :data:`_HANG_UP` between messages.
+POLL_S = 0.25
+#: Set when the process that runs the jobs is being stopped (Ctrl-C): every request it waits on
+#: hangs up, so the server cancels the work (see :func:`hang_up_on_interrupt`).
+_HANG_UP = threading.Event()
 
 
 class ServerUnavailable(Exception):
@@ -42,12 +49,32 @@ class ServerDied(Exception):
 
 
 class ServerError(TraxError):
-    """The server answered with an error reply."""
+    """The server answered with an error reply.
 
-    def __init__(self, code: str, message: str) -> None:
+    Attributes:
+        code: The reply's error code (:class:`trax.runtime.protocol.ErrorCode`).
+        protocol: The protocol version the server speaks (every reply carries it).
+    """
+
+    def __init__(self, code: str, message: str, protocol_version: Any = None) -> None:
         Exception.__init__(self, message)
         self.code = code
+        self.protocol = protocol_version
         self.subject, _, self.reason = message.partition(": ")
+
+
+class InternalServerError(ServerError):
+    """The server failed on a bug of its own (not the user's input): the console gets one line with
+    the code and where the traceback is; the traceback itself goes to the job's log."""
+
+    def __init__(self, method: str, error: dict[str, Any], protocol_version: Any = None) -> None:
+        first_line = (str(error.get("message")).strip().splitlines() or [""])[0]
+        message = (f"model server: internal error (code {error.get('code')}, request {error.get('request', '?')}) "
+                   f"while handling '{method}': {first_line} - a bug in trax, not your input; "
+                   f"traceback in {SERVER_LOG} and this job's log")
+        ServerError.__init__(self, str(error.get("code")), message, protocol_version)
+        self.subject, self.reason = "model server", message.partition(": ")[2]
+        self.traceback = error.get("traceback")
 
 
 def socket_path() -> str:
@@ -55,14 +82,23 @@ def socket_path() -> str:
     return protocol.socket_path()
 
 
-def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+def request(method: str, params: dict[str, Any] | None = None, timeout: float = 10.0,
+            version: int | None = None) -> Any:
     """Send one request and return its result.
+
+    Args:
+        method: What to run.
+        params: Its parameters.
+        timeout: The longest silence to wait through (see ``ServerSettings.request_timeout_s``):
+            the server heartbeats every quarter of it (at most every 5 s) while the request
+            waits and runs, so only a server that stopped talking runs into it.
+        version: Protocol version to speak (only to stop an older server).
 
     Raises:
         ServerUnavailable: No server listens here.
         ServerDied: The server closed the connection without replying.
-        ServerError: The server replied with an error.
-        TraxError: No reply within ``timeout`` seconds.
+        ServerError: The server replied with an error (:class:`InternalServerError` for its bugs).
+        TraxError: Nothing heard for ``timeout`` seconds, or a reply that is not the protocol's.
     """
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
@@ -72,51 +108,155 @@ def request(method: str, params: dict[str, Any] | None = None, timeout: float = 
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ServerUnavailable(str(exc)) from None
         try:
-            conn.sendall(protocol.encode(protocol.request(method, params)))
-            reply = _read_reply(conn.makefile("rb"))
+            conn.sendall(protocol.encode(protocol.request(method, params, heartbeat_s=timeout / 4, version=version)))
+            reply = _read_reply(conn, method, timeout)
         except TimeoutError:
-            raise TraxError("model server", f"no reply to '{method}' within {timeout:g} s (server.request_timeout_s)") from None
+            raise TraxError("model server", f"silent for {timeout:g} s while handling '{method}' (no heartbeat, "
+                                            f"progress or reply; server.request_timeout_s is the longest silence "
+                                            f"allowed); see {SERVER_LOG}") from None
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ServerDied(str(exc)) from None
     finally:
         conn.close()
     if not reply.get("ok"):
-        raise ServerError(reply["error"]["code"], reply["error"]["message"])
+        error = reply.get("error")
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            raise _malformed(method, reply)
+        if error.get("code") == protocol.ErrorCode.INTERNAL:
+            failure = InternalServerError(method, error, reply.get("protocol"))
+            if failure.traceback:
+                log.error("model server traceback (request %s):\n%s", error.get("request"), failure.traceback.rstrip())
+            raise failure
+        raise ServerError(str(error.get("code")), error["message"], reply.get("protocol"))
+    if "result" not in reply:
+        raise _malformed(method, reply)
+    timing = reply.get("timing")
+    if isinstance(timing, dict) and timing.get("work_s"):
+        log.info("model server request %s '%s': queued %.1f s, worked %.1f s", timing.get("request"), method,
+                 timing.get("queued_s", 0.0), timing.get("work_s", 0.0))
     return reply["result"]
 
 
-def _read_reply(stream: BinaryIO) -> dict[str, Any]:
-    """Read messages until the reply; interim progress messages go to this job's log.
+def _malformed(method: str, reply: Any) -> TraxError:
+    text = reply if isinstance(reply, (str, bytes)) else json.dumps(reply)[:200]
+    return TraxError("model server", f"malformed reply to '{method}' (not trax protocol {protocol.PROTOCOL_VERSION}): "
+                                     f"{text[:200]!r}; is something else listening on {socket_path()}? "
+                                     f"see {SERVER_LOG}")
 
-    The socket timeout applies to each read, so a long request that keeps reporting progress
-    is not cut off, while a silent or hung server still is.
+
+def _read_reply(conn: socket.socket, method: str, silence_s: float) -> dict[str, Any]:
+    """Read messages until the reply; progress messages go to this job's log, heartbeats only
+    prove the server alive.
+
+    Any bytes from the server restart the silence clock, so a request that keeps hearing from the
+    server is never cut off, while a silent or hung server is (``TimeoutError``). Between messages
+    it also checks whether this process is being stopped: then it hangs up (the caller closes the
+    socket), which cancels the request in the server.
+
+    Raises:
+        TimeoutError: Nothing for ``silence_s`` seconds.
+        ServerDied: The connection closed before the reply.
+        TraxError: The process is being stopped, or a message is not the protocol's.
     """
+    buffer = bytearray()
+    last_heard = time.monotonic()
     while True:
-        line = stream.readline()
-        if not line.endswith(b"\n"):
-            raise ServerDied("connection closed before the reply ended")
-        message = json.loads(line)
+        end = buffer.find(b"\n")
+        if end < 0:
+            silent = time.monotonic() - last_heard
+            if silent >= silence_s:
+                raise TimeoutError
+            if _HANG_UP.is_set():
+                raise TraxError("model server", f"'{method}' abandoned: the workflow is being stopped")
+            readable, _, _ = select.select([conn], [], [], min(POLL_S, silence_s - silent))
+            if readable:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    raise ServerDied("connection closed before the reply ended")
+                buffer += chunk
+                last_heard = time.monotonic()
+            continue
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        try:
+            message = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise _malformed(method, line) from None
+        if not isinstance(message, dict):
+            raise _malformed(method, line)
+        if "heartbeat" in message:
+            continue
         if "progress" not in message:
             return message
         update = message["progress"]
-        progress.report(update["stage"], update["done"], update["total"])
+        try:
+            progress.report(update["stage"], update["done"], update["total"])
+        except (TypeError, KeyError):
+            raise _malformed(method, line) from None
+
+
+def hang_up_on_interrupt() -> None:
+    """Make Ctrl-C (SIGINT) hang up every request this process waits on, then do what it did before.
+
+    Stopped, Snakemake waits for its running thread jobs to return (its thread pool's
+    ``shutdown``); each such job waits on a server request, so without this the server would
+    finish every abandoned decode and Snakemake would wait for it. The previous handler still
+    runs (Snakemake's KeyboardInterrupt). Only the main thread may set handlers: elsewhere, and
+    when already installed, this does nothing. SIGTERM is left alone: to Snakemake it means a
+    graceful stop that lets running jobs finish and keeps their outputs. A killed process (SIGKILL,
+    a cluster job cancelled) closes its sockets, which cancels its requests as well.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if getattr(previous, "trax_hang_up", False):
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _HANG_UP.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+    handler.trax_hang_up = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, handler)
 
 
 def _server_is_ours() -> bool:
-    """True when a compatible server for this directory answers; stops an incompatible one."""
+    """True when a compatible server for this directory answers; stops an incompatible one (another
+    trax version, another directory, or an older protocol)."""
     try:
         info = request("ping", timeout=5.0)
     except (ServerUnavailable, ServerDied):
         return False
-    if info.get("trax_version") == trax.__version__ and Path(info.get("workdir", "")) == Path.cwd().resolve():
+    except ServerError as exc:
+        if exc.code != protocol.ErrorCode.UNSUPPORTED_PROTOCOL or not isinstance(exc.protocol, int):
+            raise
+        log.warning("stopping the model server on %s: it speaks protocol %d, this trax %d", socket_path(),
+                    exc.protocol, protocol.PROTOCOL_VERSION)
+        _stop_server(exc.protocol)
+        return False
+    if (isinstance(info, dict) and info.get("trax_version") == trax.__version__
+            and Path(info.get("workdir", "")) == Path.cwd().resolve()):
         return True
     log.warning("stopping incompatible model server %s", info)
-    try:
-        request("shutdown", timeout=5.0)
-    except (ServerUnavailable, ServerDied, ServerError):
-        pass
-    _wait_until(lambda: not os.path.exists(socket_path()), 10.0)
+    _stop_server(None)
     return False
+
+
+def _stop_server(version: int | None) -> None:
+    """Ask the server on this directory's socket to stop (in protocol ``version``) and wait until
+    its socket is gone.
+
+    Raises:
+        TraxError: It is still there after 10 s.
+    """
+    with contextlib.suppress(ServerUnavailable, ServerDied, ServerError):
+        request("shutdown", timeout=5.0, version=version)
+    if not _wait_until(lambda: not os.path.exists(socket_path()), 10.0):
+        raise TraxError("model server", f"an incompatible server on {socket_path()} did not stop; stop it "
+                                        f"(its pid is in {SERVER_LOG}) and rerun")
 
 
 def _wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
@@ -185,7 +325,8 @@ def _has_exited(process) -> bool:  # process: psutil.Process
 
 
 def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -> Any:
-    """Run ``method`` on the server, starting it if needed and restarting it once if it dies."""
+    """Run ``method`` on the server, starting it if needed and restarting it once if it dies (or
+    if an older server took the socket between the check and the request)."""
     for attempt in (1, 2):
         ensure_server(settings)
         try:
@@ -194,6 +335,10 @@ def call_server(method: str, params: dict[str, Any], settings: ServerSettings) -
             log.warning("model server vanished before '%s' (attempt %d); starting a new one", method, attempt)
         except ServerDied:
             log.warning("model server died during '%s' (attempt %d); starting a new one", method, attempt)
+        except ServerError as exc:
+            if exc.code != protocol.ErrorCode.UNSUPPORTED_PROTOCOL:
+                raise
+            log.warning("an older model server answered '%s' (attempt %d); replacing it", method, attempt)
     raise TraxError("model server", f"died twice while handling '{method}'; see {SERVER_LOG}")
 
 
@@ -223,6 +368,7 @@ def start_in_background(settings: ServerSettings, warm: list[dict[str, Any]]) ->
             ``{"settings": <transcribe_* section>}`` or ``{"diarize": <diarize rule settings>}``.
     """
     preload = [protocol.request("warm", params) for params in warm]
+    hang_up_on_interrupt()  # the onstart hook runs in Snakemake's main thread
 
     def start() -> None:
         try:

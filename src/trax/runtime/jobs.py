@@ -105,11 +105,23 @@ def run_job(log_path: str, function: str, /, subject: str | None = None, **kwarg
 def run_isolated(log_path: str, function: str, /, **kwargs: Any) -> None:
     """Run ``function(**kwargs)`` in a fresh Python process (for jobs that load models themselves).
 
-    The child runs :func:`trax.runtime.step.run_step`: stderr and logging go to ``log_path``, an error is one
-    line on the console. Raises :class:`JobFailed` when it exits non-zero.
+    The arguments travel as JSON on the child's stdin, not its command line: a domain glossary can
+    be hundreds of kB (past the kernel's per-argument limit of 128 kB, "Argument list too long"),
+    and a command line is visible to every user in ``ps``. The child runs
+    :func:`trax.runtime.step.run_step`: stderr and logging go to ``log_path``, an error is one line
+    on the console.
+
+    Raises:
+        JobFailed: The child exited non-zero (its reason is in the log and on the console).
+        TraxError: The child could not be started at all.
     """
-    command = [sys.executable, "-m", "trax.runtime.jobs", log_path, function, json.dumps(kwargs)]
-    if subprocess.run(command, env=model_process_env()).returncode != 0:
+    command = [sys.executable, "-m", "trax.runtime.jobs", log_path, function]
+    try:
+        returncode = subprocess.run(command, input=json.dumps(kwargs).encode("utf-8"),
+                                    env=model_process_env()).returncode
+    except OSError as exc:
+        raise TraxError(log_path, f"cannot start an isolated job for {function}: {exc}") from None
+    if returncode != 0:
         raise JobFailed(f"{function} failed (see {log_path})")
 
 
@@ -144,11 +156,12 @@ def resolve(function: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m trax.runtime.jobs LOG MODULE:FUNCTION JSON_KWARGS`` (see :func:`run_isolated`)."""
-    log_path, function, kwargs = argv if argv is not None else sys.argv[1:]
+    """``python -m trax.runtime.jobs LOG MODULE:FUNCTION < JSON_KWARGS`` (see :func:`run_isolated`)."""
+    log_path, function = argv if argv is not None else sys.argv[1:]
+    kwargs = json.loads(sys.stdin.buffer.read())
     from trax.runtime.step import run_step
 
-    run_step(log_path, lambda: _run_and_log_peak(function, json.loads(kwargs)))
+    run_step(log_path, lambda: _run_and_log_peak(function, kwargs))
 
 
 def _run_and_log_peak(function: str, kwargs: dict[str, Any]) -> Any:

@@ -1,11 +1,24 @@
-"""The model server's wire protocol (version 1).
+"""The model server's wire protocol (version 2).
 
-One request per connection over a Unix domain socket: the client sends one JSON object on one line,
-the server answers with one JSON object on one line and closes.
+One request per connection over a Unix domain socket: the client sends one JSON object on one line;
+the server answers with interim messages, then one reply, each one JSON object on one line, and
+closes.
 
-Request::  {"protocol": 1, "method": "transcribe", "params": {...}}
-Reply::    {"protocol": 1, "ok": true, "result": ...}
-           {"protocol": 1, "ok": false, "error": {"code": "...", "message": "..."}}
+Request::   {"protocol": 2, "method": "transcribe", "params": {...}, "heartbeat_s": 5}
+Interim::   {"protocol": 2, "heartbeat": {"request": 7, "state": "queued", "queued_s": 1.2, "work_s": 0}}
+            {"protocol": 2, "progress": {"stage": "transcribe", "done": 12.0, "total": 600.0}}
+Reply::     {"protocol": 2, "ok": true, "result": ..., "timing": {"request": 7, "queued_s": ..., "work_s": ...}}
+            {"protocol": 2, "ok": false, "error": {"code": "...", "message": "...", "request": 7,
+                                                   "traceback": "..." (internal errors only)}}
+
+Liveness, not a stopwatch (version 2): the server sends a heartbeat as soon as it has read a
+request and then every ``heartbeat_s`` seconds (the client chooses it, at most
+:data:`MAX_HEARTBEAT_S`) while the request waits for a worker and while it runs. A client gives up
+only after ``request_timeout_s`` with no message at all, so a request may wait an hour in the queue
+while a wedged server is still noticed within that silence limit. A client that hangs up cancels
+its request: the server stops the work at its next progress report (every decoded segment, every
+diarized piece) and logs it. Every reply, errors included, carries the server's protocol version,
+so a client that meets an older server can stop it in the older server's own terms.
 """
 
 from __future__ import annotations
@@ -22,7 +35,12 @@ from typing import Any
 
 from trax.errors import TraxError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: The longest interval between heartbeats a client may ask for; what a server sends when the
+#: request names none. Five seconds keeps a queue of a hundred waiting jobs at 20 lines a second.
+MAX_HEARTBEAT_S = 5.0
+#: The shortest interval (a client with a tiny silence limit must not make the server spin).
+MIN_HEARTBEAT_S = 0.05
 #: Overrides the base of the node-local runtime directory (see :func:`runtime_dir`).
 RUNTIME_ENV = "TRAX_RUNTIME_DIR"
 SOCKET_NAME = "server.sock"
@@ -108,22 +126,45 @@ class ErrorCode:
     FORBIDDEN_PATH = "forbidden_path"
     INPUT_ERROR = "input_error"
     INTERNAL = "internal"
+    CANCELLED = "cancelled"  # never sent (nobody listens): the server log's word for it
 
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
 
 
-def request(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "method": method, "params": params or {}}
+def request(method: str, params: dict[str, Any] | None = None, heartbeat_s: float | None = None,
+            version: int | None = None) -> dict[str, Any]:
+    """A request line's object.
+
+    Args:
+        method: What to run.
+        params: Its parameters.
+        heartbeat_s: How often the client wants a sign of life (clamped by the server).
+        version: Protocol version to speak (only to stop an older server in its own terms).
+    """
+    message = {"protocol": PROTOCOL_VERSION if version is None else version, "method": method, "params": params or {}}
+    if heartbeat_s is not None:
+        message["heartbeat_s"] = heartbeat_s
+    return message
 
 
-def ok(result: Any) -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "ok": True, "result": result}
+def ok(result: Any, timing: dict[str, Any] | None = None) -> dict[str, Any]:
+    message = {"protocol": PROTOCOL_VERSION, "ok": True, "result": result}
+    if timing is not None:
+        message["timing"] = timing
+    return message
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "ok": False, "error": {"code": code, "message": message}}
+def error(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """An error reply; ``details`` (``request``, ``traceback``) go into the error object."""
+    return {"protocol": PROTOCOL_VERSION, "ok": False, "error": {"code": code, "message": message, **details}}
+
+
+def heartbeat(request_id: int, state: str, queued_s: float, work_s: float) -> dict[str, Any]:
+    """An interim sign of life: the request is ``queued`` (waiting for a worker) or ``working``."""
+    return {"protocol": PROTOCOL_VERSION, "heartbeat": {"request": request_id, "state": state,
+                                                        "queued_s": round(queued_s, 1), "work_s": round(work_s, 1)}}
 
 
 def progress(stage: str, done: float, total: float) -> dict[str, Any]:
@@ -143,21 +184,22 @@ class ServerSettings:
 
     Attributes:
         enabled: Route model work through the server; False loads models inside each job.
-        workers: Requests decoded at the same time; more queue up.
-        cpu_threads: CTranslate2 threads per decode inside the server. Measured: 1 vs 2 threads gave
-            byte-identical transcripts, so this only trades speed.
+        workers: Requests decoded at the same time (warming a model counts as one); more queue
+            up. A decode uses the thread count its rule's settings name (``cpu_threads``), the
+            same as with the server off, so provenance records the count really used.
         max_memory_gb: Budget for resident models before least-recently-used ones are unloaded.
         idle_timeout_s: The server exits after this long with no request in flight.
-        request_timeout_s: A client gives up waiting for one reply after this long.
+        request_timeout_s: The longest silence a client waits through: it gives up when no
+            message (heartbeat, progress, reply) came for this long. Queue waits and long decodes
+            never count, as the server keeps talking.
         start_timeout_s: A client gives up waiting for a new server to answer after this long.
     """
 
     enabled: bool = True
     workers: int = 2
-    cpu_threads: int = 2
     max_memory_gb: float = 6.0
     idle_timeout_s: float = 120.0
-    request_timeout_s: float = 900.0
+    request_timeout_s: float = 60.0
     start_timeout_s: float = 60.0
 
     @classmethod

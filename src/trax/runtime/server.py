@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import socketserver
 import threading
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,12 +52,24 @@ OUTPUT_DIRS = ("results", "logs", "benchmarks", "resources")
 def whisper_model_key(source: Any, options: Any, adapter: str | None = None) -> ModelKey:
     """Cache key of a loaded Whisper model (a :class:`~trax.asr.models.ModelSource` decoded with
     :class:`~trax.asr.transcribe.TranscribeOptions`); ``adapter`` names a domain's adapted model
-    directory when ``source`` is one."""
+    directory when ``source`` is one. CTranslate2 fixes a model's thread count when it loads, so
+    the rule's ``cpu_threads`` is part of the key (the defaults share one model)."""
     from trax.asr.transcribe import resolve_device
 
     device, compute_type = resolve_device(options)
     return ModelKey(kind="whisper", model=source.name, compute_type=compute_type, device=device,
-                    adapter=adapter, revision=source.revision)
+                    adapter=adapter, revision=source.revision, threads=options.cpu_threads)
+
+
+def weights_mb(path: str | os.PathLike[str]) -> float | None:
+    """Size on disk of a model's weights (a file, or every file under a directory), in MB; None
+    when ``path`` is not local (a hub name not yet resolved)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size / 2**20
+    if not root.is_dir():
+        return None
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
 
 
 def diarization_model_key(options: Any) -> ModelKey:
@@ -74,6 +89,138 @@ class RequestError(Exception):
         self.code = code
 
 
+class Cancelled(BaseException):
+    """The client of a request hung up: its work stops (raised from the progress hook).
+
+    A BaseException, like KeyboardInterrupt, so that a stage's ``except Exception`` (which turns
+    library errors into one-line TraxErrors) lets it through to the server."""
+
+
+class Call:
+    """One request on one connection: its heartbeats, progress messages and cancellation.
+
+    Writes to the client come from the request's thread (progress) and from the heartbeat thread,
+    so they go through one lock. The heartbeat thread also watches the connection: a client that
+    hangs up (job killed, Ctrl-C) makes the socket readable at end of file, which marks the call
+    cancelled at once; the work notices at its next progress report or while queued.
+
+    Attributes:
+        id: The server's number for this request (in its log and in every message).
+        method: The request's method (set once parsed).
+        label: What log lines name (the sample, the WAV).
+        state: ``queued`` until a worker slot is held, then ``working``.
+    """
+
+    def __init__(self, request_id: int, connection: socket.socket | None = None, wfile: Any = None,
+                 heartbeat_s: float = protocol.MAX_HEARTBEAT_S) -> None:
+        self.id = request_id
+        self.connection = connection
+        self.wfile = wfile
+        self.heartbeat_s = min(max(heartbeat_s, protocol.MIN_HEARTBEAT_S), protocol.MAX_HEARTBEAT_S)
+        self.method = "?"
+        self.label = ""
+        self.state = "queued"
+        self.received = time.monotonic()
+        self.work_started: float | None = None
+        self.cancelled = threading.Event()
+        self._write = threading.Lock()
+        self._done = threading.Event()
+
+    # --- timing ------------------------------------------------------------------------------
+    def queued_s(self) -> float:
+        return (self.work_started or time.monotonic()) - self.received
+
+    def work_s(self) -> float:
+        return 0.0 if self.work_started is None else time.monotonic() - self.work_started
+
+    def timing(self) -> dict[str, Any]:
+        return {"request": self.id, "queued_s": round(self.queued_s(), 3), "work_s": round(self.work_s(), 3)}
+
+    def describe(self) -> str:
+        return f"request {self.id} {self.method}{' ' + self.label if self.label else ''}"
+
+    # --- messages ----------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> bool:
+        """Write one message; False (and the call cancelled) when the client is gone."""
+        if self.wfile is None:
+            return True
+        try:
+            with self._write:
+                self.wfile.write(protocol.encode(message))
+                self.wfile.flush()
+            return True
+        except OSError:  # broken pipe, reset, or a client too slow to read within the socket timeout
+            self.cancel()
+            return False
+
+    def progress(self, stage: str, done: float, total: float) -> None:
+        """The request thread's progress hook: stop here if the client left, else stream it."""
+        self.check()
+        self.send(protocol.progress(stage, done, total))
+
+    def cancel(self) -> None:
+        """The client went away: mark the call cancelled and log it (once). The work itself stops
+        at its next progress report, or before it starts when still queued."""
+        with self._write:
+            if self.cancelled.is_set():
+                return
+            self.cancelled.set()
+        log.info("%s cancelled: the client went away (%s %.1f s); stopping it", self.describe(), self.state,
+                 self.work_s() if self.work_started is not None else self.queued_s())
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` when the client has hung up."""
+        if self.cancelled.is_set():
+            raise Cancelled(self.describe())
+
+    # --- heartbeats --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def heartbeats(self) -> Iterator[None]:
+        """Acknowledge the request now and keep the client informed until the block ends."""
+        if self.wfile is None:
+            yield
+            return
+        self.send(protocol.heartbeat(self.id, self.state, self.queued_s(), self.work_s()))
+        self._wake = os.pipe()  # written at the end, so the heartbeat thread stops at once
+        thread = threading.Thread(target=self._beat, name=f"trax-heartbeat-{self.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._done.set()
+            os.write(self._wake[1], b"x")
+            thread.join()
+            for fd in self._wake:
+                os.close(fd)
+
+    def _beat(self) -> None:
+        next_beat = time.monotonic() + self.heartbeat_s
+        while not self._done.is_set():
+            if self._client_left(max(0.0, next_beat - time.monotonic())):
+                self.cancel()
+                return
+            if self._done.is_set():
+                return
+            if time.monotonic() >= next_beat:
+                if not self.send(protocol.heartbeat(self.id, self.state, self.queued_s(), self.work_s())):
+                    return
+                next_beat = time.monotonic() + self.heartbeat_s
+
+    def _client_left(self, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` or until the call ends; True when the client closed its end. A
+        client sends one line and then only reads, so readable means end of file (anything else
+        it sends is discarded)."""
+        try:
+            readable, _, _ = select.select([self.connection, self._wake[0]], [], [], wait_s)
+            if self.connection not in readable:
+                return False
+            return self.connection.recv(4096, socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):  # reset, or the socket closed under us
+            return True
+
+
 class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """Threaded Unix-socket server; model work is bounded by ``settings.workers``."""
 
@@ -88,9 +235,13 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.started = time.monotonic()
         self.last_activity = time.monotonic()
         self.in_flight = 0
+        self.queued = 0
         self.stopping = False
         self.counts: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.request_ids = itertools.count(1)
         self._state = threading.Lock()
+        self._local = threading.local()
         self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self.ping,
             "stats": self.stats,
@@ -124,6 +275,40 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with self._state:
             return 0.0 if self.in_flight else time.monotonic() - self.last_activity
 
+    @property
+    def call(self) -> Call:
+        """The request this thread is handling."""
+        return self._local.call
+
+    @contextlib.contextmanager
+    def work_slot(self) -> Iterator[None]:
+        """Hold one of ``settings.workers`` slots for this request's model work.
+
+        While queued the request keeps heartbeating (its :class:`Call`) and checks every 0.2 s
+        whether its client left: an abandoned request never starts.
+        """
+        call = self.call
+        with self._state:
+            self.queued += 1
+            others = self.in_flight - 1  # queued or working (pings and stats included)
+        log.info("%s waiting for a worker (%d other requests in the server)", call.describe(), max(others, 0))
+        try:
+            while not self.work_slots.acquire(timeout=0.2):
+                call.check()
+            call.check()
+        except BaseException:
+            with self._state:
+                self.queued -= 1
+            raise
+        with self._state:
+            self.queued -= 1
+        call.work_started = time.monotonic()
+        call.state = "working"
+        try:
+            yield
+        finally:
+            self.work_slots.release()
+
     # --- methods -----------------------------------------------------------------------------
     def ping(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "trax_version": trax.__version__,
@@ -139,6 +324,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "settings": asdict(self.settings),
             "uptime_s": round(time.monotonic() - self.started, 3),
             "requests": counts,
+            "outcomes": dict(self.outcomes),
+            "queued": self.queued,
             "rss_mb": round(rss, 1),
             "peak_rss_mb": round(process_peak_rss_mb(), 1),
             "models": self.manager.stats(),
@@ -155,32 +342,42 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         from trax.asr.transcribe import TranscribeOptions, load_whisper
 
         try:
-            options = TranscribeOptions.from_config({**settings, "cpu_threads": self.settings.cpu_threads})
+            options = TranscribeOptions.from_config(settings)
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
         source = resolve_whisper(options.model)
         key = whisper_model_key(source, options, adapter)
-        return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers)), source
+        return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers),
+                                size_mb=weights_mb(source.name)), source
 
     def warm(self, params: dict[str, Any]) -> dict[str, Any]:
         """Load a model before the first job needs it: ``settings`` (a transcribe_* section: its
-        Whisper model, and Silero VAD when it decodes batched) or ``diarize`` (rule settings)."""
+        Whisper model, and Silero VAD when it decodes batched) or ``diarize`` (rule settings).
+        Loading takes a worker slot like a decode: it competes for the same cores and memory."""
         if "diarize" in params:
-            from trax.diarization.pipeline import DiarizeOptions, load_models
+            from trax.diarization.pipeline import DiarizeOptions
 
             try:
                 options = DiarizeOptions.from_config(_require(params, "diarize", dict))
             except TypeError as exc:
                 raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
-            self.manager.get(diarization_model_key(options), lambda: load_models(options))
+            with self.work_slot():
+                self.diarization_models(options)
         else:
             settings = _require(params, "settings", dict)
-            self.whisper(settings)
-            if settings.get("batch_size", 0) > 0:
-                from faster_whisper.vad import get_vad_model
+            with self.work_slot():
+                self.whisper(settings)
+                if settings.get("batch_size", 0) > 0:
+                    from faster_whisper.vad import get_vad_model
 
-                get_vad_model()  # cached by faster-whisper; loading it takes ~0.1 s
+                    get_vad_model()  # cached by faster-whisper; loading it takes ~0.1 s
         return {"warm": True}
+
+    def diarization_models(self, options: Any) -> Any:
+        """The diarizer's models for :class:`~trax.diarization.pipeline.DiarizeOptions`, loaded once."""
+        from trax.diarization.pipeline import load_models
+
+        return self.manager.get(diarization_model_key(options), lambda: load_models(options))
 
     def transcribe(self, params: dict[str, Any]) -> dict[str, Any]:
         from trax.asr.transcribe import transcribe_wav
@@ -188,7 +385,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         wav_path = self.checked_path(params, "wav_path")
         settings = _require(params, "settings", dict)
         sample_id = _require(params, "sample_id", str)
-        with self.work_slots:
+        with self.work_slot():
             model, source = self.whisper(settings)
             # The multilingual model (language identification, other languages) is cached beside it.
             return transcribe_wav(wav_path, sample_id, settings, model=model, source=source, load_model=self.whisper)
@@ -207,13 +404,13 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             options = RefineOptions.from_config(settings)
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
-        with self.work_slots:
+        with self.work_slot():
             return refine_transcript(fast, wav_path, settings, domains, sample_domain,
                                      lambda adapter: self.whisper(options.decode_settings(adapter), adapter))
 
     def diarize(self, params: dict[str, Any]) -> dict[str, Any]:
         """Diarize a normalized WAV; models cached by :func:`diarization_model_key`."""
-        from trax.diarization.pipeline import DiarizeOptions, diarize_wav, load_models
+        from trax.diarization.pipeline import DiarizeOptions, diarize_wav
 
         wav_path = self.checked_path(params, "wav_path")
         settings = _require(params, "settings", dict)
@@ -222,9 +419,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             options = DiarizeOptions.from_config(settings)
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
-        with self.work_slots:
-            models = self.manager.get(diarization_model_key(options), lambda: load_models(options))
-            return diarize_wav(wav_path, sample_id, settings, models=models)
+        with self.work_slot():
+            return diarize_wav(wav_path, sample_id, settings, models=self.diarization_models(options))
 
     def allowed_roots(self) -> list[Path]:
         """Where request paths may point: the workflow directory and the real location of each of
@@ -247,24 +443,41 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is {where}")
         return str(resolved)
 
-    def dispatch(self, raw: bytes) -> dict[str, Any]:
+    def dispatch(self, request: dict[str, Any], call: Call) -> dict[str, Any] | None:
+        """Run one parsed request; its reply, or None when it was cancelled (nobody to tell)."""
+        self._local.call = call
+        call.method = request["method"]  # (the handler set it already; a preload has no handler)
+        method = self.methods.get(call.method)
         try:
-            request = protocol_request(raw)
-            method = self.methods.get(request["method"])
             if method is None:
-                raise RequestError(ErrorCode.UNKNOWN_METHOD, f"unknown method {request['method']!r}")
-            self.begin(request["method"])
+                raise RequestError(ErrorCode.UNKNOWN_METHOD, f"unknown method {call.method!r}")
+            self.begin(call.method)
             try:
-                return protocol.ok(method(request.get("params") or {}))
+                result = method(request.get("params") or {})
             finally:
                 self.end()
         except RequestError as exc:
-            return protocol.error(exc.code, str(exc))
+            return protocol.error(exc.code, str(exc), request=call.id)
         except TraxError as exc:
-            return protocol.error(ErrorCode.INPUT_ERROR, str(exc))
+            return protocol.error(ErrorCode.INPUT_ERROR, str(exc), request=call.id)
+        except Cancelled:
+            self.count_outcome(ErrorCode.CANCELLED)
+            log.info("%s stopped after its cancel (queued %.1f s, worked %.1f s)", call.describe(),
+                     call.queued_s(), call.work_s())
+            return None
         except Exception as exc:  # keep serving whatever one request did
-            log.exception("request failed")
-            return protocol.error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            trace = traceback.format_exc()
+            log.error("%s failed with an internal error (a bug):\n%s", call.describe(), trace.rstrip())
+            self.count_outcome(ErrorCode.INTERNAL)
+            return protocol.error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", request=call.id, traceback=trace)
+        if call.work_started is not None:  # model work: its queue wait and work time, for bench/load.py
+            log.info("%s done (queued %.1f s, worked %.1f s)", call.describe(), call.queued_s(), call.work_s())
+        self.count_outcome("ok")
+        return protocol.ok(result, timing=call.timing())
+
+    def count_outcome(self, outcome: str) -> None:
+        with self._state:
+            self.outcomes[outcome] += 1
 
 
 def _require(params: dict[str, Any], name: str, kind: type) -> Any:
@@ -299,26 +512,27 @@ class _Handler(socketserver.StreamRequestHandler):
             raw = self.rfile.readline(protocol.MAX_REQUEST_BYTES + 1)
         except TimeoutError:
             return
+        call = Call(next(self.server.request_ids), self.connection, self.wfile)
         if len(raw) > protocol.MAX_REQUEST_BYTES:
-            reply = protocol.error(ErrorCode.BAD_REQUEST, "request too large")
+            reply: dict[str, Any] | None = protocol.error(ErrorCode.BAD_REQUEST, "request too large")
         else:
-            with progress.hooked(self.send_progress):
-                reply = self.server.dispatch(raw)
-        try:
-            self.wfile.write(protocol.encode(reply))
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            log.warning("client went away before the reply")
+            try:
+                request = protocol_request(raw)
+            except RequestError as exc:
+                reply = protocol.error(exc.code, str(exc))
+            else:
+                if isinstance(request.get("heartbeat_s"), (int, float)):
+                    call = Call(call.id, self.connection, self.wfile, heartbeat_s=float(request["heartbeat_s"]))
+                call.method = request["method"]
+                params = request.get("params") or {}
+                label = params.get("sample_id") or params.get("wav_path")
+                call.label = label if isinstance(label, str) else ""
+                with call.heartbeats(), progress.hooked(call.progress):
+                    reply = self.server.dispatch(request, call)
+        if reply is not None and not call.send(reply):
+            log.warning("%s: the client went away before the reply", call.describe())
         if self.server.stopping:
             threading.Thread(target=self.server.shutdown, daemon=True).start()
-
-    def send_progress(self, stage: str, done: float, total: float) -> None:
-        """Stream a progress update to the waiting client, whose job log records it."""
-        try:
-            self.wfile.write(protocol.encode(protocol.progress(stage, done, total)))
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gone; the reply write reports it
 
 
 def _watch_idle(server: ModelServer) -> None:
@@ -347,7 +561,14 @@ def remove_stale_socket(socket_path: str) -> None:
 
 def _preload(server: ModelServer, requests: list[dict[str, Any]]) -> None:
     for request in requests:
-        server.dispatch(protocol.encode(request))
+        try:
+            request = protocol_request(protocol.encode(request))
+        except RequestError as exc:
+            log.warning("preload request refused: %s", exc)
+            continue
+        reply = server.dispatch(request, Call(next(server.request_ids)))
+        if reply is not None and not reply["ok"]:
+            log.warning("preload %s failed: %s", request.get("params"), reply["error"]["message"])
 
 
 def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]] | None = None) -> None:
