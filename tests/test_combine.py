@@ -1,7 +1,14 @@
 """Word-level combination of two decodes (trax.asr.combine) and its use by refine on hand-made words."""
 
 from trax.asr.combine import Calibration, decide, disagreements, token
-from trax.asr.refine import RefineOptions, _assemble, _write_back, _unchosen, _flat_words, Replacement
+from trax.asr.refine import (
+    RefineOptions,
+    Replacement,
+    _assemble,
+    _flat_words,
+    _unchosen,
+    _write_back,
+)
 
 
 def _w(text: str, start: float, probability: float = 0.9, length: float = 0.4) -> dict:
@@ -81,3 +88,33 @@ def test_combined_words_keep_the_second_decodes_times_and_stay_monotonic() -> No
 
 def test_combine_is_the_default_mode() -> None:
     assert RefineOptions().mode == "combine" and RefineOptions().chunks == "all"
+
+
+def test_combine_into_resolves_each_disagreement_per_chunk_and_records_both_candidates() -> None:
+    from trax.asr.refine import combine_into
+    from trax.asr.second_opinion import Chunk
+
+    first = [_w("So", 0.0), _w("the", 0.5), _w("Adam", 1.0, 0.4), _w("bomb", 1.5), _w("uh", 2.0, 0.2)]
+    later = [_w("nice", 10.0, 0.3), _w("day", 10.5)]
+    segments = [{"start": 0.0, "end": 2.4, "text": "So the Adam bomb uh", "words": first},
+                {"start": 10.0, "end": 10.9, "text": "nice day", "words": later}]
+    # The second decode agrees on 'so the bomb', hears 'atom' for 'Adam', no 'uh', and adds a
+    # confident 'exploded' after 'bomb'. The second chunk (10-11 s) was not decoded again: its
+    # doubtful 'nice' must stay although the second decode has nothing there.
+    second = [_w("so", 0.0), _w("the", 0.5), _w("atom", 1.0, 0.9), _w("bomb", 1.5), _w("exploded", 1.9, 0.8, 0.3)]
+    chunks = [Chunk(0.0, 2.5, 2, True), Chunk(9.8, 11.0, 1, False)]
+    records = [_unchosen(s) for s in segments]
+    record = combine_into(segments, records, second, chunks, "embedded:tiny.en", "embedded:base",
+                          RefineOptions(enabled=True), set())
+    assert [s["text"] for s in segments] == ["So the atom bomb exploded", "nice day"]
+    summary = [(c["fast"]["text"], c["second"]["text"], c["chosen"]) for c in record["changes"]]
+    assert summary == [("Adam", "atom", "second"), ("uh", "exploded", "second")]
+    adam = record["changes"][0]
+    assert (adam["fast"]["confidence"], adam["second"]["confidence"]) == (0.4, 0.9) and "more confident" in adam["reason"]
+    assert record["calibration"]["fast"]["source"].startswith("identity")
+    assert records[0]["refined"] and records[0]["text_before"] == "So the Adam bomb uh" and not records[1]["chosen"]
+    assert segments[0]["words"][-1] == _w("exploded", 1.9, 0.8, 0.3) and segments[0]["end"] == 2.4
+    # The agreement-fitted calibration is used only when asked for.
+    asked = combine_into([dict(s) for s in segments], [_unchosen(s) for s in segments], second, chunks,
+                         "embedded:tiny.en", "embedded:base", RefineOptions(enabled=True, calibration="agreement"), set())
+    assert asked["calibration"]["second"]["source"].startswith("Platt")

@@ -121,5 +121,44 @@ def decide(first: list[dict[str, Any]], second: list[dict[str, Any]], first_cali
     return Decision(False, a, b, f"fast not less confident ({b:.4f} <= {a:.4f} + {margin:g})")
 
 
-#: Calibrations of the embedded models by model spec (fitted by ``bench/refine.py --fit``; see there).
-CALIBRATIONS: dict[str, Calibration] = {}
+def agreement(first: list[str], second: list[str]) -> list[bool]:
+    """For each token of ``first``: whether ``second`` has it at the same place of the alignment."""
+    agrees = [True] * len(first)
+    for region in disagreements(first, second):
+        agrees[region.first:region.first_stop] = [False] * (region.first_stop - region.first)
+    return agrees
+
+
+def fit_platt(probabilities: list[float], labels: list[bool], source: str) -> Calibration:
+    """Fit :class:`Calibration` by maximum likelihood (Newton's method on the logistic loss).
+
+    Labels need no reference transcript: ``bench/refine.py --fit`` uses :func:`agreement` with the
+    other model on recordings outside the scored dev set, i.e. P(the other model hears the same
+    word | this model's probability), a stand-in for P(right) when the two err independently.
+    """
+    import numpy as np
+
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPS, 1.0 - EPS)
+    x, y = np.log(p / (1.0 - p)), np.asarray(labels, dtype=np.float64)
+    weights = np.array([1.0, 0.0])
+    for _ in range(100):
+        predicted = 1.0 / (1.0 + np.exp(-(weights[0] * x + weights[1])))
+        gradient = np.array([np.sum((predicted - y) * x), np.sum(predicted - y)])
+        w = predicted * (1.0 - predicted)
+        hessian = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        weights -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return Calibration(round(float(weights[0]), 4), round(float(weights[1]), 4), source)
+
+
+#: Platt maps of the embedded models (by model spec) used with ``refine.calibration: agreement``:
+#: fitted by ``bench/refine.py --fit`` on the agreement of tiny.en (the workflow's fast pass) and
+#: base (chunk decode, beam 5) over columbia.16k.wav and the 14 AMI excerpts of the DER set (~980
+#: words each; no reference transcripts, none of the scored dev items). Models not listed, and
+#: ``refine.calibration: none``, use the identity.
+CALIBRATIONS: dict[str, Calibration] = {
+    "embedded:tiny.en": Calibration(0.841, 0.75, "Platt on agreement with embedded:base (bench/refine.py --fit)"),
+    "embedded:base": Calibration(0.468, 1.072, "Platt on agreement with embedded:tiny.en (bench/refine.py --fit)"),
+}

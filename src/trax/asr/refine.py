@@ -42,11 +42,8 @@ from typing import TYPE_CHECKING, Any
 from trax import progress
 from trax.asr import domains as domain_lib
 from trax.asr.combine import CALIBRATIONS, Calibration, decide, disagreements, token
-from trax.asr.second_opinion import Chunk, decode_chunks
-from trax.errors import TraxError
-from trax.io.jsonio import iter_json_list, read_json, read_json_head, write_json_atomic, write_json_streamed
 from trax.asr.models import ModelSource, resolve_whisper
-from trax.io.provenance import provenance, sha256_file
+from trax.asr.second_opinion import Chunk, decode_chunks
 from trax.asr.transcribe import (
     PROB_DIGITS,
     TIME_DIGITS,
@@ -54,6 +51,15 @@ from trax.asr.transcribe import (
     load_wav,
     load_whisper,
 )
+from trax.errors import TraxError
+from trax.io.jsonio import (
+    iter_json_list,
+    read_json,
+    read_json_head,
+    write_json_atomic,
+    write_json_streamed,
+)
+from trax.io.provenance import provenance, sha256_file
 from trax.process import pin_blas_threads
 
 if TYPE_CHECKING:
@@ -98,12 +104,16 @@ class RefineOptions:
             holding a ``doubtful`` fast word (probability below ``word_threshold``).
         margin: Combine mode: the second decode's words win a disagreement only when their
             calibrated confidence exceeds the fast words' by more than this.
+        calibration: Combine mode: ``none`` compares Whisper's word probabilities as they are;
+            ``agreement`` first maps each embedded model's through its Platt fit
+            (:data:`trax.asr.combine.CALIBRATIONS`).
     """
 
     enabled: bool = False
     mode: str = "combine"
     chunks: str = "all"
     margin: float = 0.0
+    calibration: str = "none"
     model: str = "embedded:base"
     device: str = "cpu"
     compute_type: str = "int8"
@@ -536,8 +546,8 @@ def combine_skip_reason(fast: dict[str, Any], options: RefineOptions) -> str | N
     return None
 
 
-def _calibration(spec: str) -> Calibration:
-    return CALIBRATIONS.get(spec, Calibration())
+def _calibration(spec: str, options: RefineOptions) -> Calibration:
+    return CALIBRATIONS.get(spec, Calibration()) if options.calibration == "agreement" else Calibration()
 
 
 def _combine(segments: list[dict[str, Any]], records: list[dict[str, Any]], model: Any, source: ModelSource,
@@ -552,8 +562,11 @@ def _combine(segments: list[dict[str, Any]], records: list[dict[str, Any]], mode
         return bisect.bisect_right(doubtful, end) - bisect.bisect_left(doubtful, start)
 
     decode = TranscribeOptions(model=source.spec, beam_size=options.beam_size, language=fast["language"])
-    second, chunks = decode_chunks(model, wav_path, decode, hotwords,
-                                   None if options.chunks == "all" else count_doubtful)
+    if not any(segment["words"] for segment in segments):  # no speech heard: no words to attach others to
+        second, chunks = [], []
+    else:
+        second, chunks = decode_chunks(model, wav_path, decode, hotwords,
+                                       None if options.chunks == "all" else count_doubtful)
     return combine_into(segments, records, second, chunks, fast["provenance"]["models"]["asr"]["spec"], source.spec,
                         options, vocabulary)
 
@@ -572,16 +585,18 @@ def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], 
     """
     words = _flat_words(segments)
     middles = [(w["start"] + w["end"]) / 2 for _, w in words]
-    fast_calibration = _calibration(fast_spec)
-    second_calibration = _calibration(second_spec)
+    fast_calibration = _calibration(fast_spec, options)
+    second_calibration = _calibration(second_spec, options)
     # Every chunk owns the time up to halfway to its neighbours, so each word, of either decode,
     # belongs to exactly one chunk, and words of chunks not decoded are never compared.
     edges = [(a.end + b.start) / 2 for a, b in itertools.pairwise(chunks)]
     fast_of = [[] for _ in chunks]
     second_of = [[] for _ in chunks]
-    for position, middle in enumerate(middles):
-        fast_of[bisect.bisect_right(edges, middle)].append(position)
-    for word in second:
+    zone = 0
+    for position, middle in enumerate(middles if chunks else []):
+        zone = max(zone, bisect.bisect_right(edges, middle))  # contiguous runs even if times overlap a little
+        fast_of[zone].append(position)
+    for word in second if chunks else []:
         second_of[bisect.bisect_right(edges, (word["start"] + word["end"]) / 2)].append(word)
     replacements: list[Replacement] = []
     changes: list[dict[str, Any]] = []

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trax import progress
-from trax.asr.transcribe import PROB_DIGITS, TIME_DIGITS, TranscribeOptions, _segment, non_speech_reason
+from trax.asr.transcribe import (
+    PROB_DIGITS,
+    TIME_DIGITS,
+    TranscribeOptions,
+    _segment,
+    non_speech_reason,
+)
 from trax.io.media import SAMPLE_RATE, audio_pieces, wav_duration
 
 if TYPE_CHECKING:
