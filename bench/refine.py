@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/refine.py [--repeats 1] [--no-end-to-end] [--fit]
+    .venv/bin/python bench/refine.py [--repeats 1] [--no-end-to-end] [--fit] [--second-beams 1]
 
 One table from one run. Dev category-a clips (trax.quality.benchdata.wer_items, 454 words): fast
 pass (the workflow's transcribe_fast), embedded:base decoding every VAD chunk (beam 5, English),
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="cold end-to-end runs per setting (median)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the 5-minute workflow runs")
     parser.add_argument("--fit", action="store_true", help="also print the agreement Platt fits (CALIBRATIONS)")
+    parser.add_argument("--second-beams", type=int, nargs="*", default=[1],
+                        help="extra rows: the second decode with these beam sizes (default config otherwise)")
     args = parser.parse_args()
     pin_blas_threads()
 
@@ -103,7 +105,7 @@ def main() -> None:
     second_options = TranscribeOptions(model=RefineOptions().model, beam_size=RefineOptions().beam_size, language="en")
     second_model = load_whisper(resolve_whisper(second_options.model), second_options)
     third_options = TranscribeOptions(model=fast_settings["model"], beam_size=5, language="en")
-    decodes, seconds = {}, {"fast": 0.0, "second": 0.0, "third": 0.0}
+    decodes, seconds, other_beams = {}, {"fast": 0.0, "second": 0.0, "third": 0.0}, {}
     for path, wav in wavs.items():
         started = time.perf_counter()
         fast = transcribe_wav(str(wav), path.stem, fast_settings, fast_model, fast_source)
@@ -115,6 +117,11 @@ def main() -> None:
         seconds["second"] += end - middle
         seconds["third"] += time.perf_counter() - end
         decodes[path] = (fast, second, chunks, third)
+        for beam in args.second_beams:
+            started = time.perf_counter()
+            other_beams[beam, path] = decode_chunks(
+                second_model, str(wav), dataclasses.replace(second_options, beam_size=beam), None)[0]
+            seconds[f"second beam {beam}"] = seconds.get(f"second beam {beam}", 0.0) + time.perf_counter() - started
 
     references = [i.reference for i in items]
     variants = [
@@ -140,8 +147,11 @@ def main() -> None:
                             decodes[i.path][3] if use_third else None) for i in items]
         rows.append(_row(label, references, [r[0] for r in results], sum(r[1] for r in results), total_words))
         default_texts = default_texts or [r[0] for r in results]
-    print(f"dev decode seconds (this load): fast {seconds['fast']:.1f}, second {seconds['second']:.1f}, "
-          f"third {seconds['third']:.1f}")
+    for beam in args.second_beams:
+        results = [combined(decodes[i.path][0], other_beams[beam, i.path], decodes[i.path][2], {}, None) for i in items]
+        rows.append(_row(f"  second decode beam {beam}", references, [r[0] for r in results],
+                         sum(r[1] for r in results), total_words))
+    print("dev decode seconds (this load): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     header = ["variant", "dev WER %", "errors", "S/D/I", "words from 2nd decode (% of fast words)"]
     if not args.no_end_to_end:
         off = end_to_end({"enabled": False}, args.repeats)

@@ -53,6 +53,11 @@ def test_words_only_one_side_heard_are_kept_when_more_likely_right_than_not() ->
     assert not decide(confident, [], IDENTITY, IDENTITY).second_wins
 
 
+def test_words_split_differently_are_no_disagreement() -> None:
+    verdict = decide([_w("woodcutters", 1.0, 0.5)], [_w("wood", 1.0, 0.9), _w("cutters", 1.3, 0.9)], IDENTITY, IDENTITY)
+    assert not verdict.second_wins and "split into words differently" in verdict.reason
+
+
 def test_a_third_decode_votes_before_confidence() -> None:
     fast, second = [_w("Adam", 1.0, 0.55)], [_w("atom", 1.0, 0.8)]
     verdict = decide(fast, second, IDENTITY, IDENTITY, third=["adam"])

@@ -10,7 +10,9 @@ the more confident side wins (:func:`decide`):
   model's extra words are kept only when they are more likely right than not (ROVER's null arc);
 * the second side must beat the first by ``margin`` (ties keep the fast words);
 * a third decode, when given, votes first: if its words there equal one side's, that side wins
-  (two of three), whatever the confidences; otherwise confidence decides.
+  (two of three), whatever the confidences; otherwise confidence decides;
+* sides that differ only in where words split ('woodcutters' / 'wood cutters') are no
+  disagreement: the fast words stay.
 
 Each decision keeps both candidates, their confidences and the reason, for the output file.
 """
@@ -111,6 +113,8 @@ def decide(first: list[dict[str, Any]], second: list[dict[str, Any]], first_cali
     a = 1.0 - b if a is None else a  # both None cannot happen: a region has words on one side
     b = 1.0 - a if b is None else b
     a, b = round(a, 4), round(b, 4)
+    if "".join(token(w["word"]) for w in first) == "".join(token(w["word"]) for w in second):
+        return Decision(False, a, b, "the same letters, split into words differently: kept the fast words")
     if third is not None:
         if third == [token(w["word"]) for w in second] != [token(w["word"]) for w in first]:
             return Decision(True, a, b, "third decode agrees with the second")

@@ -655,7 +655,8 @@ def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], 
 
 def _candidate(words: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """One side of a disagreement as recorded: text, mean raw probability, calibrated confidence."""
-    return {"text": join_words(w["word"] for w in words), "probability": _mean([w["probability"] for w in words]),
+    return {"text": join_words(w["word"] for w in words), "start": words[0]["start"] if words else None,
+            "end": words[-1]["end"] if words else None, "probability": _mean([w["probability"] for w in words]),
             "confidence": confidence}
 
 
