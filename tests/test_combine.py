@@ -123,3 +123,46 @@ def test_combine_into_resolves_each_disagreement_per_chunk_and_records_both_cand
     asked = combine_into([dict(s) for s in segments], [_unchosen(s) for s in segments], second, chunks,
                          "embedded:tiny.en", "embedded:base", RefineOptions(enabled=True, calibration="agreement"), set())
     assert asked["calibration"]["second"]["source"].startswith("Platt")
+
+
+class _RecordingModel:
+    """Stands in for a WhisperModel to observe what the second decode hands it (no words back)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[float]]] = []
+
+    def transcribe(self, audio, clip_timestamps, **_):
+        self.calls.append((len(audio), list(clip_timestamps)))
+        return iter(()), None
+
+
+def test_second_decode_reads_the_recording_in_pieces_and_decodes_whole_speech_chunks(tmp_path) -> None:
+    """Memory stays flat in the recording's length: the decoder never gets more than one 5-minute
+    piece, and each clip is a whole speech chunk (Silero VAD, at most 30 s)."""
+    import wave
+
+    import numpy as np
+    from conftest import JFK
+
+    from trax.asr.second_opinion import CHUNK_S, decode_chunks
+    from trax.asr.transcribe import TranscribeOptions
+    from trax.io.media import PIECE_S, SAMPLE_RATE, decode_clip
+
+    speech = decode_clip(JFK, None, None, "test", "jfk")
+    pause = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([speech, pause] * 22)  # ~11.4 minutes: 3 pieces
+    wav = tmp_path / "long.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((audio * 32767).astype("<i2").tobytes())
+    model = _RecordingModel()
+    words, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en"), None)
+    assert words == [] and len(model.calls) == 3
+    assert max(length for length, _ in model.calls) <= PIECE_S * SAMPLE_RATE
+    assert len(chunks) == 22 and all(c.decoded and 8 < c.end - c.start <= CHUNK_S for c in chunks)
+    assert sum(len(clips) // 2 for _, clips in model.calls) == 22
+    # Only chunks holding a doubtful word are decoded when asked.
+    model = _RecordingModel()
+    _, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en"), None,
+                              choose=lambda start, end: int(start < 60))
+    assert [c.decoded for c in chunks] == [True] * 2 + [False] * 20 and len(model.calls) == 1

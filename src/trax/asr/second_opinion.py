@@ -68,7 +68,6 @@ def decode_chunks(
     options: TranscribeOptions,
     hotwords: str | None,
     choose: Callable[[float, float], int] | None = None,
-    word_threshold: float = 0.0,
 ) -> tuple[list[dict[str, Any]], list[Chunk]]:
     """Decode the recording's speech chunks with ``model``; return (words, chunks).
 
@@ -79,7 +78,6 @@ def decode_chunks(
         hotwords: The domain's bias text, given to every window.
         choose: Counts the doubtful fast words in ``(start, end)`` seconds; a chunk with none is
             not decoded. None decodes every chunk.
-        word_threshold: Only recorded (what ``choose`` counted below).
 
     Returns:
         Words with absolute times (segments the non-speech rules reject give none), and every
