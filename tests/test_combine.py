@@ -156,13 +156,13 @@ def test_second_decode_reads_the_recording_in_pieces_and_decodes_whole_speech_ch
         handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(SAMPLE_RATE)
         handle.writeframes((audio * 32767).astype("<i2").tobytes())
     model = _RecordingModel()
-    words, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en"), None)
+    words, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en", batch_size=0), None)
     assert words == [] and len(model.calls) == 3
     assert max(length for length, _ in model.calls) <= PIECE_S * SAMPLE_RATE
     assert len(chunks) == 22 and all(c.decoded and 8 < c.end - c.start <= CHUNK_S for c in chunks)
     assert sum(len(clips) // 2 for _, clips in model.calls) == 22
     # Only chunks holding a doubtful word are decoded when asked.
     model = _RecordingModel()
-    _, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en"), None,
+    _, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en", batch_size=0), None,
                               choose=lambda start, end: int(start < 60))
     assert [c.decoded for c in chunks] == [True] * 2 + [False] * 20 and len(model.calls) == 1

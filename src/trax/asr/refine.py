@@ -104,6 +104,9 @@ class RefineOptions:
             holding a ``doubtful`` fast word (probability below ``word_threshold``).
         margin: Combine mode: the second decode's words win a disagreement only when their
             calibrated confidence exceeds the fast words' by more than this.
+        batch_size: Combine mode: speech chunks decoded at once (faster-whisper's batched
+            pipeline); 0 decodes them one after another with the sequential decoder. 4 as the fast
+            pass: on the 5-minute bench file the second decode took 37 s instead of 67 s.
         calibration: Combine mode: ``none`` compares Whisper's word probabilities as they are;
             ``agreement`` first maps each embedded model's through its Platt fit
             (:data:`trax.asr.combine.CALIBRATIONS`).
@@ -113,6 +116,7 @@ class RefineOptions:
     mode: str = "combine"
     chunks: str = "all"
     margin: float = 0.0
+    batch_size: int = 4
     calibration: str = "none"
     model: str = "embedded:base"
     device: str = "cpu"
@@ -561,7 +565,8 @@ def _combine(segments: list[dict[str, Any]], records: list[dict[str, Any]], mode
     def count_doubtful(start: float, end: float) -> int:
         return bisect.bisect_right(doubtful, end) - bisect.bisect_left(doubtful, start)
 
-    decode = TranscribeOptions(model=source.spec, beam_size=options.beam_size, language=fast["language"])
+    decode = TranscribeOptions(model=source.spec, beam_size=options.beam_size, language=fast["language"],
+                               batch_size=options.batch_size)
     if not any(segment["words"] for segment in segments):  # no speech heard: no words to attach others to
         second, chunks = [], []
     else:

@@ -5,8 +5,9 @@ memory does not grow with its length. In each piece Silero VAD finds speech; con
 regions are merged into chunks of at most 30 s (one Whisper window), each decoded as a whole with
 the audio between its regions kept, so the decoder hears every word with its sentence around it
 (the old span mode padded 2-4 s fragments to 30 s and lost that context). All chosen chunks of a
-piece go to one ``model.transcribe`` call with ``clip_timestamps``: features are computed once per
-piece, every chunk decodes in its own window, nothing of the previous chunk's text is fed back.
+piece go to one call with ``clip_timestamps``; every chunk decodes in its own window, nothing of the
+previous chunk's text is fed back. Batched (4 chunks at a time, as the fast pass) by default: on the
+5-minute bench file base took 37 s instead of 67 s with the sequential decoder (2 busy cores).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from trax.asr.transcribe import (
     TIME_DIGITS,
     TranscribeOptions,
     _segment,
+    _SilencePaddedChunks,
     non_speech_reason,
 )
 from trax.io.media import SAMPLE_RATE, audio_pieces, wav_duration
@@ -104,13 +106,20 @@ def decode_chunks(
 
 def _decode_piece(model: Any, samples: Any, offset: float, clips: list[tuple[float, float]],
                   options: TranscribeOptions, hotwords: str | None) -> list[dict[str, Any]]:
-    segments, _ = model.transcribe(
-        samples, language=options.language, beam_size=options.beam_size, temperature=options.temperature,
-        word_timestamps=True, vad_filter=False, condition_on_previous_text=False, hotwords=hotwords,
-        clip_timestamps=[t for clip in clips for t in clip],
-        compression_ratio_threshold=options.max_compression_ratio,
-        log_prob_threshold=options.log_prob_threshold, no_speech_threshold=options.no_speech_threshold,
-    )
+    """Decode ``clips`` (seconds in the piece): ``options.batch_size`` at a time through
+    faster-whisper's batched pipeline (each chunk padded with silence to its 30 s window, as the
+    fast pass does), or one after another with the sequential decoder when it is 0."""
+    common = {"language": options.language, "beam_size": options.beam_size, "temperature": options.temperature,
+              "word_timestamps": True, "hotwords": hotwords, "compression_ratio_threshold": options.max_compression_ratio,
+              "log_prob_threshold": options.log_prob_threshold, "no_speech_threshold": options.no_speech_threshold}
+    if options.batch_size > 0:
+        from faster_whisper import BatchedInferencePipeline
+
+        segments, _ = BatchedInferencePipeline(_SilencePaddedChunks(model)).transcribe(
+            samples, batch_size=options.batch_size, clip_timestamps=[{"start": a, "end": b} for a, b in clips], **common)
+    else:
+        segments, _ = model.transcribe(samples, vad_filter=False, condition_on_previous_text=False,
+                                       clip_timestamps=[t for clip in clips for t in clip], **common)
     words = []
     for raw in segments:
         segment = _segment(0, raw)
