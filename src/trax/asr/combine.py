@@ -159,7 +159,7 @@ def fit_platt(probabilities: list[float], labels: list[bool], source: str) -> Ca
 
 #: Platt maps of the embedded models (by model spec) used with ``refine.calibration: agreement``:
 #: fitted by ``bench/refine.py --fit`` on the agreement of tiny.en (the workflow's fast pass) and
-#: base (chunk decode, beam 5) over columbia.16k.wav and the 14 AMI excerpts of the DER set (~980
+#: base (sequential chunk decode, beam 5) over columbia.16k.wav and the 14 AMI excerpts of the DER set (~980
 #: words each; no reference transcripts, none of the scored dev items). Models not listed, and
 #: ``refine.calibration: none``, use the identity.
 CALIBRATIONS: dict[str, Calibration] = {
