@@ -1,128 +1,202 @@
-"""Refinement: accuracy, time and re-decoded share of fast-only, base-only and multi-pass variants.
+"""Refinement (combine mode): dev WER of the fast pass, the second model alone and the combinations.
 
 Usage::
 
-    .venv/bin/python bench/refine.py [--thresholds 0.3 0.4 0.5 0.6] [--out bench/out/refine.tsv]
+    .venv/bin/python bench/refine.py [--repeats 1] [--no-end-to-end] [--fit] [--second-beams 1]
 
-In one process, with one load per model (tiny.en for the fast pass, the refine model for the
-rest), on the dev category-a recordings (WER) plus ``columbia.16k.wav`` (time and share only).
-Rows: fast only, refine model only, multi-pass at each ``word_threshold`` (without and with
-domain biasing, and with ``min_gain``). Columns: corpus WER, wall seconds, share of audio
-re-decoded, spans accepted / re-decoded.
+One table from one run. Dev category-a clips (trax.quality.benchdata.wer_items, 454 words): fast
+pass (the workflow's transcribe_fast), embedded:base decoding every VAD chunk (beam 5, English),
+tiny.en beam 5 the same way (third opinion); combinations (trax.asr.refine.combine_into) per
+variant: all chunks vs doubtful chunks only, margins, calibration, two vs three opinions. Then the
+5-minute recording (common.build_recording) cold end to end with refine off and on (median of
+--repeats), and every dev item whose errors changed under the default. ``--fit`` also prints the
+Platt fits of trax.asr.combine.CALIBRATIONS (agreement on columbia + AMI excerpts, not dev items).
 
-Rows, settings and columns in detail: bench/README.md, section "refine.py".
+Rows and columns in detail: bench/README.md, section "refine.py".
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
+import dataclasses
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import REPO
+import yaml
+from common import (
+    OUT,
+    build_recording,
+    normalized,
+    snakemake,
+    stop_server,
+    workflow_config,
+)
 
-from trax.asr.domains import load_domains
+from trax.asr.combine import agreement, fit_platt, token
 from trax.asr.models import resolve_whisper
-from trax.asr.refine import RefineOptions, load_refine_model, refine_transcript
+from trax.asr.refine import RefineOptions, _unchosen, combine_into, join_words
+from trax.asr.second_opinion import decode_chunks
 from trax.asr.transcribe import TranscribeOptions, load_whisper, transcribe_wav
-from trax.io.media import find_ffmpeg
-from trax.quality.benchdata import benchdata_dir, wer_items
+from trax.process import pin_blas_threads
+from trax.quality.benchdata import benchdata_dir, der_items, wer_items
 from trax.quality.evaluation import corpus_wer
 
-COLUMBIA = "const-me-whisper/columbia.16k.wav"
+
+def fast_words(transcript: dict) -> list[dict]:
+    return [w for s in transcript["segments"] for w in s["words"]]
 
 
-def to_wav(source: Path, folder: Path) -> str:
-    """16 kHz mono PCM copy (what normalize writes)."""
-    target = folder / (source.stem + ".wav")
-    subprocess.run([find_ffmpeg().ffmpeg, "-v", "error", "-y", "-i", str(source), "-ac", "1", "-ar", "16000",
-                    "-c:a", "pcm_s16le", str(target)], check=True)
-    return str(target)
+def combined(fast: dict, second: list[dict], chunks: list, settings: dict, third: list[dict] | None) -> tuple[str, int]:
+    """(text, words taken from the second decode) of one combination of decodes already made."""
+    options = RefineOptions.from_config({**workflow_config()["refine"], **settings})
+    if options.chunks == "doubtful":  # the chunks refine would decode: a fast word below the threshold in them
+        words = fast_words(fast)
+        chunks = [dataclasses.replace(c, decoded=any(c.start <= (w["start"] + w["end"]) / 2 <= c.end
+                                                     and w["probability"] < options.word_threshold for w in words))
+                  for c in chunks]
+        second = [w for w in second if any(c.decoded and c.start <= (w["start"] + w["end"]) / 2 <= c.end
+                                           for c in chunks)]
+    segments = [dict(s, words=[dict(w) for w in s["words"]]) for s in fast["segments"]]
+    record = combine_into(segments, [_unchosen(s) for s in segments], second, chunks,
+                          fast["provenance"]["models"]["asr"]["spec"], options.model, options, set(), third)
+    taken = sum(len(c["second"]["text"].split()) for c in record["changes"] if c["chosen"] == "second")
+    return " ".join(s["text"] for s in segments if s["text"]), taken
+
+
+def errors(reference: str, text: str) -> int:
+    result = corpus_wer([reference], [text])
+    return result.substitutions + result.deletions + result.insertions
+
+
+def end_to_end(settings: dict, repeats: int) -> float:
+    """Median cold wall time of the workflow on the 5-minute recording with ``refine`` ``settings``."""
+    recording = build_recording(OUT / "refine" / "five_minutes.wav")
+    times = []
+    for _ in range(repeats):
+        workdir = Path(tempfile.mkdtemp(prefix="trax-bench-refine-e2e-"))
+        config = {**workflow_config(), "inputs": str(recording)}
+        config["refine"] = {**config["refine"], **settings}
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        try:
+            times.append(snakemake(workdir, workdir / "config.yaml", 2))
+        finally:
+            stop_server(workdir, check=False)
+    return statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--domain-thresholds", type=float, nargs="+", default=[0.5, 0.6])
-    parser.add_argument("--min-gains", type=float, nargs="+", default=[0.1, 0.2],
-                        help="extra multi-pass rows with this min_gain at the first domain threshold")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table as TSV here")
+    parser.add_argument("--repeats", type=int, default=1, help="cold end-to-end runs per setting (median)")
+    parser.add_argument("--no-end-to-end", action="store_true", help="skip the 5-minute workflow runs")
+    parser.add_argument("--fit", action="store_true", help="also print the agreement Platt fits (CALIBRATIONS)")
+    parser.add_argument("--second-beams", type=int, nargs="*", default=[1],
+                        help="extra rows: the second decode with these beam sizes (default config otherwise)")
     args = parser.parse_args()
+    pin_blas_threads()
 
     items = wer_items()
-    folder = Path(tempfile.mkdtemp(prefix="trax-bench-refine-"))
-    wavs = [to_wav(item.path, folder) for item in items]
-    columbia = to_wav(benchdata_dir() / COLUMBIA, folder)
-    references = [item.reference for item in items]
-    domains = load_domains(REPO / "config" / "domains")
+    extra = [benchdata_dir() / "const-me-whisper/columbia.16k.wav", *(d.path for d in der_items())] if args.fit else []
+    wavs = normalized([i.path for i in items] + extra, OUT / "refine" / "wav")
+    fast_settings = workflow_config()["transcribe_fast"]
+    fast_source = resolve_whisper(fast_settings["model"])
+    fast_model = load_whisper(fast_source, TranscribeOptions.from_config(fast_settings))
+    second_options = TranscribeOptions(model=RefineOptions().model, beam_size=RefineOptions().beam_size, language="en")
+    second_model = load_whisper(resolve_whisper(second_options.model), second_options)
+    third_options = TranscribeOptions(model=fast_settings["model"], beam_size=5, language="en")
+    decodes, seconds, other_beams = {}, {"fast": 0.0, "second": 0.0, "third": 0.0}, {}
+    for path, wav in wavs.items():
+        started = time.perf_counter()
+        fast = transcribe_wav(str(wav), path.stem, fast_settings, fast_model, fast_source)
+        middle = time.perf_counter()
+        second, chunks = decode_chunks(second_model, str(wav), second_options, None)
+        end = time.perf_counter()
+        third, _ = decode_chunks(fast_model, str(wav), third_options, None)
+        seconds["fast"] += middle - started
+        seconds["second"] += end - middle
+        seconds["third"] += time.perf_counter() - end
+        decodes[path] = (fast, second, chunks, third)
+        for beam in args.second_beams:
+            started = time.perf_counter()
+            other_beams[beam, path] = decode_chunks(
+                second_model, str(wav), dataclasses.replace(second_options, beam_size=beam), None)[0]
+            seconds[f"second beam {beam}"] = seconds.get(f"second beam {beam}", 0.0) + time.perf_counter() - started
 
-    fast_options = TranscribeOptions()
-    fast_source = resolve_whisper(fast_options.model)
-    fast_model = load_whisper(fast_source, fast_options)
-    start = time.perf_counter()
-    refine_model = load_refine_model(RefineOptions())
-    print(f"refine model load: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-
-    def transcribe(wav: str, model, source, settings: dict) -> tuple[dict, float]:
-        start = time.perf_counter()
-        result = transcribe_wav(wav, Path(wav).stem, settings, model=model, source=source)
-        return result, time.perf_counter() - start
-
-    rows = []
-    fast, fast_times = {}, {}
-    for wav in [*wavs, columbia]:
-        fast[wav], fast_times[wav] = transcribe(wav, fast_model, fast_source, {})
-    rows.append(_row("fast only (tiny.en)", references, [fast[w] for w in wavs], fast_times, wavs, columbia, {}))
-
-    base, base_times = {}, {}
-    base_settings = RefineOptions().decode_settings()
-    for wav in [*wavs, columbia]:
-        base[wav], base_times[wav] = transcribe(wav, refine_model[0], refine_model[1], base_settings)
-    rows.append(_row("refine model only (base)", references, [base[w] for w in wavs], base_times, wavs, columbia, {}))
-
-    variants = [(f"multi-pass t={t:g}", {"enabled": True, "word_threshold": t, "domain": "general", "min_gain": 0.0})
-                for t in args.thresholds]
-    variants += [(f"multi-pass t={t:g} + domain", {"enabled": True, "word_threshold": t, "domain": "auto",
-                                                   "min_gain": 0.0}) for t in args.domain_thresholds]
-    variants += [(f"multi-pass t={args.domain_thresholds[0]:g} + domain, min_gain {g:g}",
-                  {"enabled": True, "word_threshold": args.domain_thresholds[0], "domain": "auto", "min_gain": g})
-                 for g in args.min_gains]
-    for label, settings in variants:
-        refined, times = {}, {}
-        for wav in [*wavs, columbia]:
-            start = time.perf_counter()
-            refined[wav] = refine_transcript(fast[wav], wav, settings, domains, None, lambda adapter: refine_model)
-            times[wav] = fast_times[wav] + time.perf_counter() - start
-        rows.append(_row(label, references, [refined[w] for w in wavs], times, wavs, columbia, refined))
-        chosen = sorted({refined[w]["domain"]["name"] for w in [*wavs, columbia]})
-        print(f"{rows[-1]} domains chosen {chosen}", file=sys.stderr, flush=True)
-
-    header = ["variant", "WER %", "S/D/I", "wall s (a-set)", "wall s (columbia)", "re-decoded %", "accepted/spans"]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join("\t".join(map(str, r)) for r in [header, *rows]) + "\n")
-
-
-def _row(label, references, transcripts, times, wavs, columbia, refined) -> list:
-    result = corpus_wer(references, [t["text"] for t in transcripts])
-    total = sum(refined[w]["duration"] for w in refined) if refined else 0.0
-    redecoded = sum(refined[w]["refinement"]["redecoded_s"] for w in refined) if refined else 0.0
-    spans = [s for w in refined for s in refined[w]["refinement"]["spans"]] if refined else []
-    return [
-        label,
-        f"{100 * result.wer:.2f}",
-        f"{result.substitutions}/{result.deletions}/{result.insertions}",
-        f"{sum(times[w] for w in wavs):.1f}",
-        f"{times[columbia]:.1f}",
-        f"{100 * redecoded / total:.1f}" if refined else "-",
-        f"{sum(s['accepted'] for s in spans)}/{len(spans)}" if refined else "-",
+    references = [i.reference for i in items]
+    variants = [
+        ("combined (defaults)", {}, False),
+        ("  margin 0.05", {"margin": 0.05}, False),
+        ("  margin 0.1", {"margin": 0.1}, False),
+        ("  calibration agreement", {"calibration": "agreement"}, False),
+        ("  calibration agreement, margin 0.05", {"calibration": "agreement", "margin": 0.05}, False),
+        ("  doubtful chunks only, t=0.5", {"chunks": "doubtful", "word_threshold": 0.5}, False),
+        ("  doubtful chunks only, t=0.7", {"chunks": "doubtful", "word_threshold": 0.7}, False),
+        ("  three opinions (+ tiny.en beam 5)", {}, True),
     ]
+    fast_texts = [decodes[i.path][0]["text"] for i in items]
+    total_words = sum(len(fast_words(decodes[i.path][0])) for i in items)
+    rows = [_row("fast pass (tiny.en)", references, fast_texts, None, total_words),
+            _row("second model alone (base, every chunk)", references,
+                 [join_words(w["word"] for w in decodes[i.path][1]) for i in items], None, total_words),
+            _row("third alone (tiny.en beam 5, every chunk)", references,
+                 [join_words(w["word"] for w in decodes[i.path][3]) for i in items], None, total_words)]
+    default_texts = []
+    for label, settings, use_third in variants:
+        results = [combined(decodes[i.path][0], decodes[i.path][1], decodes[i.path][2], settings,
+                            decodes[i.path][3] if use_third else None) for i in items]
+        rows.append(_row(label, references, [r[0] for r in results], sum(r[1] for r in results), total_words))
+        default_texts = default_texts or [r[0] for r in results]
+    for beam in args.second_beams:
+        results = [combined(decodes[i.path][0], other_beams[beam, i.path], decodes[i.path][2], {}, None) for i in items]
+        rows.append(_row(f"  second decode beam {beam}", references, [r[0] for r in results],
+                         sum(r[1] for r in results), total_words))
+    print("dev decode seconds (this load): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    header = ["variant", "dev WER %", "errors", "S/D/I", "words from 2nd decode (% of fast words)"]
+    if not args.no_end_to_end:
+        off = end_to_end({"enabled": False}, args.repeats)
+        on = end_to_end({"enabled": True}, args.repeats)
+        doubtful = end_to_end({"enabled": True, "chunks": "doubtful"}, args.repeats)
+        rows += [["5-min file end to end, refine off", "", "", "", f"{off:.1f} s"],
+                 ["5-min file end to end, refine on (all chunks)", "", "", "", f"{on:.1f} s ({on / off:.2f}x)"],
+                 ["5-min file end to end, refine on (doubtful chunks)", "", "", "",
+                  f"{doubtful:.1f} s ({doubtful / off:.2f}x)"]]
+    _print([header, *rows])
+
+    print("\ndev items whose errors changed (combined, defaults):")
+    for item, fast_text, text in zip(items, fast_texts, default_texts, strict=True):
+        before, after = errors(item.reference, fast_text), errors(item.reference, text)
+        if before != after:
+            print(f"- {item.path.relative_to(benchdata_dir())}: {before} -> {after} errors\n"
+                  f"    reference: {item.reference}\n    fast:      {fast_text}\n    combined:  {text}")
+    if args.fit:
+        _fit([decodes[p] for p in extra])
+
+
+def _fit(decodes: list[tuple]) -> None:
+    """Print the agreement Platt fit of each model (trax.asr.combine.CALIBRATIONS)."""
+    for label, mine, other in (("embedded:tiny.en (fast pass)", 0, 1), ("embedded:base", 1, 0)):
+        probabilities, labels = [], []
+        for decode in decodes:
+            words = [fast_words(decode[i]) if i == 0 else decode[i] for i in (mine, other)]
+            probabilities += [w["probability"] for w in words[0]]
+            labels += agreement([token(w["word"]) for w in words[0]], [token(w["word"]) for w in words[1]])
+        fit = fit_platt(probabilities, labels, "agreement")
+        print(f"{label}: {len(labels)} words, agreement {sum(labels) / len(labels):.3f}, "
+              f"slope {fit.slope}, intercept {fit.intercept}")
+
+
+def _row(label: str, references: list[str], texts: list[str], taken: int | None, total: int) -> list[str]:
+    result = corpus_wer(references, texts)
+    count = result.substitutions + result.deletions + result.insertions
+    return [label, f"{100 * result.wer:.2f}", str(count), f"{result.substitutions}/{result.deletions}/{result.insertions}",
+            "" if taken is None else f"{taken} ({100 * taken / total:.1f} %)"]
+
+
+def _print(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def test_workflow_trains_builds_and_refines_with_an_adapter(make_workflow, tmp_p
                                                      "adapter": adapter}))
     sheet = _tsv(tmp_path / "samples.tsv", "id\tpath\tdomain", f"lj13\t{LJ / 'LJ001-0013.wav'}\tlj")
     config = {"adapters": _adapter_config(dataset),
-              # Refine with tiny.en (what the adapter is trained on), re-decoding every word below 0.99.
-              "refine": {"enabled": True, "model": "embedded:tiny.en", "word_threshold": 0.99,
-                         "domains_dir": str(domains)}}
+              # Refine with tiny.en (what the adapter is trained on): the adapted model decodes every
+              # speech chunk a second time (combine mode).
+              "refine": {"enabled": True, "model": "embedded:tiny.en", "domains_dir": str(domains)}}
     workflow = make_workflow(str(sheet), **config)
     target = "results/lj13/transcript.refined.json"
     workflow.run(target)
@@ -105,7 +105,7 @@ def test_workflow_trains_builds_and_refines_with_an_adapter(make_workflow, tmp_p
     refined = read_json(workflow.result("lj13", "transcript.refined.json"))
     assert refined["domain"]["name"] == "lj" and refined["domain"]["adapter"] == adapter
     assert refined["provenance"]["models"]["refine"]["spec"] == adapter
-    assert refined["refinement"]["spans"], "nothing was re-decoded"
+    assert refined["refinement"]["mode"] == "combine" and refined["refinement"]["redecoded_s"] > 0, "nothing was re-decoded"
     # "than in the same operations with ugly ones": at most one word wrong after two tiny steps.
     assert corpus_wer([(LJ / "LJ001-0013.txt").read_text()], [refined["text"]]).wer <= 0.15
     keys = [model["key"] for model in workflow.server("stats")["models"]]

@@ -13,7 +13,7 @@ from trax.errors import TraxError
 from trax.io.jsonio import read_json
 from trax.asr.models import BASE_SHA256, embedded_base_dir
 from trax.io.provenance import sha256_file
-from trax.asr.refine import RefineOptions, Span, join_words, plan_spans, splice
+from trax.asr.refine import RefineOptions, Span, join_words, plan_spans, refine_transcript, splice
 from trax.io.schemas import validate
 
 #: LibriSpeech 1272-128104-0004 (8 kHz copy): tiny.en writes "Mr. Burkett Foster's" and "exquisite
@@ -98,7 +98,7 @@ def test_embedded_base_is_joined_once_verified_and_safe_under_a_race(tmp_path: P
 
 
 @pytest.mark.slow
-def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(make_workflow, tmp_path) -> None:
+def test_refine_workflow_combines_biases_server_on_off_identical_and_reruns(make_workflow, tmp_path) -> None:
     domains = tmp_path / "domains"
     shutil.copytree(REPO / "config" / "domains", domains)
     (domains / "victorian_art.yaml").write_text(yaml.safe_dump({
@@ -124,10 +124,25 @@ def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(
     fixed = [s["refinement"] for s in refined["segments"] if "Birket" in s["text"]][0]
     assert fixed["refined"] and "Burkett" in fixed["text_before"] and "domain term" in fixed["decision"]
     assert refined["provenance"]["models"]["refine"]["weights_sha256"] == BASE_SHA256
-    assert 0 < refined["refinement"]["redecoded_share"] < 1
+    # Combine mode (the default): the whole speech decoded again, every disagreement recorded with
+    # both candidates, their confidences and the reason; a word taken keeps the second decode's times.
+    assert refined["refinement"]["mode"] == "combine" and refined["refinement"]["spans"] == []
+    assert 0.9 < refined["refinement"]["redecoded_share"] <= 1 and all(c["decoded"] for c in refined["refinement"]["chunks"])
+    changes = refined["refinement"]["changes"]
+    birket = next(c for c in changes if c["second"]["text"] == "Birket")
+    assert birket["fast"]["text"] == "Burkett" and birket["chosen"] == "second" and "domain term" in birket["reason"]
+    assert 0 < birket["second"]["confidence"] < 1 and 0 < birket["fast"]["confidence"] < 1
+    kept = [c for c in changes if c["chosen"] == "fast"]
+    assert kept, "every disagreement went one way"
+    assert all(k["fast"]["text"] in refined["text"] for k in kept if k["fast"]["text"])
+    words = [w for s in refined["segments"] for w in s["words"]]
+    taken = next(w for w in words if w["word"] == "Birket")
+    assert (taken["start"], taken["end"]) == (birket["second"]["start"], birket["second"]["end"])
+    times = [t for w in words for t in (w["start"], w["end"])]
+    assert times == sorted(times)
     for segment in refined["segments"]:
-        times = [t for w in segment["words"] for t in (w["start"], w["end"])]
-        assert times == sorted(times) and segment["start"] <= min(times, default=segment["start"])
+        assert segment["start"] <= min((w["start"] for w in segment["words"]), default=segment["start"])
+        assert segment["end"] >= max((w["end"] for w in segment["words"]), default=segment["end"])
     jfk = read_json(served.result("jfk", "transcript.refined.json"))
     assert jfk["domain"]["source"] == "auto" and set(jfk["domain"]["scores"]) >= {"general", "victorian_art"}
     assert served.server("stats")["requests"]["refine"] == 2
@@ -147,3 +162,28 @@ def test_refine_workflow_biasing_fixes_names_server_on_off_identical_and_reruns(
     assert off["provenance"]["refinement"].startswith("disabled") and "refine" not in off["provenance"]["models"]
     assert [{k: v for k, v in s.items() if k != "refinement"} for s in off["segments"]] == fast["segments"]
     assert "Nothing to be done" in served.run("-n").output
+
+    # The old span re-decode is still there (refine.mode: spans) and biased alike.
+    served.write_config({"inputs": str(sheet), "refine": {**refine, "mode": "spans"}})
+    served.run()
+    spans = read_json(served.result("linnell", "transcript.refined.json"))
+    assert spans["refinement"]["mode"] == "spans" and spans["refinement"]["spans"]
+    assert "Birket Foster" in spans["text"] and 0 < spans["refinement"]["redecoded_share"] < 1
+
+
+def test_combine_mode_leaves_a_non_english_transcript_as_the_fast_pass_wrote_it(tmp_path: Path) -> None:
+    import wave
+
+    wav = tmp_path / "audio.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(16000)
+        handle.writeframes(b"\0\0" * 16000)
+    words = [_word("Bonjour", 0.1, 0.3), _word("tout", 0.6), _word("le", 1.0), _word("monde", 1.4)]
+    fast = {"sample_id": "fr", "language": "fr", "language_probability": 0.98, "duration": 1.0,
+            "segments": [{**_segment(words), "id": 0, "avg_logprob": -0.3, "no_speech_prob": 0.01,
+                          "compression_ratio": 1.0}], "text": "Bonjour tout le monde", "dropped_segments": [],
+            "provenance": {"models": {"asr": {"spec": "embedded:base", "id": "x", "weights_sha256": None}}}}
+    domains = domain_lib.load_domains(REPO / "config" / "domains")
+    refined = refine_transcript(fast, str(wav), {"enabled": True}, domains, None, model_provider=None)
+    assert refined["text"] == fast["text"] and refined["segments"][0]["words"] == words
+    assert refined["refinement"]["status"].startswith("skipped: language 'fr'") and "refine" not in refined["provenance"]["models"]

@@ -151,7 +151,6 @@ def start_model_server(log):
     from trax.runtime.client import start_in_background
     from trax.diarization.pipeline import rule_settings
 
-    # The refine model is not warmed: most runs re-decode little or nothing, and it loads on first use.
     warm = [{"settings": config["transcribe_fast"]}] if "transcribe_fast" in rules else []
     # The multilingual model is warmed only when a language other than English is configured (in
     # config or the sample sheet); a detected one loads it on first use, so English runs never pay.
@@ -161,6 +160,12 @@ def start_model_server(log):
         warm.append({"settings": {**fast, "model": fast["multilingual_model"]}})
     if "diarize" in rules:
         warm.append({"diarize": rule_settings(config["diarize"], {})})
+    # The refine model is warmed only in combine mode, which decodes all speech again; the span
+    # mode re-decodes little or nothing, and its model loads on first use.
+    if "refine" in rules and config["refine"]["enabled"] and config["refine"]["mode"] == "combine":
+        from trax.asr.refine import RefineOptions
+
+        warm.append({"settings": RefineOptions.from_config(config["refine"]).decode_settings()})
     start_in_background(SERVER, warm=warm)
 
 

@@ -391,7 +391,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return transcribe_wav(wav_path, sample_id, settings, model=model, source=source, load_model=self.whisper)
 
     def refine(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Re-decode a fast transcript's low-confidence spans (:func:`trax.asr.refine.refine_transcript`)."""
+        """Refine a fast transcript: second decode combined word by word, or span re-decode
+        (:func:`trax.asr.refine.refine_transcript`)."""
         from trax.io.jsonio import read_json
         from trax.asr.refine import RefineOptions, refine_transcript
 

@@ -1,0 +1,168 @@
+"""Word-level combination of two decodes (trax.asr.combine) and its use by refine on hand-made words."""
+
+from trax.asr.combine import Calibration, decide, disagreements, token
+from trax.asr.refine import (
+    RefineOptions,
+    Replacement,
+    _assemble,
+    _flat_words,
+    _unchosen,
+    _write_back,
+)
+
+
+def _w(text: str, start: float, probability: float = 0.9, length: float = 0.4) -> dict:
+    return {"word": text, "start": start, "end": round(start + length, 3), "probability": probability}
+
+
+IDENTITY = Calibration()
+
+
+def test_alignment_finds_substitutions_insertions_and_deletions_only() -> None:
+    first = [token(w) for w in ["The", "quick,", "brown", "fox", "jumps"]]
+    second = [token(w) for w in ["the", "quick", "crown", "fox", "really", "jumps", "high"]]
+    regions = [(r.first, r.first_stop, r.second, r.second_stop) for r in disagreements(first, second)]
+    # 'brown'/'crown' substituted, 'really' and 'high' only in the second; agreeing words (case and
+    # punctuation aside) are not regions at all.
+    assert regions == [(2, 3, 2, 3), (4, 4, 4, 5), (5, 5, 6, 7)]
+    assert disagreements(first, first) == []
+    assert [(r.first, r.first_stop, r.second, r.second_stop) for r in disagreements(first, first[:3])] == [(3, 5, 3, 3)]
+
+
+def test_disagreement_goes_to_the_more_confident_calibrated_side() -> None:
+    fast, second = [_w("Adam", 1.0, 0.55)], [_w("atom", 1.0, 0.8)]
+    verdict = decide(fast, second, IDENTITY, IDENTITY)
+    assert verdict.second_wins and (verdict.first_confidence, verdict.second_confidence) == (0.55, 0.8)
+    assert "second more confident" in verdict.reason
+    # The margin and a calibration that distrusts the second model both keep the fast word.
+    assert not decide(fast, second, IDENTITY, IDENTITY, margin=0.3).second_wins
+    harsh = Calibration(slope=1.0, intercept=-2.0, source="test")
+    assert harsh(0.8) < 0.55 and not decide(fast, second, IDENTITY, harsh).second_wins
+    # Calibration is monotone and bounded.
+    values = [Calibration(1.7, -0.4)(p / 10) for p in range(11)]
+    assert values == sorted(values) and 0 < values[0] and values[-1] < 1
+
+
+def test_words_only_one_side_heard_are_kept_when_more_likely_right_than_not() -> None:
+    confident, unsure = [_w("really", 2.0, 0.9)], [_w("uh", 2.0, 0.3)]
+    # Insertion by the second decode: its words against 'no word' (1 - their confidence).
+    assert decide([], confident, IDENTITY, IDENTITY).second_wins
+    assert not decide([], unsure, IDENTITY, IDENTITY).second_wins
+    # Deletion by the second decode: the fast word goes only when it is more likely wrong.
+    assert decide(unsure, [], IDENTITY, IDENTITY).second_wins
+    assert not decide(confident, [], IDENTITY, IDENTITY).second_wins
+
+
+def test_words_split_differently_are_no_disagreement() -> None:
+    verdict = decide([_w("woodcutters", 1.0, 0.5)], [_w("wood", 1.0, 0.9), _w("cutters", 1.3, 0.9)], IDENTITY, IDENTITY)
+    assert not verdict.second_wins and "split into words differently" in verdict.reason
+
+
+def test_a_third_decode_votes_before_confidence() -> None:
+    fast, second = [_w("Adam", 1.0, 0.55)], [_w("atom", 1.0, 0.8)]
+    verdict = decide(fast, second, IDENTITY, IDENTITY, third=["adam"])
+    assert not verdict.second_wins and "third decode agrees with the fast" in verdict.reason
+    assert decide(fast, second, IDENTITY, IDENTITY, margin=0.5, third=["atom"]).second_wins
+    assert decide(fast, second, IDENTITY, IDENTITY, third=["at", "home"]).second_wins  # no majority: confidence
+
+
+def test_combined_words_keep_the_second_decodes_times_and_stay_monotonic() -> None:
+    words = [_w("the", 0.0), _w("Adam", 0.5, 0.3), _w("paintings", 1.0), _w("are", 1.6), _w("nice", 2.0)]
+    segments = [{"start": 0.0, "end": 1.4, "text": "the Adam paintings", "words": words[:3]},
+                {"start": 1.6, "end": 2.4, "text": "are nice", "words": words[3:]}]
+    records = [_unchosen(s) for s in segments]
+    flat = _flat_words(segments)
+    # 'Adam' -> 'atom' (second's own times, which overlap the previous word), 'really' inserted
+    # before 'nice' and 'are' deleted; the deletion is refused.
+    reps = [Replacement(1, 2, [_w("atom", 0.35, 0.8, 0.3)], 0.3, 0.8, True, "second"),
+            Replacement(3, 3, [_w("really", 1.7, 0.9, 0.25)], 0.1, 0.9, True, "second"),
+            Replacement(3, 4, [], 0.9, 0.1, False, "fast")]
+    for record in records:
+        record["chosen"] = True
+    _write_back(segments, records, _assemble(segments, flat, reps), _assemble(segments, flat, [r for r in reps if r.accepted]),
+                widen=True)
+    assert [s["text"] for s in segments] == ["the atom paintings", "really are nice"]
+    atom = segments[0]["words"][1]
+    assert (atom["start"], atom["end"]) == (0.4, 0.65)  # clipped only where it overlapped 'the'
+    assert segments[1]["words"][0] == _w("really", 1.7, 0.9, 0.25)
+    times = [t for s in segments for w in s["words"] for t in (w["start"], w["end"])]
+    assert times == sorted(times)
+    assert all(s["start"] <= s["words"][0]["start"] and s["words"][-1]["end"] <= s["end"] for s in segments)
+    assert records[0]["text_before"] == "the Adam paintings"
+
+
+def test_combine_is_the_default_mode() -> None:
+    assert RefineOptions().mode == "combine" and RefineOptions().chunks == "all"
+
+
+def test_combine_into_resolves_each_disagreement_per_chunk_and_records_both_candidates() -> None:
+    from trax.asr.refine import combine_into
+    from trax.asr.second_opinion import Chunk
+
+    first = [_w("So", 0.0), _w("the", 0.5), _w("Adam", 1.0, 0.4), _w("bomb", 1.5), _w("uh", 2.0, 0.2)]
+    later = [_w("nice", 10.0, 0.3), _w("day", 10.5)]
+    segments = [{"start": 0.0, "end": 2.4, "text": "So the Adam bomb uh", "words": first},
+                {"start": 10.0, "end": 10.9, "text": "nice day", "words": later}]
+    # The second decode agrees on 'so the bomb', hears 'atom' for 'Adam', no 'uh', and adds a
+    # confident 'exploded' after 'bomb'. The second chunk (10-11 s) was not decoded again: its
+    # doubtful 'nice' must stay although the second decode has nothing there.
+    second = [_w("so", 0.0), _w("the", 0.5), _w("atom", 1.0, 0.9), _w("bomb", 1.5), _w("exploded", 1.9, 0.8, 0.3)]
+    chunks = [Chunk(0.0, 2.5, 2, True), Chunk(9.8, 11.0, 1, False)]
+    records = [_unchosen(s) for s in segments]
+    record = combine_into(segments, records, second, chunks, "embedded:tiny.en", "embedded:base",
+                          RefineOptions(enabled=True), set())
+    assert [s["text"] for s in segments] == ["So the atom bomb exploded", "nice day"]
+    summary = [(c["fast"]["text"], c["second"]["text"], c["chosen"]) for c in record["changes"]]
+    assert summary == [("Adam", "atom", "second"), ("uh", "exploded", "second")]
+    adam = record["changes"][0]
+    assert (adam["fast"]["confidence"], adam["second"]["confidence"]) == (0.4, 0.9) and "more confident" in adam["reason"]
+    assert record["calibration"]["fast"]["source"].startswith("identity")
+    assert records[0]["refined"] and records[0]["text_before"] == "So the Adam bomb uh" and not records[1]["chosen"]
+    assert segments[0]["words"][-1] == _w("exploded", 1.9, 0.8, 0.3) and segments[0]["end"] == 2.4
+    # The agreement-fitted calibration is used only when asked for.
+    asked = combine_into([dict(s) for s in segments], [_unchosen(s) for s in segments], second, chunks,
+                         "embedded:tiny.en", "embedded:base", RefineOptions(enabled=True, calibration="agreement"), set())
+    assert asked["calibration"]["second"]["source"].startswith("Platt")
+
+
+class _RecordingModel:
+    """Stands in for a WhisperModel to observe what the second decode hands it (no words back)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[float]]] = []
+
+    def transcribe(self, audio, clip_timestamps, **_):
+        self.calls.append((len(audio), list(clip_timestamps)))
+        return iter(()), None
+
+
+def test_second_decode_reads_the_recording_in_pieces_and_decodes_whole_speech_chunks(tmp_path) -> None:
+    """Memory stays flat in the recording's length: the decoder never gets more than one 5-minute
+    piece, and each clip is a whole speech chunk (Silero VAD, at most 30 s)."""
+    import wave
+
+    import numpy as np
+    from conftest import JFK
+
+    from trax.asr.second_opinion import CHUNK_S, decode_chunks
+    from trax.asr.transcribe import TranscribeOptions
+    from trax.io.media import PIECE_S, SAMPLE_RATE, decode_clip
+
+    speech = decode_clip(JFK, None, None, "test", "jfk")
+    pause = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([speech, pause] * 22)  # ~11.4 minutes: 3 pieces
+    wav = tmp_path / "long.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((audio * 32767).astype("<i2").tobytes())
+    model = _RecordingModel()
+    words, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en", batch_size=0), None)
+    assert words == [] and len(model.calls) == 3
+    assert max(length for length, _ in model.calls) <= PIECE_S * SAMPLE_RATE
+    assert len(chunks) == 22 and all(c.decoded and 8 < c.end - c.start <= CHUNK_S for c in chunks)
+    assert sum(len(clips) // 2 for _, clips in model.calls) == 22
+    # Only chunks holding a doubtful word are decoded when asked.
+    model = _RecordingModel()
+    _, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en", batch_size=0), None,
+                              choose=lambda start, end: int(start < 60))
+    assert [c.decoded for c in chunks] == [True] * 2 + [False] * 20 and len(model.calls) == 1
