@@ -142,7 +142,7 @@ def import_transformers() -> types.ModuleType:
 
 def _bind_converter_imports() -> None:
     """Give ctranslate2's converter modules the torch and transformers they could not import when
-    ctranslate2 was imported without them (:func:`trax.asr.transcribe.import_faster_whisper`)."""
+    ctranslate2 was imported without them (:func:`trax.process.import_faster_whisper`)."""
     import ctranslate2.converters.transformers as transformers_converter
     import ctranslate2.specs.model_spec as model_spec
     import huggingface_hub

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from trax.io.languages import WHISPER_LANGUAGES, check_language  # noqa: F401 - re-exported
 from trax.io.media import SAMPLE_RATE, read_samples, wav_layout
 
 if TYPE_CHECKING:

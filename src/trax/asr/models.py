@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trax.errors import TraxError
-from trax.io.cache import CACHE_ENV, cache_dir  # noqa: F401 - CACHE_ENV re-exported
+from trax.io.cache import cache_dir
 from trax.io.jsonio import staging_dir
 from trax.io.provenance import sha256_file
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from trax import progress
 from trax.errors import TraxError
 from trax.io.jsonio import write_json_atomic
-from trax.io.languages import word_separator
+from trax.io.languages import check_language, word_separator
 from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.asr import language
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.io.provenance import provenance, sha256_file
-from trax.process import CONVERTER_ONLY_IMPORTS, import_faster_whisper, pin_blas_threads  # noqa: F401 - re-exported
+from trax.process import import_faster_whisper, pin_blas_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -484,7 +484,7 @@ def decode_in_language(wav_path: str, options: TranscribeOptions, model: Any, so
             needs a multilingual model and none is configured (or the one configured is
             English-only).
     """
-    language.check_language(options.language, f"{wav_path}: transcribe_fast.language")
+    check_language(options.language, f"{wav_path}: transcribe_fast.language")
     hook = functools.partial(progress.report, "transcribe")
     english_only = not language.is_multilingual(model)
     if options.language is not None:

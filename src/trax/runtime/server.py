@@ -583,7 +583,7 @@ def serve(workdir: Path, settings: ServerSettings, preload: list[dict[str, Any]]
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     threading.Thread(target=_watch_idle, args=(server,), daemon=True).start()
     # Preloads run one after another, in the order given (the fast model first): the fast model
-    # loads without torch (trax.asr.transcribe.import_faster_whisper) only while nothing imports it.
+    # loads without torch (trax.process.import_faster_whisper) only while nothing imports it.
     threading.Thread(target=_preload, args=(server, preload or []), daemon=True).start()
     log.info("pid %d on %s serving %s on %s (trax %s)", os.getpid(), socket.gethostname(), workdir, socket_path,
              trax.__version__)
