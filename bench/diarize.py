@@ -64,11 +64,12 @@ def score(items, hypotheses: dict[str, list[Turn]]) -> dict[str, float]:
                        for item, _ in items])
 
 
-#: The embedded defaults before issue 31 (a row of every table, so the change stays visible).
+#: The embedded defaults before issue 31 (a row of every table, so the change stays visible);
+#: also main's default before resegmentation (issue 31 changed the encoder, not these settings).
 BEFORE_31 = EmbeddedOptions(vad_threshold=0.3, vad_min_silence_ms=300, vad_pad_ms=300, window_s=1.0, hop_s=0.5,
                             cluster_threshold=0.35, min_speaker_s=4.0, distinct_speaker_s=1.5,
                             distinct_speaker_distance=0.41, switch_penalty=10.0, overlap_margin=0.0,
-                            speech_dbfs=-20.0)
+                            speech_dbfs=-20.0, resegment_iterations=0, resegment_min_s=0.0)
 #: The simulated meetings scored by default (bench/meetings.py chooses settings on seed 1).
 MEETINGS_SEED = 2
 MEETINGS_COUNT = 12
@@ -285,27 +286,41 @@ def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
     after levelling (speech levelled to -30/-25/-20 dBFS before embedding, with the same
     thresholds), both with every small cluster merged (``distinct_speaker_distance`` None), and
     then with small distinct clusters kept (``distinct_speaker_distance``; None first, so a tie
-    keeps the old behaviour)."""
+    keeps the old behaviour); issue 31's small-speaker and count rules; then resegmentation
+    (iterations x the speech below which a speaker is dropped) and the second-pass splits and
+    merges of clusters, with and without resegmentation."""
     thresholds = (0.25, 0.3, 0.35, 0.4)
-    merged = dataclasses.replace(base, distinct_speaker_distance=None)
+    # The earlier search spaces as they were chosen: without resegmentation (added later).
+    off = dataclasses.replace(base, resegment_iterations=0, resegment_min_s=0.0, split_distance=None,
+                              merge_distance=None)
+    merged = dataclasses.replace(off, distinct_speaker_distance=None)
 
     def grid(levels) -> list:
         return [(f"dbfs={level} cut={t}", dataclasses.replace(merged, speech_dbfs=level, cluster_threshold=t))
                 for level in levels for t in thresholds]
 
     distinct = [(f"dbfs=-20.0 cut={t} distinct={d}",
-                 dataclasses.replace(base, speech_dbfs=-20.0, cluster_threshold=t, distinct_speaker_distance=d))
+                 dataclasses.replace(off, speech_dbfs=-20.0, cluster_threshold=t, distinct_speaker_distance=d))
                 for d in (None, 0.38, 0.41, 0.44) for t in thresholds]
     small = [(f"cut={t} min_s={m} distinct_s={d}",
-              dataclasses.replace(base, cluster_threshold=t, min_speaker_s=m, distinct_speaker_s=d))
+              dataclasses.replace(off, cluster_threshold=t, min_speaker_s=m, distinct_speaker_s=d))
              for t in (0.3, 0.35) for m in (4.0, 3.0, 2.0) for d in (1.5, 1.0)]
-    rules = [(f"{rule} cut={t}", dataclasses.replace(base, count_rule=rule, cluster_threshold=t))
+    rules = [(f"{rule} cut={t}", dataclasses.replace(off, count_rule=rule, cluster_threshold=t))
              for rule in ("threshold", "silhouette") for t in (0.35, 0.3, 0.4)]
+    resegment = [(f"resegment={n} drop<{m}s", dataclasses.replace(off, resegment_iterations=n, resegment_min_s=m))
+                 for n in (0, 1, 2, 3) for m in (0.0, 1.0, 2.0, 3.0, 4.0) if n or not m]
+    passes = [(f"split={d} merge={g} {label}", dataclasses.replace(options, split_distance=d, split_min_s=1.0,
+                                                                   merge_distance=g))
+              for label, options in (("no resegment", off), ("resegment=2 drop<2.0s", dataclasses.replace(
+                  off, resegment_iterations=2, resegment_min_s=2.0)))
+              for d in (None, 0.2, 0.25) for g in (None, 0.15, 0.2)]
     return {"before: cluster_threshold": grid([None]),
             "issue 14: + speech_dbfs": grid([None, -30.0, -25.0, -20.0]),
             "+ distinct_speaker_distance": distinct,
             "issue 31: small-speaker rules": small,
-            "issue 31: count rule": rules}
+            "issue 31: count rule": rules,
+            "issue 31: resegmentation": resegment,
+            "issue 31: second-pass splits and merges": passes}
 
 
 def main() -> None:
@@ -319,6 +334,8 @@ def main() -> None:
                         help="also score N simulated meetings (0: none)")
     parser.add_argument("--loo", action="store_true",
                         help="leave-one-recording-out: settings chosen on 12 recordings, scored on the 13th")
+    parser.add_argument("--grid", action="append", default=[], metavar="TEXT",
+                        help="--loo: only the search spaces whose name contains TEXT (repeatable)")
     parser.add_argument("--encoder", action="store_true",
                         help="compare the torch-free encoder with resemblyzer's: load time, speed, agreement")
     parser.add_argument("--concat", type=int, default=0, metavar="N",
@@ -345,13 +362,15 @@ def main() -> None:
         encoder_bench(items, models, args.repeats)
         return
     if args.loo:
-        loo_bench(models, items, loo_grids(base))
+        grids = {name: variants for name, variants in loo_grids(base).items()
+                 if not args.grid or any(part in name for part in args.grid)}
+        loo_bench(models, items, grids)
         return
     total = sum(len(audio) for _, audio in items) / 16000
     print(f"dev set: {len(items)} recordings, {total:.1f} s; models loaded in {load_s:.1f} s")
     print(f"base settings: {base}")
     rows = [("one speaker (VAD)", run_variant(models, items, base, 1, one_speaker=True)),
-            ("before issue 31", run_variant(models, items, BEFORE_31, args.repeats))]
+            ("before issue 31 / before resegmentation", run_variant(models, items, BEFORE_31, args.repeats))]
     for label, options in variants:
         name = "embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)")
         rows.append((name, run_variant(models, items, options, args.repeats)))
@@ -368,7 +387,7 @@ def main() -> None:
               f"{sum(len(m.audio) for m in meetings) / 16000:.0f} s; never used to choose settings):")
         print(header.replace(" RTF |", ""))
         print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-2]) + "|")
-        for name, options in [("before issue 31", BEFORE_31)] + [
+        for name, options in [("before issue 31 / before resegmentation", BEFORE_31)] + [
                 ("embedded " + (" ".join(f"{k}={v}" for k, v in label.items()) or "(defaults)"), opts)
                 for label, opts in variants]:
             r = meetings_row(models, meetings, options)

@@ -36,14 +36,22 @@ def score_meetings(diarize: Diarizer, meetings, options: EmbeddedOptions) -> dic
 
 
 def grid(base: EmbeddedOptions) -> list[tuple[str, EmbeddedOptions]]:
-    """The variants compared: today's default, the threshold cut with its small-cluster rules, and
-    the silhouette count rule (``count_rule: silhouette``) with its one-speaker floor."""
-    variants = [("default", base)]
+    """The variants compared: today's default, the threshold cut with its small-cluster rules,
+    resegmentation, the second-pass splits and merges, and the silhouette count rule
+    (``count_rule: silhouette``) with its one-speaker floor."""
+    off = dataclasses.replace(base, resegment_iterations=0, resegment_min_s=0.0)
+    variants = [("default", base), ("no resegmentation (default before it)", off)]
     for threshold in (0.3, 0.35, 0.4, 0.45):
         for min_s in (2.0, 4.0):
             variants.append((f"threshold cut={threshold} min_s={min_s}",
                              dataclasses.replace(base, count_rule="threshold", cluster_threshold=threshold,
                                                  min_speaker_s=min_s)))
+    for iterations, drop in ((1, 0.0), (2, 2.0), (2, 3.0)):
+        variants.append((f"resegment={iterations} drop<{drop}s", dataclasses.replace(
+            base, resegment_iterations=iterations, resegment_min_s=drop)))
+    for split, merge in ((0.2, None), (0.25, None), (None, 0.15), (None, 0.2), (0.25, 0.2)):
+        variants.append((f"split={split} merge={merge} (no resegment)", dataclasses.replace(
+            off, split_distance=split, split_min_s=1.0, merge_distance=merge)))
     for floor in (0.15, 0.25):
         for min_s in (1.0, 2.0, 4.0):
             for distance in (None, 0.41):

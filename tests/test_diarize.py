@@ -216,6 +216,67 @@ def test_silhouette_count_rule_finds_close_voices_and_honours_the_bounds() -> No
     assert cluster(single, np.full(60, 0.5), silhouette, None, None, None)[0].max() == 0
 
 
+def test_resegmentation_drops_a_spurious_speaker_and_honours_the_count(wavs, tmp_path) -> None:
+    """Resegmentation (``resegment_iterations``/``resegment_min_s``) on real audio: dev00 (two
+    people in the reference) clusters into three; relabelling with centroids from the frames each
+    speaker won drops the third and lowers the DER. A requested count is never cut below."""
+    from trax.diarization.embedded import EmbeddedOptions, embed_speech, label_frames, load_embedded_models
+    from trax.io.media import load_wav
+    from trax.quality.evaluation import diarization_error
+
+    speech = embed_speech(load_embedded_models(), load_wav(wavs["dev00"]), EmbeddedOptions())
+    debug = DEV00.parent
+
+    def der(turns: list[Turn]) -> float:
+        hypothesis = tmp_path / "dev00.rttm"
+        hypothesis.write_text(format_rttm("dev00", turns), encoding="utf-8")
+        return diarization_error("dev00", str(debug / "debug.development.rttm"), str(hypothesis),
+                                 str(debug / "debug.development.uem")).der
+
+    def speakers(turns: list[Turn]) -> int:
+        return len({turn.speaker for turn in turns})
+
+    first_pass, facts = label_frames(speech, EmbeddedOptions(resegment_iterations=0))
+    resegmented, details = label_frames(speech, EmbeddedOptions())
+    assert speakers(first_pass) == facts["num_speakers_auto"] == 3
+    assert speakers(resegmented) == details["num_speakers_auto"] == 2
+    assert der(resegmented) < der(first_pass) - 0.05
+    # Dropping stops at the requested count, and an exact count is never dropped from.
+    greedy = EmbeddedOptions(resegment_min_s=60.0)
+    assert speakers(label_frames(speech, greedy)[0]) == 1
+    assert speakers(label_frames(speech, greedy, min_speakers=2)[0]) == 2
+    assert speakers(label_frames(speech, greedy, num_speakers=3)[0]) == 3
+
+
+def test_second_pass_splits_two_voices_and_merges_close_clusters() -> None:
+    """``split_distance``: a cluster holding two voices is cut in two (not one holding a single
+    voice, nor halves under ``split_min_s``); ``merge_distance``: clusters of one voice are
+    merged, down to ``min_speakers`` at most."""
+    import numpy as np
+
+    from trax.diarization.embedded import merge_close_clusters, split_clusters
+
+    rng = np.random.default_rng(5)
+
+    def voice(axis: int, windows: int) -> np.ndarray:
+        rows = np.eye(8)[axis] + 0.15 * rng.standard_normal((windows, 8))
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    embeddings = np.vstack([voice(0, 20), voice(1, 6), voice(2, 20)])
+    weights = np.full(len(embeddings), 0.5)
+    joined = np.repeat([0, 1], [26, 20])  # voices 0 and 1 in one cluster
+    split = split_clusters(embeddings, joined, weights, 0.3, 2.0, 12)
+    assert split.max() == 2 and len(set(split[:20].tolist())) == 1 and len(set(split[20:26].tolist())) == 1
+    assert set(split[:20].tolist()).isdisjoint(split[20:].tolist())
+    assert split_clusters(embeddings, joined, weights, 0.3, 4.0, 12).max() == 1  # 3 s half: too short
+    single = np.repeat([0, 1], [20, 26])
+    assert split_clusters(embeddings, single, weights, 0.3, 2.0, 12)[:20].tolist() == [0] * 20
+    halves = np.repeat([0, 1, 2, 3], [10, 10, 6, 20])  # voice 0 in two clusters
+    merged = merge_close_clusters(embeddings, halves, 0.3, 1)
+    assert merged.tolist() == np.repeat([0, 1, 2], [20, 6, 20]).tolist()
+    assert merge_close_clusters(embeddings, halves, 0.3, 4).tolist() == halves.tolist()
+
+
 @pytest.mark.parametrize("states", [2, 8, 9, 30])
 def test_blockwise_viterbi_with_packed_way_back_finds_the_whole_path(states: int) -> None:
     """The long-recording Viterbi (score blocks, one bit per frame and label for the way back)
