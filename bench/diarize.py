@@ -311,8 +311,8 @@ def loo_grids(base: EmbeddedOptions) -> dict[str, list]:
                  for n in (0, 1, 2, 3) for m in (0.0, 1.0, 2.0, 3.0, 4.0) if n or not m]
     passes = [(f"split={d} merge={g} {label}", dataclasses.replace(options, split_distance=d, split_min_s=1.0,
                                                                    merge_distance=g))
-              for label, options in (("no resegment", off), ("resegment=2 drop<2.0s", dataclasses.replace(
-                  off, resegment_iterations=2, resegment_min_s=2.0)))
+              for label, options in (("no resegment", off), ("resegment=1 drop<4.0s", dataclasses.replace(
+                  off, resegment_iterations=1, resegment_min_s=4.0)))
               for d in (None, 0.2, 0.25) for g in (None, 0.15, 0.2)]
     return {"before: cluster_threshold": grid([None]),
             "issue 14: + speech_dbfs": grid([None, -30.0, -25.0, -20.0]),

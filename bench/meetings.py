@@ -46,7 +46,7 @@ def grid(base: EmbeddedOptions) -> list[tuple[str, EmbeddedOptions]]:
             variants.append((f"threshold cut={threshold} min_s={min_s}",
                              dataclasses.replace(base, count_rule="threshold", cluster_threshold=threshold,
                                                  min_speaker_s=min_s)))
-    for iterations, drop in ((1, 0.0), (2, 2.0), (2, 3.0)):
+    for iterations, drop in ((1, 0.0), (1, 2.0), (2, 4.0)):
         variants.append((f"resegment={iterations} drop<{drop}s", dataclasses.replace(
             base, resegment_iterations=iterations, resegment_min_s=drop)))
     for split, merge in ((0.2, None), (0.25, None), (None, 0.15), (None, 0.2), (0.25, 0.2)):
