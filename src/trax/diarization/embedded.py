@@ -827,8 +827,10 @@ def label_frames(
     required = num_speakers or min_speakers or 1
     for _ in range(options.resegment_iterations if len(centroids) > 1 else 0):
         owners = _pure_owner(speech, path)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, owners[owners >= 0], np.asarray(embeddings[owners >= 0], dtype=np.float64))
+        sums = np.zeros_like(centroids, dtype=np.float64)
+        for lo in range(0, len(owners), SUM_BLOCK_WINDOWS):  # no copy of a long recording's windows
+            block = owners[lo : lo + SUM_BLOCK_WINDOWS]
+            np.add.at(sums, block[block >= 0], embeddings[lo : lo + SUM_BLOCK_WINDOWS][block >= 0])
         seconds = np.bincount(path, minlength=len(centroids)) * FRAME / SAMPLE_RATE
         windows = np.bincount(owners[owners >= 0], minlength=len(centroids)).astype(np.float64)
         keep = windows > 0
@@ -888,6 +890,11 @@ def _distinct(sums: np.ndarray, windows: np.ndarray, keep: np.ndarray, k: int, s
         return False
     mean_similarity = (sums[others] @ sums[k]) / (windows[others] * windows[k])
     return 1.0 - float(mean_similarity.max()) > options.distinct_speaker_distance
+
+
+#: Windows summed at a time when resegmentation re-estimates centroids (a 4-hour recording
+#: has ~29 000 windows: a float64 copy of them all would be ~60 MB).
+SUM_BLOCK_WINDOWS = 4096
 
 
 def _pure_owner(speech: SpeechEmbeddings, path: np.ndarray) -> np.ndarray:
