@@ -248,6 +248,30 @@ def test_resegmentation_drops_a_spurious_speaker_and_honours_the_count(wavs, tmp
     assert speakers(label_frames(speech, greedy, num_speakers=3)[0]) == 3
 
 
+def test_resegmentation_keeps_a_short_distinct_voice() -> None:
+    """A voice with 3 s of speech (under ``resegment_min_s``) that is far from the others is a
+    person, not stray windows: resegmentation keeps it, as the small-cluster rule does."""
+    import numpy as np
+
+    from trax.diarization.embedded import EmbeddedOptions, SpeechEmbeddings, label_frames
+
+    rng = np.random.default_rng(7)
+    seconds = [20, 3, 20]  # voices 0, 1 (short), 2 in turn; 10 ms frames, 1-s windows every 0.5 s
+    voice = np.repeat([0, 1, 2], [100 * s for s in seconds])
+    starts = np.arange(0, len(voice) - 100 + 1, 50)
+    rows = np.eye(8)[voice[starts + 50]] + 0.1 * rng.standard_normal((len(starts), 8))
+    speech = SpeechEmbeddings(frame_times=np.arange(len(voice)) * 160, starts=starts, ends=starts + 100,
+                              embeddings=(rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32),
+                              regions=1)
+    turns, details = label_frames(speech, EmbeddedOptions())
+    assert details["num_speakers_auto"] == 3 and len({turn.speaker for turn in turns}) == 3
+    short = [turn for turn in turns if 20.5 < (turn.start + turn.end) / 2 < 22.5]
+    assert len(short) == 1 and short[0].end - short[0].start > 2.0
+    # Not distinct enough (the rule off): dropped, its frames go to the neighbours.
+    dropped, _ = label_frames(speech, EmbeddedOptions(distinct_speaker_distance=None, min_speaker_s=2.0))
+    assert len({turn.speaker for turn in dropped}) == 2
+
+
 def test_second_pass_splits_two_voices_and_merges_close_clusters() -> None:
     """``split_distance``: a cluster holding two voices is cut in two (not one holding a single
     voice, nor halves under ``split_min_s``); ``merge_distance``: clusters of one voice are
