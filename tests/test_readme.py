@@ -105,9 +105,11 @@ def test_docs_outputs_field_tables_match_the_schemas(tmp_path) -> None:
     assert not update_docs(copy), "docs/outputs.md is stale: python -m trax.io.schemas docs/outputs.md"
 
 
-#: Documents that explain what Trax does and why its defaults are what they are; every measured
-#: figure they rely on lives in docs/benchmarks.md (dated, with its command), which they link to.
-EXPLAINING_DOCS = ("README.md", "config/README.md", "docs/architecture.md", "docs/outputs.md")
+#: Documents that explain what Trax does and why its defaults are what they are, and the report's
+#: captions; every measured figure they rely on lives in docs/benchmarks.md (dated, with its
+#: command), which they link to. bench/README.md, which says how each script measures, is not one.
+EXPLAINING_DOCS = ("README.md", "config/README.md", "docs/architecture.md", "docs/outputs.md",
+                   *sorted(str(path.relative_to(REPO)) for path in (REPO / "workflow" / "report").glob("*.rst")))
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 #: How a measured figure reads once code, link targets and the tables' `default` column are gone.
 #: Limits and defaults are whole numbers or sit in a default column; measurements are not.
