@@ -217,7 +217,8 @@ def test_links_to_docs_benchmarks_name_its_sections() -> None:
     anchors = github_anchors(BENCHMARKS)
     broken = []
     for name in (*EXPLAINING_DOCS, "bench/README.md"):
-        for anchor in re.findall(r"benchmarks\.md#([\w\-]+)", (REPO / name).read_text(encoding="utf-8")):
-            if anchor not in anchors:
-                broken.append(f"{name}: #{anchor}")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*benchmarks\.md)#([^)\s]+)\)",
+                                          (REPO / name).read_text(encoding="utf-8")):
+            if (REPO / name).parent.joinpath(target).resolve() != BENCHMARKS or anchor not in anchors:
+                broken.append(f"{name}: {target}#{anchor}")
     assert broken == [], f"no such section in docs/benchmarks.md: {broken}"
