@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/long.py                      # 10 min, 1 h, 4 h (the 4 h run takes a while)
     .venv/bin/python bench/long.py --minutes 10,60      # a subset
+    .venv/bin/python bench/long.py --set refine.enabled=true   # with config overrides
 
 Each recording is real speech from ../shared/benchdata joined to the exact length
 (:func:`trax.quality.benchdata.build_long_recording`), run through the default workflow cold.
@@ -27,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import OUT, snakemake_command, stop_server
+from common import OUT, snakemake_command, stop_server, with_overrides
 
 from trax.io.jsonio import read_json
 from trax.io.media import decode_command, find_ffmpeg
 from trax.quality.benchdata import build_long_recording
 
 GNU_TIME = "/usr/bin/time"
-STAGES = ["normalize", "transcribe_fast", "diarize", "merge", "export", "enhance", "figures", "metrics", "summary"]
+STAGES = ["normalize", "transcribe_fast", "refine", "diarize", "merge", "export", "enhance", "figures", "metrics", "summary"]
 
 
 def benchmark(workdir: Path, rule: str) -> tuple[float, float] | None:
@@ -67,13 +68,13 @@ def peak_rss_mb(command: list[str], **popen: Any) -> float:
         return int(report.read().split()[-1]) / 1024
 
 
-def run(minutes: int, cores: int, clips: Path) -> dict[str, tuple[float, float]]:
+def run(minutes: int, cores: int, clips: Path, overrides: list[str]) -> dict[str, tuple[float, float]]:
     label = f"long-{minutes}min"
     audio = build_long_recording(OUT / f"{label}.wav", minutes * 60.0, clips)
     workdir = Path(tempfile.mkdtemp(prefix=f"trax-{label}-"))
     try:
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump({"inputs": str(audio)}), encoding="utf-8")
+        config.write_text(yaml.safe_dump(with_overrides({"inputs": str(audio)}, overrides)), encoding="utf-8")
         command = snakemake_command(workdir, config, cores)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         ffmpeg_peak = peak_rss_mb(decode_command(audio, workdir / "decoded.wav").compile(
@@ -101,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", default="10,60,240", help="recording lengths in minutes, comma-separated")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, e.g. refine.enabled=true (repeatable)")
     args = parser.parse_args()
     lengths = [int(m) for m in args.minutes.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
@@ -109,11 +112,12 @@ def main() -> None:
     results = {}
     for minutes in lengths:
         before = os.getloadavg()
-        results[minutes] = run(minutes, args.cores, clips)
+        results[minutes] = run(minutes, args.cores, clips, args.set)
         after = os.getloadavg()
         print(f"{minutes} min done: load average before {before[0]:.2f}, after {after[0]:.2f} (1-min)", flush=True)
 
-    print(f"\n--cores {args.cores}; default config; cold (fresh directory and model server per recording)")
+    settings = "overrides " + " ".join(args.set) if args.set else "default config"
+    print(f"\n--cores {args.cores}; {settings}; cold (fresh directory and model server per recording)")
     header = "| stage | " + " | ".join(f"{m} min wall s | RTF | peak RSS MB" for m in lengths) + " |"
     print(header)
     print("|" + "---|" * (1 + 3 * len(lengths)))

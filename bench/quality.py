@@ -7,9 +7,10 @@ Usage::
     .venv/bin/python bench/quality.py --compare  # ... and the other candidate features' figures
     .venv/bin/python bench/quality.py --second-opinion  # ... and how a second model's disagreement ranks
 
-Fits the word-error model (estimated WER) on the dev category-a set, clean and with added noise,
-and two DER models on the dev multi-speaker set; every printed figure is leave-one-recording-out.
-Decodes and diarizations are cached in bench/out/quality/ (delete it after changing the decoder).
+Fits word-error models on the dev category-a set, clean and noisy: ``asr`` on fast transcripts,
+``asr_agreement`` on refined ones (combine mode: with the decoders' agreement); two DER models on
+the dev multi-speaker set. Every figure is leave-one-recording-out. Decodes are cached in
+bench/out/quality/ (delete it after changing a decoder or refine).
 
 Recordings, models and methodology: bench/README.md, section "quality.py".
 """
@@ -30,6 +31,7 @@ from common import REPO, ffmpeg_wav, workflow_config
 from trax.io.jsonio import dumps, read_json, write_text_atomic
 from trax.quality.benchdata import der_items, wer_items
 from trax.quality.estimates import (
+    AGREEMENT_FEATURES,
     DIARIZATION_FEATURES,
     MODEL_PATH,
     WORD_FEATURES,
@@ -45,7 +47,8 @@ from trax.quality.estimates import (
 from trax.quality.evaluation import corpus_wer, word_errors
 
 #: Version written into the model; bump on every refit that changes coefficients or parts.
-MODEL_VERSION = "3"
+#: 4: the ``asr_agreement`` part (refined transcripts of combine-mode refinement).
+MODEL_VERSION = "4"
 #: SNRs (dB) of the noisy copies; None = the clean recording.
 SNRS = (None, 10.0, 0.0)
 #: Features the word model uses, out of trax.quality.estimates.WORD_FEATURES (``--features`` tries others,
@@ -66,8 +69,9 @@ SNRS = (None, 10.0, 0.0)
 #: clean recordings is a second model: the share of words Whisper base decodes differently
 #: (``--second-opinion``) has a clean Spearman of 0.667 (Kendall 0.609) with nothing fitted, and
 #: about as much counted only around words below 0.7 (a third of the words). Greedy tiny.en
-#: (batch 0, beam 1) as the second decoder reaches only 0.20. The workflow decodes once, so the
-#: shipped model cannot use it. Measured 2026-12-05 (``--second-opinion``, after the digit-run
+#: (batch 0, beam 1) as the second decoder reaches only 0.20. A fast-only run decodes once, so
+#: this part cannot use it; with refine's combine mode the ``asr_agreement`` part does
+#: (:data:`AGREEMENT_ASR_FEATURES`, ``print_agreement``). Measured 2026-12-05 (``--second-opinion``, after the digit-run
 #: scoring fix): the rate alone 0.537, but fitted into the word model leave-one-out 0.355 (an ad-hoc
 #: fit of other subsets of the shipped features with it gave 0.30-0.42); re-decoding only the
 #: low-confidence spans, as refine does, costs more than the full decode (one run each, idle
@@ -75,6 +79,13 @@ SNRS = (None, 10.0, 0.0)
 #: each clip is padded to a 30 s window) and ranks 10 dB
 #: recordings far worse (0.39, 0.19 against 0.95).
 ASR_FEATURES = ("log_prob", "context_log_prob", "segment_avg_logprob")
+#: Features of the ``asr_agreement`` part, fitted on the refined transcripts (refine combine mode:
+#: the fast pass and Whisper base combined word by word). The shipped features plus the decoders'
+#: agreement; ``print_agreement`` prints every candidate set's leave-one-out figures.
+AGREEMENT_ASR_FEATURES = (*ASR_FEATURES, "second_opinion_disagrees")
+#: Word feature sets ``print_agreement`` compares on the refined transcripts.
+AGREEMENT_CANDIDATES = (ASR_FEATURES, AGREEMENT_ASR_FEATURES, (*ASR_FEATURES, *AGREEMENT_FEATURES),
+                        ("log_prob", "second_opinion_disagrees"), ("second_opinion_disagrees",))
 #: L2 penalty of the word model (standardised features; 1358 training words).
 ASR_L2 = 1.0
 #: Ridge penalty of the DER model (13 recordings: shrinks toward the mean DER).
@@ -163,6 +174,60 @@ def fast_transcript(wav: Path, name: str, cache: Path) -> dict:
     return read_json(cache)
 
 
+def asr_recording(name: str, group: int, snr: float | None, reference: str, transcript: dict) -> AsrRecording:
+    """A decoded recording with its word features and located errors."""
+    words = transcript_words(transcript)
+    measured = corpus_wer([reference], [transcript["text"]])
+    return AsrRecording(
+        name=name, group=group, snr=snr, reference=reference, transcript=transcript,
+        rows=np.array([row for _, row in words], dtype=np.float64).reshape(-1, len(WORD_FEATURES)),
+        errors=np.array(word_errors(reference, [w["word"] for w, _ in words]), dtype=np.float64),
+        measured_errors=measured.substitutions + measured.deletions + measured.insertions,
+        reference_words=measured.reference_words)
+
+
+@functools.cache
+def refine_settings() -> tuple[dict, dict]:
+    """config/config.yaml's ``refine`` section with ``enabled: true``, and the workflow's domains."""
+    from trax.asr.domains import load_domains
+
+    return {**workflow_config()["refine"], "enabled": True}, load_domains(REPO / "config" / "domains")
+
+
+@functools.cache
+def refine_model(adapter: str | None) -> tuple[object, object]:
+    """The refine model (or a domain's adapted one), loaded once."""
+    from trax.asr.refine import RefineOptions, load_refine_model
+
+    return load_refine_model(RefineOptions.from_config(refine_settings()[0]), adapter=adapter)
+
+
+def refined_recordings(recordings: list[AsrRecording]) -> list[AsrRecording]:
+    """Every recording refined as the workflow's refine stage does with ``enabled: true`` (cached).
+
+    :func:`trax.asr.refine.refine_transcript` is the stage's own function (the model server and
+    the in-process job both run it): domain choice, then combine mode's second decode of every
+    speech chunk (:func:`trax.asr.second_opinion.decode_chunks`) combined word by word
+    (:func:`trax.asr.refine.combine_into`), which marks the disputed words the agreement features
+    read.
+    """
+    from trax.asr.refine import refine_transcript
+
+    folder = OUT / "refined"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings, domains = refine_settings()
+    result = []
+    for recording in recordings:
+        cache = folder / f"{recording.name}.refined.json"
+        if not cache.exists():
+            refined = refine_transcript(recording.transcript, str(OUT / f"{recording.name}.wav"), settings, domains,
+                                        None, refine_model)
+            write_text_atomic(cache, dumps(refined))
+        result.append(asr_recording(recording.name, recording.group, recording.snr, recording.reference,
+                                    read_json(cache)))
+    return result
+
+
 def asr_recordings() -> list[AsrRecording]:
     """Decode (or read cached) every recording and locate its errors."""
     from trax.io.media import load_wav
@@ -179,14 +244,7 @@ def asr_recordings() -> list[AsrRecording]:
             if not wav.exists():
                 write_wav(wav, add_noise(load_wav(clean), snr, seed=group))
             transcript = fast_transcript(wav, name, OUT / f"{name}.transcript.json")
-            words = transcript_words(transcript)
-            measured = corpus_wer([item.reference], [transcript["text"]])
-            result.append(AsrRecording(
-                name=name, group=group, snr=snr, reference=item.reference, transcript=transcript,
-                rows=np.array([row for _, row in words], dtype=np.float64).reshape(-1, len(WORD_FEATURES)),
-                errors=np.array(word_errors(item.reference, [w["word"] for w, _ in words]), dtype=np.float64),
-                measured_errors=measured.substitutions + measured.deletions + measured.insertions,
-                reference_words=measured.reference_words))
+            result.append(asr_recording(name, group, snr, item.reference, transcript))
     return result
 
 
@@ -329,7 +387,7 @@ def top_words_share(subset: list[dict], share: float) -> float:
 #: Word feature sets ``--compare`` tries: the word probability alone, the shipped set, and the
 #: shipped set plus each other candidate of trax.quality.estimates.WORD_FEATURES.
 def candidate_feature_sets() -> list[tuple[str, ...]]:
-    others = [name for name in WORD_FEATURES if name not in ASR_FEATURES]
+    others = [name for name in WORD_FEATURES if name not in ASR_FEATURES and name not in AGREEMENT_FEATURES]
     return [("log_prob",), ("log_prob", "context_log_prob"), ASR_FEATURES] + [(*ASR_FEATURES, name) for name in others]
 
 
@@ -407,6 +465,70 @@ def print_asr(rows: list[dict], inflation: float) -> None:
     print()
     print(f"interval inflation (90th percentile of leave-one-out |error| / binomial sd, / {INTERVAL_Z}): {inflation:.3f}")
     print()
+
+
+# --- the decoders' agreement (the asr_agreement part) --------------------------------------------
+
+SETS = (("dev clean", lambda r: r["snr"] is None), ("10 dB", lambda r: r["snr"] == 10.0),
+        ("0 dB", lambda r: r["snr"] == 0.0), ("all", lambda r: True))
+
+
+def print_agreement(fast: list[AsrRecording], refined: list[AsrRecording], options: QualityOptions,
+                    fast_rows: list[dict], fast_inflation: float) -> float:
+    """Leave-one-out figures of word models without and with the decoders' agreement; returns the
+    interval inflation of :data:`AGREEMENT_ASR_FEATURES` on the refined transcripts.
+
+    Rows: the shipped ``asr`` part on the fast transcripts (what a fast-only run gets), then each
+    :data:`AGREEMENT_CANDIDATES` set fitted and scored on the refined transcripts (what a run with
+    refine gets). Same recordings, same groups left out.
+    """
+    print("## The decoders' agreement: word models on refined transcripts (refine combine mode), leave-one-out")
+    print()
+    snr = {r.name: {"snr": r.snr} for r in fast}
+    for label, keep in SETS:
+        before = [r for r in fast if keep(snr[r.name])]
+        after = [r for r in refined if keep(snr[r.name])]
+        words = sum(len(r.errors) for r in after)
+        disputed = sum(int(r.rows[:, WORD_FEATURES.index("second_opinion_disagrees")].sum()) for r in after)
+        hits = sum(int(((r.rows[:, WORD_FEATURES.index("second_opinion_disagrees")] > 0) & (r.errors > 0)).sum())
+                   for r in after)
+        print(f"{label}: measured WER fast {100 * _pooled(before):.2f} %, refined {100 * _pooled(after):.2f} %; "
+              f"{disputed} of {words} refined words disputed ({100 * disputed / max(words, 1):.1f} %), "
+              f"{hits} of them carry a located error (of {sum(int((r.errors > 0).sum()) for r in after)} words "
+              f"with one)")
+    print()
+    print("Spearman / Kendall: per-recording estimated vs measured WER. Top 10 / 25 % words: share of the located "
+          "errors in the words with the most expected errors. Calibration: pooled estimated / measured WER, mean "
+          "|estimated - measured| per recording, and how many recordings the 90 % interval covers (inflation fitted "
+          "on the same leave-one-out rows). Flagged: utterances flagged at the quality defaults / errors inside them.")
+    print()
+    print("| transcripts | features | set | Spearman | Kendall | top 10 % words hold % | top 25 % words hold % | "
+          "pooled est. / measured WER % | mean abs error pp | 90 % interval covers | utt. flagged % / errors caught % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    chosen_inflation = 1.0
+    variants = [("fast", "shipped asr: " + ", ".join(ASR_FEATURES), fast_inflation, fast_rows)]
+    for features in AGREEMENT_CANDIDATES:
+        inflation, rows = asr_report(refined, options, features)
+        if features == AGREEMENT_ASR_FEATURES:
+            chosen_inflation = inflation
+        label = ", ".join(features) + (" (shipped asr_agreement)" if features == AGREEMENT_ASR_FEATURES else "")
+        variants.append(("refined", label, inflation, rows))
+    for transcripts, label, inflation, rows in variants:
+        for name, keep in SETS:
+            subset = [r for r in rows if keep(r)]
+            f = set_figures(subset)
+            covered = sum(abs(r["measured"] - r["estimated"]) <= INTERVAL_Z * inflation * r["sd"] for r in subset)
+            error = np.mean([abs(r["measured"] - r["estimated"]) for r in subset])
+            print(f"| {transcripts} | {label} | {name} | {f['spearman']:.3f} | {f['kendall']:.3f} | "
+                  f"{100 * top_words_share(subset, 0.10):.1f} | {100 * top_words_share(subset, 0.25):.1f} | "
+                  f"{100 * f['estimated']:.2f} / {100 * f['measured']:.2f} | {100 * error:.2f} | "
+                  f"{covered}/{len(subset)} | {100 * f['flagged']:.1f} / {100 * f['caught']:.1f} |")
+    print()
+    return chosen_inflation
+
+
+def _pooled(recordings: list[AsrRecording]) -> float:
+    return sum(r.measured_errors for r in recordings) / max(sum(r.reference_words for r in recordings), 1)
 
 
 # --- second opinion (measured here, not shipped) -------------------------------------------------
@@ -877,7 +999,11 @@ def main() -> None:
                         "with refine.model and print how its disagreement ranks them (not part of the shipped model)")
     parser.add_argument("--compare", action="store_true", help="also print the leave-one-out figures of other "
                         "word feature sets and of single diarization features")
+    parser.add_argument("--skip-agreement", action="store_true", help="do not refine the recordings (no "
+                        "asr_agreement figures; --write then refuses)")
     args = parser.parse_args()
+    if args.write and (args.skip_der or args.skip_agreement):
+        parser.error("--write fits every part: leave out --skip-der and --skip-agreement")
     features = tuple(args.features.split(",")) if args.features else ASR_FEATURES
 
     options = QualityOptions()
@@ -888,6 +1014,11 @@ def main() -> None:
           f"{len(recordings)} recordings, {sum(len(r.errors) for r in recordings)} hypothesis words")
     print()
     print_asr(rows, inflation)
+    refined: list[AsrRecording] = []
+    agreement_inflation = 1.0
+    if not args.skip_agreement:
+        refined = refined_recordings(recordings)
+        agreement_inflation = print_agreement(recordings, refined, options, rows, inflation)
     if args.compare:
         print_comparison(recordings, options)
     if args.second_opinion:
@@ -903,12 +1034,18 @@ def main() -> None:
         asr["fitted_on"] = (f"{len(recordings)} recordings: trax.quality.benchdata.wer_items clean and with white noise "
                             f"at 10 and 0 dB SNR, default transcribe_fast (tiny.en, beam 3; sequential: "
                             f"each clip fits one window)")
+        agreement = fit_asr(refined, agreement_inflation, AGREEMENT_ASR_FEATURES)
+        agreement["fitted_on"] = (f"the same {len(refined)} recordings refined by the default refine stage with "
+                                  f"enabled: true (combine mode: {refine_settings()[0]['model']} decodes every speech "
+                                  f"chunk, combined word by word with the fast transcript)")
         model = {"version": MODEL_VERSION, "description": "Trax quality model: see src/trax/quality/estimates.py; fitted by "
-                 "bench/quality.py --write", "asr": asr, **diarization}
+                 "bench/quality.py --write", "asr": asr, "asr_agreement": agreement, **diarization}
         MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(MODEL_PATH, dumps(model))
         print(f"wrote {MODEL_PATH.relative_to(REPO)}")
         print(json.dumps({"asr_coef": dict(zip(features, asr["coef"])), "errors_per_flag": asr["errors_per_flag"],
+                          "asr_agreement_coef": dict(zip(AGREEMENT_ASR_FEATURES, agreement["coef"])),
+                          "asr_agreement_errors_per_flag": agreement["errors_per_flag"],
                           **{f"{name}_coef": dict(zip(part["features"], part["coef"]))
                              for name, part in diarization.items()}}))
 

@@ -118,11 +118,34 @@ def test_combine_into_resolves_each_disagreement_per_chunk_and_records_both_cand
     assert (adam["fast"]["confidence"], adam["second"]["confidence"]) == (0.4, 0.9) and "more confident" in adam["reason"]
     assert record["calibration"]["fast"]["source"].startswith("identity")
     assert records[0]["refined"] and records[0]["text_before"] == "So the Adam bomb uh" and not records[1]["chosen"]
-    assert segments[0]["words"][-1] == _w("exploded", 1.9, 0.8, 0.3) and segments[0]["end"] == 2.4
+    assert segments[0]["words"][-1] == {**_w("exploded", 1.9, 0.8, 0.3), "change": 1} and segments[0]["end"] == 2.4
+    # Each disputed word that stays carries its change's index (the quality model's agreement
+    # feature); words both decoders heard alike carry none.
+    assert [(w["word"], w.get("change")) for s in segments for w in s["words"]] == [
+        ("So", None), ("the", None), ("atom", 0), ("bomb", None), ("exploded", 1), ("nice", None), ("day", None)]
     # The agreement-fitted calibration is used only when asked for.
     asked = combine_into([dict(s) for s in segments], [_unchosen(s) for s in segments], second, chunks,
                          "embedded:tiny.en", "embedded:base", RefineOptions(enabled=True, calibration="agreement"), set())
     assert asked["calibration"]["second"]["source"].startswith("Platt")
+
+
+def test_disputed_words_are_marked_whichever_side_wins_and_dropped_ones_mark_a_neighbour() -> None:
+    from trax.asr.refine import combine_into
+    from trax.asr.second_opinion import Chunk
+
+    fast = [_w("we", 0.0), _w("uh", 0.5, 0.2), _w("went", 1.0), _w("home", 1.5, 0.9), _w("to", 2.0),
+            _w("now", 2.5, 0.3)]
+    # 'uh' only in the fast decode (unsure: dropped, the next word carries the mark), 'home' vs
+    # 'Rome' (the fast word more confident: kept, and marked), 'now' only in the fast decode at
+    # the chunk's end (dropped: the word before it carries the mark).
+    second = [_w("we", 0.0), _w("went", 1.0), _w("Rome", 1.5, 0.6), _w("to", 2.0)]
+    segments = [{"start": 0.0, "end": 2.9, "text": "we uh went home to now", "words": fast}]
+    record = combine_into(segments, [_unchosen(s) for s in segments], second, [Chunk(0.0, 3.0, 2, True)],
+                          "embedded:tiny.en", "embedded:base", RefineOptions(enabled=True), set())
+    assert [(c["fast"]["text"], c["second"]["text"], c["chosen"]) for c in record["changes"]] == [
+        ("uh", "", "second"), ("home", "Rome", "fast"), ("now", "", "second")]
+    assert [(w["word"], w.get("change")) for w in segments[0]["words"]] == [
+        ("we", None), ("went", 0), ("home", 1), ("to", 2)]
 
 
 class _RecordingModel:

@@ -192,5 +192,66 @@ def test_candidate_word_features() -> None:
     assert rows[2]["word_duration"] == 0.0 and rows[2]["chars_per_second"] == 40.0
     assert rows[0]["chars_per_second"] == pytest.approx(2 / 0.3)
     assert all(row["segment_low_share"] == 0.5 and row["segment_words"] == pytest.approx(math.log(4)) for row in rows)
+    assert all(row["second_opinion_disagrees"] == row["second_opinion_rival_confidence"] == 0 for row in rows)
+    # A refined transcript's disputed word (combine mode): disputed, and the losing reading's confidence.
+    refined = _refined([0.9, 0.6, 0.95, 0.3], [1])
+    for chosen, rival in (("fast", 0.4), ("second", 0.6)):
+        refined["refinement"]["changes"][0]["chosen"] = chosen
+        agreement = [dict(zip(WORD_FEATURES, row)) for _, row in transcript_words(refined)]
+        assert [(r["second_opinion_disagrees"], r["second_opinion_rival_confidence"]) for r in agreement] == [
+            (0.0, 0.0), (1.0, rival), (0.0, 0.0), (0.0, 0.0)]
     # 10 % quantile of ln(0.9, 0.4, 0.95, 0.3), numpy's linear interpolation.
     assert rows[0]["segment_q10_log_prob"] == pytest.approx(math.log(0.3) + 0.3 * (math.log(0.4) - math.log(0.3)))
+
+
+def _refined(probabilities: list[float], disputed: list[int], decoded: bool = True) -> dict:
+    """A combine-mode refined transcript whose ``disputed`` words the two decoders disagreed on
+    (the fast word kept each time, the rival reading at confidence 0.4)."""
+    transcript = _transcript(probabilities)
+    words = transcript["segments"][0]["words"]
+    changes = []
+    for index in disputed:
+        word = words[index]
+        word["change"] = len(changes)
+        side = {"text": word["word"], "start": word["start"], "end": word["end"], "probability": word["probability"],
+                "confidence": word["probability"]}
+        changes.append({"start": word["start"], "end": word["end"], "segment": 0, "fast": side,
+                        "second": {**side, "text": "other", "probability": 0.4, "confidence": 0.4},
+                        "chosen": "fast", "reason": "test"})
+    transcript["refinement"] = {"enabled": True, "status": "combined", "spans": [], "redecoded_s": 6.4,
+                                "redecoded_share": 0.1, "mode": "combine", "changes": changes,
+                                "chunks": [{"start": 0.0, "end": 6.4, "doubtful": 0, "decoded": decoded}]}
+    return transcript
+
+
+def _annotated(transcript: dict) -> dict:
+    body = merge(transcript, [Turn(0.0, 60.0, "A")], MergeOptions())
+    annotate_merged(body, transcript, None, QualityOptions())
+    return body["quality"]
+
+
+def test_refined_transcripts_get_the_agreement_model_and_disputed_words_count_more() -> None:
+    from trax.quality.estimates import AGREEMENT_FEATURES, agreement_reason, asr_model_for
+    from trax.quality.estimates import word_errors as expected
+
+    model = load_model()
+    assert model.asr_agreement is not None and not set(model.asr.features) & set(AGREEMENT_FEATURES)
+    agreement = model.with_agreement()
+    assert agreement.asr_part == "asr_agreement" and agreement.version == model.version
+    assert "second_opinion_disagrees" in agreement.asr.features
+    coef = dict(zip(agreement.asr.features, agreement.asr.coef))
+    assert coef["second_opinion_disagrees"] > 0  # a disputed word is more likely wrong
+    # Fast-only transcripts (and spans mode, non-English: no changes) keep the word-probability part.
+    fast = _transcript([0.9] * 16)
+    assert agreement_reason(fast) and asr_model_for(model, fast) is model
+    assert _annotated(fast)["model"] == {**model.provenance(), "asr_part": "asr"}
+    # Every chunk decoded a second time: the agreement part, even with nothing disputed.
+    calm, disputed = _refined([0.9] * 16, []), _refined([0.9] * 16, [3, 4, 9])
+    assert agreement_reason(calm) is None and asr_model_for(model, calm).asr_part == "asr_agreement"
+    assert _annotated(calm)["model"] == {**model.provenance(), "asr_part": "asr_agreement"}
+    errors = [e for _, e in expected(disputed["segments"], agreement, disputed["refinement"]["changes"])]
+    assert errors[3] == errors[4] == errors[9] > 2 * errors[0] and errors[0] == errors[15]
+    assert _annotated(disputed)["estimated_wer"] > _annotated(calm)["estimated_wer"]
+    # A chunk left undecoded (refine.chunks: doubtful): its words were never compared.
+    partial = _refined([0.9] * 16, [3], decoded=False)
+    assert "not every speech chunk" in agreement_reason(partial) and asr_model_for(model, partial) is model

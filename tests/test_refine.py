@@ -15,6 +15,8 @@ from trax.asr.models import BASE_SHA256, embedded_base_dir
 from trax.io.provenance import sha256_file
 from trax.asr.refine import RefineOptions, Span, join_words, plan_spans, refine_transcript, splice
 from trax.io.schemas import validate
+from trax.quality.estimates import load_model as load_quality_model
+from trax.quality.estimates import word_errors as expected_errors
 
 #: LibriSpeech 1272-128104-0004 (8 kHz copy): tiny.en writes "Mr. Burkett Foster's" and "exquisite
 #: itles" where the reference has "Birket Foster's" and "exquisite idylls".
@@ -143,6 +145,21 @@ def test_refine_workflow_combines_biases_server_on_off_identical_and_reruns(make
     for segment in refined["segments"]:
         assert segment["start"] <= min((w["start"] for w in segment["words"]), default=segment["start"])
         assert segment["end"] >= max((w["end"] for w in segment["words"]), default=segment["end"])
+    # Every disputed word that stays is marked with its change; merged.json's quality estimates
+    # come from the word model that uses the decoders' agreement (recomputed here with it), and say so.
+    marked = {w["change"] for w in words if "change" in w}
+    assert marked and marked <= set(range(len(changes))) and words[words.index(taken)]["change"] == changes.index(birket)
+    merged = read_json(served.result("linnell", "merged.json"))
+    validate(merged, "merged")
+    quality = load_quality_model()
+    assert merged["quality"]["model"] == {**quality.provenance(), "asr_part": "asr_agreement"}
+    assert merged["provenance"]["quality_model"] == quality.provenance()
+
+    def estimated(model) -> float:
+        errors = [e for _, e in expected_errors(refined["segments"], model, changes)]
+        return round(sum(errors) / len(errors), 4)
+
+    assert merged["quality"]["estimated_wer"] == estimated(quality.with_agreement()) != estimated(quality)
     jfk = read_json(served.result("jfk", "transcript.refined.json"))
     assert jfk["domain"]["source"] == "auto" and set(jfk["domain"]["scores"]) >= {"general", "victorian_art"}
     assert served.server("stats")["requests"]["refine"] == 2
@@ -162,6 +179,8 @@ def test_refine_workflow_combines_biases_server_on_off_identical_and_reruns(make
     assert off["provenance"]["refinement"].startswith("disabled") and "refine" not in off["provenance"]["models"]
     assert [{k: v for k, v in s.items() if k != "refinement"} for s in off["segments"]] == fast["segments"]
     assert "Nothing to be done" in served.run("-n").output
+    # A fast-only transcript gets the word-probability model.
+    assert read_json(served.result("linnell", "merged.json"))["quality"]["model"]["asr_part"] == "asr"
 
     # The old span re-decode is still there (refine.mode: spans) and biased alike.
     served.write_config({"inputs": str(sheet), "refine": {**refine, "mode": "spans"}})
@@ -169,6 +188,7 @@ def test_refine_workflow_combines_biases_server_on_off_identical_and_reruns(make
     spans = read_json(served.result("linnell", "transcript.refined.json"))
     assert spans["refinement"]["mode"] == "spans" and spans["refinement"]["spans"]
     assert "Birket Foster" in spans["text"] and 0 < spans["refinement"]["redecoded_share"] < 1
+    assert read_json(served.result("linnell", "merged.json"))["quality"]["model"]["asr_part"] == "asr"
 
 
 def test_combine_mode_leaves_a_non_english_transcript_as_the_fast_pass_wrote_it(tmp_path: Path) -> None:

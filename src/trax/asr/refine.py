@@ -637,6 +637,7 @@ def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], 
             start = first + region.first
             replacements.append(Replacement(start, start + len(old), new, verdict.first_confidence,
                                             verdict.second_confidence, second_wins, reason))
+            _mark_change(new if second_wins else old, len(changes), words, first, len(positions), region)
             changes.append({
                 "start": around[0]["start"], "end": around[-1]["end"],
                 "segment": words[min(start, len(words) - 1)][0] if words else 0,
@@ -667,6 +668,33 @@ def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], 
         "chunks": [asdict(c) for c in chunks],
         "changes": changes,
     }
+
+
+def _mark_change(winners: list[dict[str, Any]], number: int, words: list[tuple[int, dict[str, Any]]],
+                 first: int, count: int, region: Any) -> None:
+    """Give the words of disagreement ``number`` that stay in the transcript ``"change": number``
+    (the index of its ``refinement.changes`` entry), so the quality model knows which words the
+    two decoders disputed (:mod:`trax.quality.estimates`).
+
+    When the winning side has no words (the other side's words were dropped), the fast word right
+    after the dropped stretch carries the mark instead (the one before it at a chunk's end): that
+    is where a wrongly dropped word shows as a deletion (:func:`trax.quality.evaluation.word_errors`).
+    Called before the words are assembled, so the copies in the output carry it; an existing mark
+    is kept.
+
+    Args:
+        winners: The winning side's words there (fast word dicts, or the second decode's).
+        number: The change's index.
+        words: The fast words (flat).
+        first: Flat index of the chunk's first fast word; ``count`` its fast words.
+        region: The disagreement (:class:`trax.asr.combine.Region`, chunk-relative indices).
+    """
+    if not winners:
+        after, before = region.first_stop, region.first - 1
+        neighbour = after if after < count else before
+        winners = [words[first + neighbour][1]] if count and neighbour >= 0 else []
+    for word in winners:
+        word.setdefault("change", number)
 
 
 def _candidate(words: list[dict[str, Any]], confidence: float) -> dict[str, Any]:

@@ -48,10 +48,11 @@ class TranscribeOptions:
         word_timestamps: Align words with cross-attention (needed by merge and subtitles).
         batch_size: Speech chunks decoded at once by faster-whisper's ``BatchedInferencePipeline``
             (Silero VAD first, speech merged into chunks of at most 30 s, each decoded without
-            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder. 4, not
-            faster-whisper's 8: the same dev WER, no slower on 2 cores, and half the cross-attention
-            memory (batch x beam copies of the encoder output): a long recording peaked at 1.17 GB
-            instead of 1.65 GB.
+            the previous chunk's text). 0 keeps the sequential 30 s sliding-window decoder. 2, not
+            faster-whisper's 8: the same dev WER as 4, 8 and 16, and the encoder's self-attention
+            holds batch x heads x 1500² scores at once, so memory grows with the batch: tiny.en on
+            the 5-minute bench file peaked at 555 MB with 2 against 785 MB with 4 (and 4 against 8
+            on a long recording: 1.17 GB against 1.65 GB), for a few per cent more decode time.
         sequential_max_s: Audio up to this long is decoded by the sequential decoder even when
             ``batch_size`` > 0, provided Silero VAD finds speech in it (without speech it goes to
             the batched path, which decodes nothing). Such audio fits one 30 s window, so there is
@@ -104,7 +105,7 @@ class TranscribeOptions:
     beam_size: int = 5
     temperature: float = 0.0
     word_timestamps: bool = True
-    batch_size: int = 4
+    batch_size: int = 2
     sequential_max_s: float = 30.0
     vad_filter: bool = False
     vad_threshold: float = 0.5

@@ -406,6 +406,7 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         WordCoverage,
         add_quality,
         annotate_utterance,
+        asr_model_for,
         load_model,
         merged_diarization,
         speech_share,
@@ -430,7 +431,9 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         check_same_model(store, voices.get("embedding_model"), profiles_path, diarization_path)
     speaker_options = SpeakerOptions.from_config(speaker_settings or {})
     quality_options = QualityOptions.from_config(quality)
-    model = load_model()
+    # A refined transcript where combine mode ran gets the word model that uses the two decoders'
+    # agreement; every other transcript the word-probability one (quality.model.asr_part says which).
+    model = asr_model_for(load_model(), transcript)
     errors = array("d")
     flagged = 0
     # The transcript cross-checks the diarization: words outside every diarized turn.
@@ -447,7 +450,8 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
             coverage.add_words(utterance["words"])
 
     tally = MergeTally()
-    words = word_errors(iter_json_list(transcript_path, "segments"), model)
+    words = word_errors(iter_json_list(transcript_path, "segments"), model,
+                        (transcript.get("refinement") or {}).get("changes"))
     utterances = merged_utterances(words, turns, options, tally, annotate, language=transcript.get("language"))
 
     def head() -> dict[str, Any]:
