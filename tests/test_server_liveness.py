@@ -191,6 +191,25 @@ def test_a_client_that_goes_away_cancels_its_work(one_worker: Path) -> None:
         assert "Printing" in _transcribe("short.wav", timeout=30)["segments"][0]["text"]
 
 
+def test_a_request_cancelled_as_its_slot_comes_free_gives_the_slot_back(tmp_path: Path) -> None:
+    """The race behind a CI run that hung: a queued client hangs up just as the worker slot comes
+    free; the request takes the slot, sees the cancel, and must hand the slot back (else every
+    later request waits for it forever, heartbeating)."""
+    from trax.runtime.server import Call, Cancelled, ModelServer
+
+    server = ModelServer(str(tmp_path / "server.sock"), tmp_path, ServerSettings(workers=1))
+    try:
+        call = Call(1)
+        call.cancelled.set()
+        server._local.call = call
+        with pytest.raises(Cancelled), server.work_slot():
+            pytest.fail("a cancelled request must not start")
+        assert server.work_slots.acquire(blocking=False), "the worker slot leaked"
+        assert server.queued == 0
+    finally:
+        server.server_close()
+
+
 def test_an_internal_error_is_one_line_with_code_and_log_pointer(one_worker: Path, capfd) -> None:
     """A fast transcript without its keys makes refine fail inside the server (a KeyError, as in
     the issue): the console gets one line naming the code and the server log, both logs the

@@ -292,11 +292,16 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.queued += 1
             others = self.in_flight - 1  # queued or working (pings and stats included)
         log.info("%s waiting for a worker (%d other requests in the server)", call.describe(), max(others, 0))
+        acquired = False
         try:
-            while not self.work_slots.acquire(timeout=0.2):
+            while not (acquired := self.work_slots.acquire(timeout=0.2)):
                 call.check()
             call.check()
         except BaseException:
+            # A client that left just as the slot came free: give the slot back, or every later
+            # request waits for it forever (heartbeats keep their clients waiting).
+            if acquired:
+                self.work_slots.release()
             with self._state:
                 self.queued -= 1
             raise
