@@ -440,9 +440,9 @@ def _two_means(x: np.ndarray) -> np.ndarray:
     b = x[int(np.argmin(x @ a))]
     centres = np.stack([a, b])
     assign = np.zeros(len(x), dtype=int)
-    for _ in range(SPLIT_ITERATIONS):
+    for step in range(SPLIT_ITERATIONS):
         new = np.argmax(x @ centres.T, axis=1)
-        if (new == assign).all() and _ > 0:
+        if step > 0 and (new == assign).all():
             break
         assign = new
         if assign.min() == assign.max():

@@ -341,8 +341,14 @@ def transcript_words(transcript: dict[str, Any]) -> list[tuple[dict[str, Any], l
         second_opinion_rival_confidence: for such a word, the calibrated confidence of the reading
             that lost (``refinement.changes``); 0 where the decoders agree.
     """
-    changes = (transcript.get("refinement") or {}).get("changes")
+    changes = refinement_changes(transcript)
     return [pair for segment in transcript.get("segments", []) for pair in segment_words(segment, changes)]
+
+
+def refinement_changes(transcript: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The transcript's ``refinement.changes`` (combine mode), which words' ``change`` point
+    into; None when combine mode did not run."""
+    return (transcript.get("refinement") or {}).get("changes")
 
 
 def segment_words(segment: Mapping[str, Any],
@@ -733,8 +739,8 @@ def annotate_merged(body: dict[str, Any], transcript: dict[str, Any], turns: Seq
     in order (what :func:`trax.transcript.merge.merge` builds from ``turns``; None: not diarized).
     """
     model = asr_model_for(model or load_model(), transcript)
-    changes = (transcript.get("refinement") or {}).get("changes")
-    errors = [error for _, error in word_errors(transcript.get("segments", []), model, changes)]
+    words = word_errors(transcript.get("segments", []), model, refinement_changes(transcript))
+    errors = [error for _, error in words]
     coverage = WordCoverage.of_turns(turns) if turns is not None else None
     calibrated = model.calibrated_for(body.get("language"))
     cursor = 0

@@ -409,6 +409,7 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
         asr_model_for,
         load_model,
         merged_diarization,
+        refinement_changes,
         speech_share,
         word_errors,
     )
@@ -450,8 +451,7 @@ def merge_files(transcript_path: str, rttm_path: str | None, output_path: str, s
             coverage.add_words(utterance["words"])
 
     tally = MergeTally()
-    words = word_errors(iter_json_list(transcript_path, "segments"), model,
-                        (transcript.get("refinement") or {}).get("changes"))
+    words = word_errors(iter_json_list(transcript_path, "segments"), model, refinement_changes(transcript))
     utterances = merged_utterances(words, turns, options, tally, annotate, language=transcript.get("language"))
 
     def head() -> dict[str, Any]:
