@@ -41,13 +41,10 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
     long_spread = [(f"window {w}/0.5 spread penalty={p}", dataclasses.replace(
         base, cluster_window_s=w, cluster_hop_s=0.5, count_rule="spread", count_penalty=p))
         for w in (1.5, 2.0, 3.0) for p in (4.0, 8.0, 16.0)]
-    pure = [(f"window {w}/0.5 cut={t} purity={q}", dataclasses.replace(
-        base, cluster_window_s=w, cluster_hop_s=0.5, cluster_threshold=t, cluster_window_purity=q))
-        for w in (2.0, 3.0) for t in (0.3, 0.35) for q in (0.5, 0.6, 0.7, 0.8)]
     overlap = [(f"overlap_margin={m}", dataclasses.replace(base, overlap_margin=m))
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
-            "long windows + spread": default + long_spread, "pure long windows": default + pure, "overlap second speaker": default + overlap}
+            "long windows + spread": default + long_spread, "overlap second speaker": default + overlap}
 
 
 def row(label: str, dev: dict, choose: dict, score: dict) -> str:

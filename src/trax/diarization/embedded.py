@@ -129,9 +129,6 @@ class EmbeddedOptions:
             38.1 vs 32.4 % on dev, where turns change every second or two and a long window
             spans two voices (``bench/diarize_choose.py``).
         cluster_hop_s: Step between clustering windows (None: ``hop_s``).
-        cluster_window_purity: With ``cluster_window_s``: only clustering windows whose first and
-            last ``window_s`` windows have at least this cosine similarity are clustered (the
-            others likely span two voices); None = all.
         split_distance: Second pass (automatic count only): each cluster is split in two by
             spherical 2-means (:func:`split_clusters`), and the split is kept when both halves
             hold at least ``split_min_s`` of windows and their centroids lie more than this
@@ -190,7 +187,6 @@ class EmbeddedOptions:
     count_penalty: float = 2.0
     cluster_window_s: float | None = None
     cluster_hop_s: float | None = None
-    cluster_window_purity: float | None = None
     split_distance: float | None = None
     split_min_s: float = 2.0
     merge_distance: float | None = None
@@ -957,41 +953,24 @@ def label_frames(
 def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, num_speakers: int | None,
                           min_speakers: int | None, max_speakers: int | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Cluster the ``cluster_window_s`` windows and give each labelling window the cluster of the
-    clustering window whose centre is nearest to its own (``EmbeddedOptions.cluster_window_s``).
-
-    With ``cluster_window_purity``, only the long windows whose first and last short windows agree
-    (cosine at least that) are clustered; a short window whose nearest long window spans a change
-    of voice takes the cluster whose centroid (of the short windows labelled so far) is closest."""
+    clustering window whose centre is nearest to its own (``EmbeddedOptions.cluster_window_s``)."""
     import numpy as np
 
     long = speech.cluster_embeddings
     if len(long) <= options.cluster_chunk_windows:
         long = long.astype(np.float64)
-    pure = np.ones(len(long), dtype=bool)
-    if options.cluster_window_purity is not None:
-        first = np.minimum(np.searchsorted(speech.starts, speech.cluster_starts, side="left"), len(speech.starts) - 1)
-        last = np.maximum(np.searchsorted(speech.ends, speech.cluster_ends, side="right") - 1, 0)
-        agreement = np.einsum("ij,ij->i", speech.embeddings[first].astype(np.float64),
-                              speech.embeddings[last].astype(np.float64))
-        pure = (last <= first) | (agreement >= options.cluster_window_purity)
-        if pure.sum() < max(2, num_speakers or 1, min_speakers or 1):
-            pure[:] = True
     hop = options.cluster_hop_s or options.hop_s
-    weights = np.full(int(pure.sum()), min(hop, options.cluster_window_s))
-    long_labels = np.full(len(long), -1)
-    long_labels[pure], facts = cluster(long[pure], weights, options, num_speakers, min_speakers, max_speakers)
+    weights = np.full(len(long), min(hop, options.cluster_window_s))
+    long_labels, facts = cluster(long, weights, options, num_speakers, min_speakers, max_speakers)
     centres = (speech.cluster_starts + speech.cluster_ends) / 2
     wanted = (speech.starts + speech.ends) / 2
-    right = np.minimum(np.searchsorted(centres, wanted), len(centres) - 1)
-    left = np.maximum(right - 1, 0)
-    nearest = np.where(np.abs(centres[right] - wanted) < np.abs(centres[left] - wanted), right, left)
-    labels = long_labels[nearest]
-    if (labels < 0).any():
-        short = speech.embeddings.astype(np.float64)
-        centroids = _centroids(short[labels >= 0], labels[labels >= 0])
-        labels[labels < 0] = np.argmax(short[labels < 0] @ centroids.T, axis=1)
-    facts["cluster_windows"] = int(pure.sum())
-    return _compact(labels), facts
+    right = np.clip(np.searchsorted(centres, wanted), 1, max(len(centres) - 1, 1))
+    left = right - 1
+    nearest = np.where(np.abs(centres[np.minimum(right, len(centres) - 1)] - wanted) < np.abs(centres[left] - wanted),
+                       np.minimum(right, len(centres) - 1), left)
+    labels = _compact(long_labels[nearest])
+    facts["cluster_windows"] = int(len(long))
+    return labels, facts
 
 
 def _distinct(sums: np.ndarray, windows: np.ndarray, keep: np.ndarray, k: int, seconds: float,
