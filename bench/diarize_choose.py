@@ -41,10 +41,17 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
     long_spread = [(f"window {w}/0.5 spread penalty={p}", dataclasses.replace(
         base, cluster_window_s=w, cluster_hop_s=0.5, count_rule="spread", count_penalty=p))
         for w in (1.5, 2.0, 3.0) for p in (4.0, 8.0, 16.0)]
+    eigengap = [(f"eigengap p={q} min_s={m}", dataclasses.replace(base, count_rule="eigengap", eigengap_p=q,
+                                                                 min_speaker_s=m))
+                for q in (0.05, 0.1, 0.2, 0.3, 0.5) for m in (4.0, 2.0)]
+    silhouette = [(f"silhouette min={q} min_s={m}", dataclasses.replace(base, count_rule="silhouette",
+                                                                       silhouette_min=q, min_speaker_s=m))
+                  for q in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) for m in (4.0, 2.0)]
     overlap = [(f"overlap_margin={m}", dataclasses.replace(base, overlap_margin=m))
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
-            "long windows + spread": default + long_spread, "overlap second speaker": default + overlap}
+            "long windows + spread": default + long_spread, "eigengap count": default + eigengap,
+            "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap}
 
 
 def row(label: str, dev: dict, choose: dict, score: dict) -> str:
