@@ -30,7 +30,8 @@ from trax.process import pin_blas_threads
 def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]:
     """The search spaces of issue 31, each with today's default first (a tie keeps it): the
     ``spread`` count rule by penalty (with and without the small-speaker rules), longer clustering
-    windows (with the threshold and with the spread rule), and the overlap second-speaker rule."""
+    windows (with the threshold and with the spread rule), the silhouette rule with its one-speaker
+    floor fitted here, and the overlap second-speaker rule."""
     default = [("default", base)]
     spread = [(f"spread penalty={p} min_s={m}", dataclasses.replace(base, count_rule="spread", count_penalty=p,
                                                                   min_speaker_s=m))
@@ -41,16 +42,13 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
     long_spread = [(f"window {w}/0.5 spread penalty={p}", dataclasses.replace(
         base, cluster_window_s=w, cluster_hop_s=0.5, count_rule="spread", count_penalty=p))
         for w in (1.5, 2.0, 3.0) for p in (4.0, 8.0, 16.0)]
-    eigengap = [(f"eigengap p={q} min_s={m}", dataclasses.replace(base, count_rule="eigengap", eigengap_p=q,
-                                                                 min_speaker_s=m))
-                for q in (0.05, 0.1, 0.2, 0.3, 0.5) for m in (4.0, 2.0)]
     silhouette = [(f"silhouette min={q} min_s={m}", dataclasses.replace(base, count_rule="silhouette",
                                                                        silhouette_min=q, min_speaker_s=m))
                   for q in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) for m in (4.0, 2.0)]
     overlap = [(f"overlap_margin={m}", dataclasses.replace(base, overlap_margin=m))
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
-            "long windows + spread": default + long_spread, "eigengap count": default + eigengap,
+            "long windows + spread": default + long_spread,
             "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap}
 
 

@@ -55,7 +55,7 @@ SAMPLE_RATE = 16000
 #: resemblyzer's mel frame step (10 ms) in samples.
 FRAME = 160
 #: How the automatic speaker count is chosen (``EmbeddedOptions.count_rule``).
-COUNT_RULES = ("threshold", "silhouette", "spread", "eigengap")
+COUNT_RULES = ("threshold", "silhouette", "spread")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,6 @@ class EmbeddedOptions:
     count_rule: str = "threshold"
     silhouette_min: float = 0.25
     count_penalty: float = 2.0
-    eigengap_p: float = 0.2
     cluster_window_s: float | None = None
     cluster_hop_s: float | None = None
     split_distance: float | None = None
@@ -388,11 +387,6 @@ def cluster(
                                   range(min(min_speakers or 1, high), high + 1),
                                   lambda labels: -spread_cost(embeddings, labels, weights, options.count_penalty))
         facts = {"num_speakers_auto": int(labels.max()) + 1, "reason": "spread"}
-    elif options.count_rule == "eigengap":
-        high = min(max_speakers or MAX_AUTO_SPEAKERS, MAX_AUTO_SPEAKERS, leaves)
-        k = max(min(eigengap_count(embeddings, options.eigengap_p, high), high), min_speakers or 1)
-        labels = merged(cut(k, "maxclust")) if k > 1 else np.zeros(count, dtype=int)
-        facts = {"num_speakers_auto": int(labels.max()) + 1, "reason": "eigengap", "eigengap_k": int(k)}
     else:
         labels = merged(cut(options.cluster_threshold, "distance"))
         facts = {"num_speakers_auto": int(labels.max()) + 1, "reason": "cluster_threshold"}
@@ -465,30 +459,6 @@ def spread_cost(embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray,
     n = len(labels)
     return n * float(np.log(max(spread / max(float(weights.sum()), 1e-12), 1e-12))) + \
         penalty * (int(labels.max()) + 1) * float(np.log(max(n, 2)))
-
-
-def eigengap_count(embeddings: np.ndarray, p: float, high: int) -> int:
-    """Speaker count by the largest eigengap of the normalised Laplacian of the windows' affinity
-    (each row keeps its ``p`` most similar windows as 1, the rest 0; symmetrised), 1..``high``."""
-    import numpy as np
-
-    step = -(-len(embeddings) // SILHOUETTE_WINDOWS)
-    x = np.asarray(embeddings[::step], dtype=np.float64)
-    n = len(x)
-    if n < 3:
-        return 1
-    similarity = x @ x.T
-    np.fill_diagonal(similarity, -np.inf)
-    keep = max(1, int(round(p * n)))
-    nearest = np.argpartition(-similarity, keep - 1, axis=1)[:, :keep]
-    affinity = np.zeros((n, n))
-    affinity[np.repeat(np.arange(n), keep), nearest.reshape(-1)] = 1.0
-    affinity = (affinity + affinity.T) / 2
-    degree = np.maximum(affinity.sum(axis=1), 1e-12)
-    inv = 1.0 / np.sqrt(degree)
-    laplacian = np.eye(n) - inv[:, None] * affinity * inv[None, :]
-    values = np.sort(np.linalg.eigvalsh(laplacian))[: min(high, n - 1) + 1]
-    return int(np.argmax(np.diff(values))) + 1
 
 
 def _best_cut(labelling, counts: range, score) -> tuple[np.ndarray | None, float]:
