@@ -47,12 +47,9 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
                   for q in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) for m in (4.0, 2.0)]
     overlap = [(f"overlap_margin={m}", dataclasses.replace(base, overlap_margin=m))
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
-    both_high = [(f"overlap_margin={m} min_score={q}", dataclasses.replace(base, overlap_margin=m, overlap_min_score=q))
-                 for m in (0.03, 0.1, 0.3) for q in (0.5, 0.6, 0.7, 0.8)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
             "long windows + spread": default + long_spread,
-            "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap,
-            "overlap both high": default + both_high}
+            "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap}
 
 
 def row(label: str, dev: dict, choose: dict, score: dict) -> str:

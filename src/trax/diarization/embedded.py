@@ -181,7 +181,6 @@ class EmbeddedOptions:
     distinct_speaker_distance: float | None = 0.41
     switch_penalty: float = 10.0
     overlap_margin: float = 0.0
-    overlap_min_score: float = 0.0
     speech_dbfs: float | None = -20.0
     count_rule: str = "threshold"
     silhouette_min: float = 0.25
@@ -941,8 +940,7 @@ def label_frames(
             chosen = scores[rows, path[lo:hi]]
             scores[rows, path[lo:hi]] = -np.inf
             runner_up = np.argmax(scores, axis=1)
-            close = ((chosen - scores[rows, runner_up] < options.overlap_margin)
-                     & (scores[rows, runner_up] >= options.overlap_min_score))
+            close = chosen - scores[rows, runner_up] < options.overlap_margin
             turns += _runs(speech.frame_times[lo:hi], np.where(close, runner_up, -1))
     from trax.quality.estimates import diarization_signals
 
