@@ -4,14 +4,13 @@ Usage::
 
     .venv/bin/python bench/diarize_choose.py                       # every search space
     .venv/bin/python bench/diarize_choose.py --grid spread --grid long   # spaces whose name contains TEXT
+    .venv/bin/python bench/diarize_choose.py --room     # meetings whose voices share one room
 
-For each search space (``grids``), every variant is scored on the 13 dev recordings and on
-simulated meetings (``bench/meetings.py``: draws ``--choose-seed``, never scored, and
-``--score-seed``). Per space it prints a row per variant, then the two honest choices: dev
-leave-one-recording-out (each recording scored with the variant best on the other 12) and the
-variant best on the choosing draw, with its dev and scoring-draw figures. Columns: DER collar 0 /
-±0.25 s, false alarm, exact speaker counts, mean signed count error. Embeddings are computed once
-per recording and embedding setting and kept in bench/out/diarize-cache (reruns embed nothing).
+Each variant of a search space (``grids``) is scored on the 13 dev recordings and on simulated
+meetings (``bench/meetings.py``; draw ``--choose-seed``, never scored, and ``--score-seed``); then the
+two honest choices: dev leave-one-recording-out, and the variant best on the choosing draw with its
+dev and scoring-draw figures. Columns: DER collar 0 / ±0.25 s, false alarm, exact speaker counts,
+mean signed count error. Embeddings are cached in bench/out/diarize-cache: reruns embed nothing.
 """
 
 from __future__ import annotations
@@ -68,13 +67,14 @@ def main() -> None:
     parser.add_argument("--choose-seed", type=int, default=1)
     parser.add_argument("--score-seed", type=int, default=2)
     parser.add_argument("--count", type=int, default=12, help="meetings per draw")
+    parser.add_argument("--room", action="store_true", help="every meeting's voices share one room and noise")
     args = parser.parse_args()
     pin_blas_threads()
     with tempfile.TemporaryDirectory() as tmp:
         items = load_items(Path(tmp))
         audio = Audio(Path(tmp))
-        draws = {"choose": simulated_meetings(args.choose_seed, args.count, audio),
-                 "score": simulated_meetings(args.score_seed, args.count, audio)}
+        draws = {"choose": simulated_meetings(args.choose_seed, args.count, audio, room=args.room),
+                 "score": simulated_meetings(args.score_seed, args.count, audio, room=args.room)}
     diarize = Diarizer(load_embedded_models(), OUT / "diarize-cache")
     spaces = {name: variants for name, variants in grids(EmbeddedOptions()).items()
               if not args.grid or any(part in name for part in args.grid)}
@@ -86,7 +86,8 @@ def main() -> None:
             meetings = {draw: der_scores([(m.uri, m.reference, diarize(m.uri, m.audio, options),
                                            [(0.0, len(m.audio) / 16000)]) for m in ms]) for draw, ms in draws.items()}
             results[label] = (dev, meetings["choose"], meetings["score"])
-        print(f"\n### {name} (meetings: choosing draw seed {args.choose_seed}, scoring draw seed {args.score_seed})")
+        print(f"\n### {name} (meetings{' in a room' if args.room else ''}: choosing draw seed {args.choose_seed}, "
+              f"scoring draw seed {args.score_seed})")
         print("| variant | dev c0 | dev c.25 | dev spk ok | dev spk err | choose c0 | choose spk ok | choose spk err "
               "| score c0 | score c.25 | score fa | score spk ok | score spk err |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -254,9 +254,10 @@ def test_spread_count_rule_counts_voices_and_honours_the_bounds() -> None:
     assert cluster(embeddings, weights, spread, 5, None, None)[0].max() + 1 == 5
 
 
-def test_longer_clustering_windows_on_real_audio(wavs) -> None:
+def test_longer_clustering_windows_on_real_audio(wavs, tmp_path) -> None:
     """``cluster_window_s`` (issue 31): longer windows are embedded from the same speech and
-    clustered, the short ones still label the frames; a requested count is still honoured."""
+    clustered, the short ones still label the frames; a requested count is still honoured, also
+    through the diarize stage with the config keys (and the spread rule), whose output validates."""
     import numpy as np
 
     from trax.diarization.embedded import EmbeddedOptions, embed_speech, label_frames, load_embedded_models
@@ -277,6 +278,10 @@ def test_longer_clustering_windows_on_real_audio(wavs) -> None:
     for count in (1, 3):
         assert len({turn.speaker for turn in label_frames(speech, options, num_speakers=count)[0]}) == count
     assert len({turn.speaker for turn in label_frames(speech, options, min_speakers=3)[0]}) >= 3
+    section = {**DEFAULTS, "embedded": {**DEFAULTS["embedded"], "cluster_window_s": 2.0, "count_rule": "spread"}}
+    data = _diarize(wavs["dev00"], tmp_path, rule_settings(section, {"num_speakers": 3}))
+    assert data["num_speakers"] == 3 and data["details"]["cluster_windows"] > 0
+    validate(read_json(tmp_path / "d.json"), "diarization")
 
 
 def test_resegmentation_drops_a_spurious_speaker_and_honours_the_count(wavs, tmp_path) -> None:

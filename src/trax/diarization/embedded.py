@@ -881,11 +881,14 @@ def label_frames(
     embeddings = (speech.embeddings.astype(np.float64) if len(starts) <= options.cluster_chunk_windows
                   else speech.embeddings)
     frames = len(speech.frame_times)
-    if speech.cluster_embeddings is None:
+    labels = None
+    if speech.cluster_embeddings is not None and options.cluster_window_s is not None:
+        labels, facts = _cluster_long_windows(speech, options, num_speakers, min_speakers, max_speakers)
+        if labels.max() + 1 < (num_speakers or min_speakers or 1):
+            labels = None  # a requested speaker got no short window: cluster those instead
+    if labels is None:
         weights = np.full(len(starts), min(options.hop_s, options.window_s))
         labels, facts = cluster(embeddings, weights, options, num_speakers, min_speakers, max_speakers)
-    else:
-        labels, facts = _cluster_long_windows(speech, options, num_speakers, min_speakers, max_speakers)
     centroids = _centroids(embeddings, labels)
 
     # Frame scores: mean similarity of the covering windows to each centroid. The Viterbi penalty
@@ -964,10 +967,9 @@ def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, nu
     long_labels, facts = cluster(long, weights, options, num_speakers, min_speakers, max_speakers)
     centres = (speech.cluster_starts + speech.cluster_ends) / 2
     wanted = (speech.starts + speech.ends) / 2
-    right = np.clip(np.searchsorted(centres, wanted), 1, max(len(centres) - 1, 1))
-    left = right - 1
-    nearest = np.where(np.abs(centres[np.minimum(right, len(centres) - 1)] - wanted) < np.abs(centres[left] - wanted),
-                       np.minimum(right, len(centres) - 1), left)
+    right = np.minimum(np.searchsorted(centres, wanted), len(centres) - 1)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(centres[right] - wanted) < np.abs(centres[left] - wanted), right, left)
     labels = _compact(long_labels[nearest])
     facts["cluster_windows"] = int(len(long))
     return labels, facts
