@@ -127,7 +127,8 @@ class EmbeddedOptions:
             whose centre is nearest to its own. None by default: 3.0 s (chosen on the unscored
             meetings draw) scored 28.7 vs 32.4 % on the scoring draw (turns of 1.5-8 s) but
             38.1 vs 32.4 % on dev, where turns change every second or two and a long window
-            spans two voices (``bench/diarize_choose.py``).
+            spans two voices; on meeting draws 3 / 4 the same choice lost (26.5 vs 24.2 %)
+            (``bench/diarize_choose.py``).
         cluster_hop_s: Step between clustering windows (None: ``hop_s``).
         split_distance: Second pass (automatic count only): each cluster is split in two by
             spherical 2-means (:func:`split_clusters`), and the split is kept when both halves
