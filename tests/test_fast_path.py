@@ -159,7 +159,14 @@ def test_batched_decode_encodes_chunk_by_chunk_with_the_batched_bytes(tiny_en) -
     audio = load_wav(COLUMBIA)
     view = _SilencePaddedChunks(tiny_en)
     features = np.stack([view.feature_extractor(audio[i * 480000 : (i + 1) * 480000])[..., :-1] for i in range(2)])
-    one_by_one = np.asarray(view.encode(features))
+    rows = []
+    whole = tiny_en.encode
+    tiny_en.encode = lambda batch: rows.append(len(batch)) or whole(batch)
+    try:
+        one_by_one = np.asarray(view.encode(features))
+    finally:
+        del tiny_en.encode
+    assert rows == [1, 1]
     batched = np.asarray(tiny_en.encode(features))
     assert one_by_one.shape == batched.shape == (2, 1500, 384)
     assert np.array_equal(one_by_one, batched)
