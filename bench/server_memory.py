@@ -10,9 +10,9 @@ Usage::
 Starts a fresh model server (as the workflow does: ``server`` defaults, the default config's
 ``transcribe_fast`` and ``diarize`` settings) in a new directory holding a joined recording of real
 speech (:func:`trax.quality.benchdata.build_long_recording`), sends the transcribe and diarize
-requests at the same time, samples the server's RSS every 0.1 s, and prints per run: the kernel's
-peak (VmHWM), the sampled peak with both requests running and with one, RSS after the models
-load, each request's time, and the load average. The cheap stand-in for ``bench/long.py``.
+requests at once, samples the server's RSS every 0.1 s, and prints per run: the kernel's peak
+(VmHWM), the sampled peak with both requests running and with one, RSS after the models load and
+once both requests are done, request times, load average. The cheap stand-in for bench/long.py.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def one_run(audio: Path, only: str | None) -> dict[str, float]:
                 "both_mb": max(both, default=0.0),
                 "transcribe_alone_mb": max((r for r, n in samples if n == {"transcribe"}), default=0.0),
                 "diarize_alone_mb": max((r for r, n in samples if n == {"diarize"}), default=0.0),
-                "end_mb": samples[-1][0] if samples else 0.0,
+                "end_mb": samples[-1][0] if samples else 0.0, "idle_mb": stats["rss_mb"],
                 "transcribe_s": times.get("transcribe", 0.0), "diarize_s": times.get("diarize", 0.0),
                 "load": load, "digests": digests}
     finally:
@@ -135,7 +135,7 @@ def main() -> None:
         row = one_run(audio, args.only)
         runs.append(row)
         print(f"run {number + 1}: " + json.dumps(row), flush=True)
-    keys = ["peak_mb", "both_mb", "transcribe_alone_mb", "diarize_alone_mb", "loaded_mb", "end_mb",
+    keys = ["peak_mb", "both_mb", "transcribe_alone_mb", "diarize_alone_mb", "loaded_mb", "idle_mb",
             "transcribe_s", "diarize_s", "load"]
     label = " ".join(args.env) or "default"
     print(f"\n{args.minutes} min, {args.only or 'both'} requests, {label}; median of {len(runs)}")
