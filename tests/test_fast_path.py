@@ -114,3 +114,74 @@ def test_transcripts_only_without_diarization(make_workflow) -> None:
     assert not workflow.result("jfk", "diarization.rttm").exists()
     assert normalize_text(" ".join(u["text"] for u in merged["utterances"])) == normalize_text(JFK_TEXT)
     assert "SPEAKER_1" in workflow.result("jfk", "transcript.txt").read_text()
+
+
+COLUMBIA = BENCH / "const-me-whisper" / "columbia.16k.wav"  # 199 s of one speaker
+
+
+def test_vad_in_blocks_gives_faster_whispers_own_speech_probabilities() -> None:
+    """Silero VAD runs VAD_BLOCK_WINDOWS windows at a time once faster-whisper is imported the
+    trax way, and its speech probabilities are the bits of faster-whisper's one big batch."""
+    from trax.process import VAD_BLOCK_WINDOWS, import_faster_whisper
+
+    import_faster_whisper()
+    from faster_whisper.vad import SileroVADModel, get_vad_model
+
+    assert getattr(SileroVADModel.__call__, "_trax_blocked", False)
+    audio = load_wav(COLUMBIA)
+    audio = audio[: len(audio) // 512 * 512]
+    assert len(audio) > 5 * VAD_BLOCK_WINDOWS * 512  # several blocks, a short last one
+    model = get_vad_model()
+    calls = []
+    session = model.session
+
+    class Counting:
+        def run(self, *args, **kwargs):
+            calls.append(len(args[1]["input"]))
+            return session.run(*args, **kwargs)
+
+    model.session = Counting()
+    try:
+        blocked = model(audio.copy())
+    finally:
+        model.session = session
+    assert max(calls) == VAD_BLOCK_WINDOWS and len(calls) == -(-len(audio) // (512 * VAD_BLOCK_WINDOWS))
+    whole = SileroVADModel.__call__.unbounded(model, audio.copy())
+    assert blocked.dtype == whole.dtype and np.array_equal(blocked, whole)
+    assert 0.2 < float((whole > 0.5).mean()) < 0.98  # real speech with pauses, not a degenerate signal
+
+
+def test_batched_decode_encodes_chunk_by_chunk_with_the_batched_bytes(tiny_en) -> None:
+    """The batched fast pass encodes each chunk of a batch on its own (half the encoder's peak
+    memory at batch 2) and gets the batched encoder's output bytes."""
+    from trax.asr.transcribe import _SilencePaddedChunks
+
+    audio = load_wav(COLUMBIA)
+    view = _SilencePaddedChunks(tiny_en)
+    features = np.stack([view.feature_extractor(audio[i * 480000 : (i + 1) * 480000])[..., :-1] for i in range(2)])
+    rows = []
+    whole = tiny_en.encode
+    tiny_en.encode = lambda batch: rows.append(len(batch)) or whole(batch)
+    try:
+        one_by_one = np.asarray(view.encode(features))
+    finally:
+        del tiny_en.encode
+    assert rows == [1, 1]
+    batched = np.asarray(tiny_en.encode(features))
+    assert one_by_one.shape == batched.shape == (2, 1500, 384)
+    assert np.array_equal(one_by_one, batched)
+
+    encoded = []
+    original = _SilencePaddedChunks.encode
+
+    def spy(self, features):
+        encoded.append(len(features))
+        return original(self, features)
+
+    _SilencePaddedChunks.encode = spy
+    try:
+        segments, _, _, _ = transcribe_audio(tiny_en, audio[: 90 * 16000], TranscribeOptions(batch_size=2))
+    finally:
+        _SilencePaddedChunks.encode = original
+    assert encoded and max(encoded) == 2  # the pipeline's batches come through the view
+    assert sum(len(s.words) for s in segments) > 150

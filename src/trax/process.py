@@ -149,4 +149,46 @@ def import_faster_whisper() -> types.ModuleType:
             sys.meta_path.remove(finder)
     import faster_whisper
 
+    bound_vad_batches()
     return faster_whisper
+
+
+#: Silero VAD windows (512 samples, 32 ms) run through ONNX Runtime at a time. faster-whisper runs
+#: up to 10000 (5 min 20 s) in one call, and the model's activations for them took ~90 MB at once
+#: for each 5-minute piece, in transcription and diarization alike, often both at the same time in
+#: the model server. 1000 windows (32 s) take a tenth; the LSTM state is carried from block to
+#: block, so the speech probabilities are the same bits (checked in tests/test_process.py).
+VAD_BLOCK_WINDOWS = 1000
+
+
+def bound_vad_batches() -> None:
+    """Make faster-whisper's Silero VAD run :data:`VAD_BLOCK_WINDOWS` windows at a time, in this
+    process, for good (idempotent). Called by :func:`import_faster_whisper`."""
+    from faster_whisper.vad import SileroVADModel
+
+    if getattr(SileroVADModel.__call__, "_trax_blocked", False):
+        return
+    unbounded = SileroVADModel.__call__
+
+    def blocked(self: Any, audio: Any, num_samples: int = 512, context_size_samples: int = 64) -> Any:
+        import numpy as np
+
+        if audio.ndim != 1 or audio.shape[0] % num_samples or audio.shape[0] <= VAD_BLOCK_WINDOWS * num_samples:
+            return unbounded(self, audio, num_samples, context_size_samples)
+        # faster-whisper 1.2.1's SileroVADModel.__call__, with its batch of 10000 windows made smaller.
+        h = np.zeros((1, 1, 128), dtype="float32")
+        c = np.zeros((1, 1, 128), dtype="float32")
+        windows = audio.reshape(-1, num_samples)
+        context = windows[..., -context_size_samples:]
+        context[-1] = 0
+        context = np.roll(context, 1, 0)
+        windows = np.concatenate([context, windows], 1)
+        outputs = []
+        for lo in range(0, windows.shape[0], VAD_BLOCK_WINDOWS):
+            output, h, c = self.session.run(None, {"input": windows[lo : lo + VAD_BLOCK_WINDOWS], "h": h, "c": c})
+            outputs.append(output)
+        return np.concatenate(outputs, axis=0)
+
+    blocked._trax_blocked = True  # type: ignore[attr-defined]
+    blocked.unbounded = unbounded  # type: ignore[attr-defined]
+    SileroVADModel.__call__ = blocked

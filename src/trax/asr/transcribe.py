@@ -323,7 +323,8 @@ def _sequential_suits(audio: np.ndarray, options: TranscribeOptions) -> bool:
 
 
 class _SilencePaddedChunks:
-    """A view of a ``WhisperModel`` whose feature extractor pads each speech chunk to 30 s of audio.
+    """A view of a ``WhisperModel`` whose feature extractor pads each speech chunk to 30 s of audio,
+    and whose encoder takes a batch's chunks one at a time.
 
     faster-whisper's batched pipeline computes log-mel features of the bare chunk and pads the
     *features* with zeros, which Whisper never saw in training (it pads the audio, so the tail
@@ -338,6 +339,25 @@ class _SilencePaddedChunks:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
+
+    def encode(self, features: np.ndarray) -> Any:
+        """The encoder's output for a batch of features (batch x mels x frames), one chunk at a time.
+
+        The encoder's self-attention holds heads x 1500 x 1500 float32 scores per chunk (54 MB for
+        tiny.en), and CTranslate2 keeps several such buffers at once, so a batch's encode was the
+        decode's memory peak: tiny.en at batch 2 rose ~300 MB above the loaded model, one chunk
+        at a time ~170 MB (``bench/server_memory.py``). Each row of the output depends on its own
+        chunk only, and the bytes match the batched call's; the decoder still runs batched. A CPU
+        model only: on a GPU the batched encode is the point of batching.
+        """
+        import numpy as np
+
+        if self._model.model.device != "cpu" or len(features) < 2:
+            return self._model.encode(features)
+        import ctranslate2
+
+        rows = [np.asarray(self._model.encode(features[i : i + 1])) for i in range(len(features))]
+        return ctranslate2.StorageView.from_array(np.concatenate(rows))
 
 
 class _PaddingExtractor:

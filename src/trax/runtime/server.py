@@ -37,7 +37,7 @@ from trax import progress
 from trax.runtime import protocol
 from trax.errors import TraxError
 from trax.runtime.manager import ModelKey, ModelManager
-from trax.process import process_peak_rss_mb, process_rss_mb
+from trax.process import process_peak_rss_mb, process_rss_mb, release_free_memory
 from trax.runtime.protocol import ErrorCode, ServerSettings
 
 log = logging.getLogger("trax.runtime.server")
@@ -332,6 +332,9 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             yield
         finally:
             self.work_slots.release()
+            # What the request freed goes back to the OS (as between the pieces of a recording),
+            # so the next request's peak does not land on top of it.
+            release_free_memory()
 
     # --- methods -----------------------------------------------------------------------------
     def ping(self, params: dict[str, Any]) -> dict[str, Any]:
