@@ -48,7 +48,7 @@ def test_bad_requests_get_error_replies_and_server_keeps_serving(server_dir: Pat
     pid = request("ping")["pid"]
     pings = request("stats")["requests"]["ping"]
     assert _raw(b"{not json\n")["error"]["code"] == "bad_request"
-    assert _raw(b'{"protocol": 2, "method": "explode"}\n')["error"]["code"] == "unknown_method"
+    assert _raw(b'{"protocol": 3, "method": "explode"}\n')["error"]["code"] == "unknown_method"
     assert _raw(b'{"protocol": 99, "method": "ping"}\n')["error"]["code"] == "unsupported_protocol"
     assert _raw(b'["a list"]\n')["error"]["code"] == "bad_request"
     with pytest.raises(ServerError) as excinfo:
