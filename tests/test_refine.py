@@ -207,3 +207,76 @@ def test_combine_mode_leaves_a_non_english_transcript_as_the_fast_pass_wrote_it(
     refined = refine_transcript(fast, str(wav), {"enabled": True}, domains, None, model_provider=None)
     assert refined["text"] == fast["text"] and refined["segments"][0]["words"] == words
     assert refined["refinement"]["status"].startswith("skipped: language 'fr'") and "refine" not in refined["provenance"]["models"]
+
+
+@pytest.mark.slow
+def test_a_recording_refined_in_several_pieces_is_valid_deterministic_and_alike_with_the_server(
+        sample_fast_transcript: Path, tmp_path: Path, monkeypatch) -> None:
+    """Combine mode holds one piece at a time (issue 32 item 5): with pieces of about 10 seconds,
+    pyannote's 30-second sample is decoded in 3 or more pieces and combined in a window, and the transcript written in
+    this process, written again, and written by the model server (its method called in this
+    process, so the small pieces hold there too) are the same bytes; the server replies with a
+    summary, not the document."""
+    from conftest import SAMPLE_DIR
+
+    from trax.asr import second_opinion
+    from trax.asr.refine import refine_file
+    from trax.io import media
+    from trax.runtime.protocol import ServerSettings
+    from trax.runtime.server import Call, ModelServer
+
+    pieces: list[float] = []
+
+    def small_pieces(path):
+        for piece in media.audio_pieces(path, piece_s=10.0, search_s=2.0):
+            pieces.append(piece.offset_s)
+            yield piece
+
+    monkeypatch.setattr(second_opinion, "audio_pieces", small_pieces)
+    wav, fast = tmp_path / "audio.wav", tmp_path / "transcript.fast.json"
+    shutil.copy(SAMPLE_DIR / "sample.wav", wav)
+    shutil.copy(sample_fast_transcript, fast)
+    domains = domain_lib.load_domains(REPO / "config" / "domains")
+    settings = {"enabled": True, "cpu_threads": 1}
+    for name in ("local.json", "again.json"):
+        refine_file(str(wav), str(fast), str(tmp_path / name), settings, domains)
+    half = len(pieces) // 2
+    assert half >= 3 and pieces[:half] == pieces[half:]  # the same 3 or more pieces in each run
+
+    server = ModelServer(str(tmp_path / "s.sock"), tmp_path, ServerSettings(workers=1))
+    replies = []
+
+    def remote(method: str, params: dict) -> dict:
+        reply = server.dispatch({"method": method, "params": params}, Call(1))
+        assert reply["ok"], reply
+        replies.append(reply["result"])
+        return reply["result"]
+
+    monkeypatch.chdir(tmp_path)  # a job's paths are relative to the workflow directory
+    try:
+        refine_file("audio.wav", "transcript.fast.json", "served.json", settings, domains, remote=remote)
+    finally:
+        server.server_close()
+    assert replies == [{"output_path": str(tmp_path / "served.json"), "status": replies[0]["status"]}]
+    local = (tmp_path / "local.json").read_bytes()
+    assert (tmp_path / "again.json").read_bytes() == local == (tmp_path / "served.json").read_bytes()
+
+    refined = read_json(tmp_path / "local.json")
+    validate(refined, "transcript.refined")
+    chunks, changes = refined["refinement"]["chunks"], refined["refinement"]["changes"]
+    assert len(chunks) >= 3 and all(c["decoded"] for c in chunks) and changes
+    assert replies[0]["status"] == refined["refinement"]["status"]
+    starts = [c["start"] for c in chunks]
+    assert starts == sorted(starts) and any(c["start"] >= pieces[1] for c in chunks)
+    words = [w for s in refined["segments"] for w in s["words"]]
+    times = [t for w in words for t in (w["start"], w["end"])]
+    assert times == sorted(times)
+    bounds = [t for s in refined["segments"] for t in (s["start"], s["end"])]
+    assert bounds == sorted(bounds)
+    for segment in refined["segments"]:
+        assert segment["start"] <= min((w["start"] for w in segment["words"]), default=segment["start"])
+        assert segment["end"] >= max((w["end"] for w in segment["words"]), default=segment["end"])
+    marked = [w["change"] for w in words if "change" in w]
+    assert marked and set(marked) <= set(range(len(changes)))
+    # Each change's index is its place in the list: marks appear in order through the transcript.
+    assert marked == sorted(marked)

@@ -24,7 +24,9 @@ fast word), and the two word sequences are combined word by word (:mod:`trax.asr
 they disagree, the side with the higher calibrated confidence wins (or a domain term, as above).
 Every disagreement is listed in ``refinement.changes`` with both candidates, their confidences and
 why one won. A recording that is not English is left as the fast pass wrote it (the fast pass
-already decoded it with the multilingual model; the second opinion is the same model).
+already decoded it with the multilingual model; the second opinion is the same model). Combine
+mode reads, decodes, combines and writes piece by piece (:class:`Combiner`, :func:`write_refined`),
+so its memory does not grow with the recording; spans mode still holds the whole transcript.
 """
 
 from __future__ import annotations
@@ -670,14 +672,16 @@ class Combiner:
     """Combine mode, streamed: fast segments and the second decode's pieces go in, refined
     segments come out in order, and only a window around the chunk being combined is held.
 
-    What each chunk does is :func:`combine_into`'s (see :meth:`_combine_chunk`); the window makes
-    it exact without the whole transcript: every chunk owns the time up to halfway to its
-    neighbours, so a chunk is combined once the next chunk is known (its piece decoded) and a fast
-    word beyond it has been read. A fast segment is written once no later disagreement can reach
-    it: changes reach back at most to the word before their first one, so every segment before
-    the one holding the last word of the combined chunks is final. Holds at most one piece's
-    second-decode words and the fast words of about one chunk, whatever the recording's length;
-    what grows is the file-level record (one entry per chunk and per disagreement).
+    Each chunk's disagreements are resolved on their own (:meth:`_combine_chunk`); the window
+    gives the same result as the whole transcript at once (checked against the earlier
+    whole-list code on real audio and on random transcripts cut into random pieces): every chunk
+    owns the time up to halfway to its neighbours, so a chunk is combined once the next chunk is
+    known (its piece decoded) and a fast word beyond it has been read. A fast segment is written
+    once no later disagreement can reach it: a change reaches back at most to the word before its
+    first one, so every segment before the one holding the combined chunks' last word is final.
+    Holds one piece's second-decode words and the fast words of about one chunk, whatever the
+    recording's length; what grows is the file-level record (one entry per chunk and per
+    disagreement, a few hundred bytes each).
     """
 
     def __init__(self, fast_spec: str, second_spec: str, options: RefineOptions, vocabulary: set[str],
@@ -783,8 +787,8 @@ class Combiner:
             self._words += [(index, word) for word in segment["words"]]
 
     def _assign(self) -> None:
-        """Give each window word its chunk, while the chunk is certain (as :func:`combine_into`
-        did over the whole list: by its middle, never before the previous word's chunk)."""
+        """Give each window word its chunk, while the chunk is certain: by its middle, never
+        before the previous word's chunk (times of two overlapping words keep runs contiguous)."""
         if not self.chunks:
             if self._pieces_done:  # no speech chunk at all: every word stays as it is
                 self._zones += [0] * (len(self._words) - len(self._zones))
