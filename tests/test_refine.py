@@ -280,3 +280,39 @@ def test_a_recording_refined_in_several_pieces_is_valid_deterministic_and_alike_
     assert marked and set(marked) <= set(range(len(changes)))
     # Each change's index is its place in the list: marks appear in order through the transcript.
     assert marked == sorted(marked)
+
+
+def test_span_mode_reads_the_recording_in_pieces_and_decodes_every_span_whole(tmp_path: Path) -> None:
+    """Spans mode's re-decode gets one piece of audio at a time (faster-whisper computes features
+    for all it is given), read on to the end of the piece's last span so that no span is cut."""
+    import wave
+
+    import numpy as np
+
+    from trax.asr.refine import _decoded_words
+    from trax.io.media import PIECE_S, SAMPLE_RATE, piece_bounds, wav_layout
+
+    wav = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((rng.normal(0, 0.1, 11 * 60 * SAMPLE_RATE) * 32767).astype("<i2").tobytes())
+    cuts = [stop / SAMPLE_RATE for _, stop in piece_bounds(wav_layout(wav))][:-1]
+    assert len(cuts) == 2
+    # One span across the first cut, others inside pieces.
+    spans = [Span(0, 0, 10.0, 14.0), Span(1, 1, cuts[0] - 2.0, cuts[0] + 3.0), Span(2, 2, 400.0, 401.5),
+             Span(3, 3, 640.0, 650.0)]
+    calls = []
+
+    class Model:
+        def transcribe(self, audio, clip_timestamps, **_):
+            calls.append((len(audio), list(clip_timestamps)))
+            return iter(()), None
+
+    assert _decoded_words(Model(), str(wav), spans, "en", RefineOptions(), None) == [[], [], [], []]
+    assert [len(clips) // 2 for _, clips in calls] == [2, 1, 1]
+    assert calls[0][0] == int(cuts[0] * SAMPLE_RATE) + 3 * SAMPLE_RATE  # read on to the span's end
+    assert all(length <= (PIECE_S + 5) * SAMPLE_RATE for length, _ in calls)
+    offsets = [0.0, *cuts]
+    decoded = [(round(t + offsets[k], 3)) for k, (_, clips) in enumerate(calls) for t in clips]
+    assert decoded == [t for span in spans for t in (span.clip_start, span.clip_end)]

@@ -26,7 +26,8 @@ Every disagreement is listed in ``refinement.changes`` with both candidates, the
 why one won. A recording that is not English is left as the fast pass wrote it (the fast pass
 already decoded it with the multilingual model; the second opinion is the same model). Combine
 mode reads, decodes, combines and writes piece by piece (:class:`Combiner`, :func:`write_refined`),
-so its memory does not grow with the recording; spans mode still holds the whole transcript.
+so its memory does not grow with the recording; spans mode reads the WAV in pieces too but still
+holds the whole transcript.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -49,19 +51,17 @@ from trax.asr.transcribe import (
     PROB_DIGITS,
     TIME_DIGITS,
     TranscribeOptions,
-    load_wav,
     load_whisper,
 )
 from trax.errors import TraxError
 from trax.io.jsonio import iter_json_list, read_json_head, write_json_streamed
 from trax.io.languages import word_separator
+from trax.io.media import SAMPLE_RATE, piece_bounds, read_samples, wav_layout
 from trax.io.provenance import provenance, sha256_file
 from trax.process import pin_blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -296,24 +296,40 @@ def splice(
     return Replacement(start, stop, new_words, before, after, accepted, decision)
 
 
-def _decoded_words(model: Any, audio: np.ndarray, spans: list[Span], language: str,
+def _decoded_words(model: Any, wav_path: str, spans: list[Span], language: str,
                    options: RefineOptions, hotwords: str | None) -> list[list[dict[str, Any]]]:
-    """Re-decode every span in one call; return the words of each clip (absolute times)."""
-    clips = [t for span in spans for t in (span.clip_start, span.clip_end)]
+    """Re-decode every span; return the words of each clip (absolute times).
+
+    The WAV is read piece by piece (:func:`trax.io.media.piece_bounds`: at most 5 minutes, cut in
+    pauses), since faster-whisper computes features for the whole array it is given even with
+    ``clip_timestamps``: the spans starting in a piece are decoded in one call on that piece, read
+    on to the end of its last span so that no span is cut. A recording of one piece is decoded in
+    one call over the whole WAV, as before.
+    """
+    layout = wav_layout(wav_path)
     total = sum(span.clip_end - span.clip_start for span in spans)
-    segments, _ = model.transcribe(
-        audio, language=language, beam_size=options.beam_size, temperature=0.0, word_timestamps=True,
-        vad_filter=False, condition_on_previous_text=False, clip_timestamps=clips, hotwords=hotwords,
-    )
     per_clip: list[list[dict[str, Any]]] = [[] for _ in spans]
-    for segment in segments:
-        for raw in segment.words or []:
-            middle = (raw.start + raw.end) / 2
-            index = next((i for i, s in enumerate(spans) if middle <= s.clip_end), len(spans) - 1)
-            per_clip[index].append({"start": round(raw.start, TIME_DIGITS), "end": round(raw.end, TIME_DIGITS),
-                                    "word": raw.word.strip(), "probability": round(float(raw.probability), PROB_DIGITS)})
-        done = sum(max(0.0, min(segment.end, s.clip_end) - s.clip_start) for s in spans)
-        progress.report("refine", min(done, total), total)
+    first = 0
+    for start, stop in piece_bounds(layout):
+        inside = [i for i in range(first, len(spans)) if spans[i].clip_start * SAMPLE_RATE < stop]
+        if not inside:
+            continue
+        first = inside[-1] + 1
+        offset = start / SAMPLE_RATE
+        audio = read_samples(layout, start, max(stop, math.ceil(spans[inside[-1]].clip_end * SAMPLE_RATE)))
+        segments, _ = model.transcribe(
+            audio, language=language, beam_size=options.beam_size, temperature=0.0, word_timestamps=True,
+            vad_filter=False, condition_on_previous_text=False, hotwords=hotwords,
+            clip_timestamps=[t - offset for i in inside for t in (spans[i].clip_start, spans[i].clip_end)],
+        )
+        for segment in segments:
+            for raw in segment.words or []:
+                begin, end = raw.start + offset, raw.end + offset
+                index = next((i for i in inside if (begin + end) / 2 <= spans[i].clip_end), inside[-1])
+                per_clip[index].append({"start": round(begin, TIME_DIGITS), "end": round(end, TIME_DIGITS),
+                                        "word": raw.word.strip(), "probability": round(float(raw.probability), PROB_DIGITS)})
+            done = sum(max(0.0, min(segment.end + offset, s.clip_end) - s.clip_start) for s in spans)
+            progress.report("refine", min(done, total), total)
     progress.report("refine", total, total)
     return per_clip
 
@@ -399,8 +415,8 @@ def _refined_parts(
     field, to call after the last segment).
 
     Combine mode streams (:class:`Combiner` over :func:`~trax.asr.second_opinion.decode_pieces`);
-    spans mode still holds the whole transcript and the whole WAV (:func:`plan_spans` needs every
-    word, and the span re-decode one array).
+    spans mode reads the WAV piece by piece (:func:`_decoded_words`) but still holds the whole
+    transcript (:func:`plan_spans` and :func:`splice` work on the flat list of words).
 
     Args:
         fast: The fast transcript without its segments.
@@ -435,7 +451,7 @@ def _refined_parts(
         spans = plan_spans([s for s, _ in listed], fast["duration"], options)
         if spans:
             model, _ = load()
-            decoded = _decoded_words(model, load_wav(wav_path), spans, fast["language"], options, hotwords)
+            decoded = _decoded_words(model, wav_path, spans, fast["language"], options, hotwords)
             span_records = _apply([s for s, _ in listed], [r for _, r in listed], spans, decoded, options, vocabulary)
     if combining:
         model, model_source = load()
