@@ -316,3 +316,24 @@ def test_span_mode_reads_the_recording_in_pieces_and_decodes_every_span_whole(tm
     offsets = [0.0, *cuts]
     decoded = [(round(t + offsets[k], 3)) for k, (_, clips) in enumerate(calls) for t in clips]
     assert decoded == [t for span in spans for t in (span.clip_start, span.clip_end)]
+
+
+def test_the_server_writes_a_refined_transcript_only_inside_the_workflow(tmp_path: Path) -> None:
+    """The model server writes transcript.refined.json itself: an output path outside the workflow
+    directory (or a link out of it) is refused before any work, and nothing is written there."""
+    from trax.runtime.protocol import ServerSettings
+    from trax.runtime.server import Call, ModelServer
+
+    workdir, outside = tmp_path / "wf", tmp_path / "outside"
+    workdir.mkdir(), outside.mkdir()
+    (workdir / "escape").symlink_to(outside)  # not one of the output folders a link may point from
+    server = ModelServer(str(tmp_path / "s.sock"), workdir, ServerSettings(workers=1))
+    try:
+        for target in (str(outside / "refined.json"), "../outside/refined.json", "escape/refined.json"):
+            params = {"wav_path": "audio.wav", "fast_path": "transcript.fast.json", "output_path": target,
+                      "settings": {"enabled": True}, "domains": {}, "sample_domain": None}
+            reply = server.dispatch({"method": "refine", "params": params}, Call(1))
+            assert reply["error"]["code"] == "forbidden_path" and "output_path" in reply["error"]["message"], target
+    finally:
+        server.server_close()
+    assert list(outside.iterdir()) == []
