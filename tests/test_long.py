@@ -303,3 +303,31 @@ def test_light_jobs_take_the_same_memory_for_4_hours_as_for_10_minutes(sample_fa
     # Measured: +3.5 MB at 10 minutes, +7.9 MB at 4 hours (~38,000 words); +3.9 / +56 MB when each
     # job loaded whole documents.
     assert growth[480] <= growth[20] + 8.0, growth
+
+
+def test_refine_combining_takes_the_same_memory_for_4_hours_as_for_10_minutes(sample_fast_transcript: Path,
+                                                                              tmp_path: Path) -> None:
+    """Refine's combine mode (run by the model server) reads the fast transcript, combines it with
+    the second decode piece by piece and writes the refined transcript one segment at a time: what
+    it adds to its process's high-water mark must not grow with the recording (a real 30-s
+    transcript repeated to 10 minutes and to 4 hours, a second decode made from its words that
+    disagrees every seventh word; no model, so this is the combining and the files alone)."""
+    from light_jobs import longer
+
+    transcript = read_json(sample_fast_transcript)
+    growth = {}
+    for copies in (20, 480):
+        warm, measured = tmp_path / f"{copies}" / "warm", tmp_path / f"{copies}" / "measured"
+        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), 1, warm)
+        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), copies, measured)
+        run = subprocess.run([sys.executable, str(Path(__file__).with_name("light_jobs.py")), "--combine", str(warm),
+                              str(measured)], capture_output=True, text=True, check=True)
+        figures = json.loads(run.stdout.splitlines()[-1])
+        growth[copies] = figures["peak_mb"] - figures["baseline_mb"]
+        refined = read_json(measured / "transcript.refined.json")
+        validate(refined, "transcript.refined")
+        changes = refined["refinement"]["changes"]
+        words = sum(len(s["words"]) for s in refined["segments"])
+        assert words == copies * sum(len(s["words"]) for s in transcript["segments"])
+        assert len(changes) >= words // 8 and any(c["chosen"] == "second" for c in changes)
+    assert growth[480] <= growth[20] + 8.0, growth
