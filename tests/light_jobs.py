@@ -96,7 +96,7 @@ def made_up_pieces(fast_path: Path) -> Iterator[tuple[list[Any], list[dict[str, 
 
 def combine(workdir: Path) -> None:
     """Refine in combine mode, the second decode made up (:func:`made_up_pieces`)."""
-    import trax.asr.refine as refine
+    from trax.asr import refine
 
     class Source:
         spec = "embedded:base"
