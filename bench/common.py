@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO / "src"))
 from trax.diarization.embedded import EmbeddedOptions  # noqa: E402
 from trax.io.media import NormalizeOptions, find_ffmpeg, load_wav, normalize  # noqa: E402
 from trax.io.samples import sample_id_from_name  # noqa: E402
-from trax.quality.benchdata import VoiceClip, benchdata_dir  # noqa: E402
+from trax.io.annotation import Turn, rttm_turns  # noqa: E402
+from trax.quality.benchdata import DerItem, VoiceClip, benchdata_dir, der_items  # noqa: E402
 
 #: Where the benches keep what they build (recordings, normalized copies, caches, logs).
 OUT = REPO / "bench" / "out"
@@ -72,6 +73,26 @@ def snakemake(workdir: Path, config: Path, cores: int = 2, *extra: str, checkout
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
+
+
+def snakemake_cpu(workdir: Path, config: Path, cores: int = 2, *extra: str) -> tuple[float, float]:
+    """Run the workflow as :func:`snakemake` does; return (wall s, CPU s). CPU is user + system
+    time of Snakemake and its job processes, plus the model server's (started by the run, still
+    up: read before the caller stops it). Divided by the cores, it bounds the wall time from below."""
+    import resource
+
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = snakemake(workdir, config, cores, *extra)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    try:
+        server = psutil.Process(server_call(workdir, "ping")["pid"]).cpu_times()
+        cpu += server.user + server.system
+    except (subprocess.CalledProcessError, psutil.Error):
+        pass  # no server (disabled in the config)
+    return wall, cpu
 
 
 def server_call(workdir: Path, method: str, checkout: Path = REPO) -> dict:
@@ -345,24 +366,91 @@ def der_scores(rows: list[tuple[str, list, list, list[tuple[float, float]]]]) ->
             "count_err": sum(errors) / max(len(errors), 1), "items": len(errors)}
 
 
+def load_items(workdir: Path) -> list[tuple[DerItem, object]]:
+    """Normalize every item like the workflow does and load the 16 kHz samples."""
+    loaded = []
+    for item in der_items():
+        wav = workdir / f"{item.uri}.wav"
+        normalize(str(item.path), str(wav), str(workdir / f"{item.uri}.json"), item.uri, NormalizeOptions())
+        loaded.append((item, load_wav(wav)))
+    return loaded
+
+
+def annotation(turns: list[Turn], uri: str):
+    """A pyannote Annotation of ``turns``."""
+    from pyannote.core import Annotation, Segment
+
+    result = Annotation(uri=uri)
+    for index, turn in enumerate(turns):
+        result[Segment(turn.start, turn.end), index] = turn.speaker
+    return result
+
+
+def per_file_components(items, hypotheses: dict[str, list[Turn]]) -> dict[str, dict]:
+    """Per recording: DER components at collar 0 and 0.5, and whether the speaker count is exact."""
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    result = {}
+    for item, _ in items:
+        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
+        hypothesis = annotation(hypotheses[item.uri], item.uri)
+        uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
+        result[item.uri] = {
+            collar: DiarizationErrorRate(collar=collar, skip_overlap=False)(reference, hypothesis, uem=uem, detailed=True)
+            for collar in (0.0, 0.5)}
+        result[item.uri]["count_ok"] = len(reference.labels()) == len(hypothesis.labels())
+        result[item.uri]["count_err"] = len(hypothesis.labels()) - len(reference.labels())
+    return result
+
+
+def pooled_der(files: list[dict], collar: float) -> float:
+    """Corpus DER (%) of :func:`per_file_components` rows at ``collar``."""
+    errors = sum(f[collar]["missed detection"] + f[collar]["false alarm"] + f[collar]["confusion"] for f in files)
+    return 100 * errors / max(sum(f[collar]["total"] for f in files), 1e-9)
+
+
 #: Settings that change the embeddings; the rest only change clustering and labelling.
-EMBEDDING_FIELDS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs")
+EMBEDDING_FIELDS = ("vad_threshold", "vad_min_silence_ms", "vad_pad_ms", "window_s", "hop_s", "speech_dbfs",
+                    "cluster_window_s", "cluster_hop_s")
 
 
 class Diarizer:
     """Diarizes recordings with many settings, embedding each recording once per embedding setting."""
 
-    def __init__(self, models) -> None:
+    def __init__(self, models, cache_dir: Path | None = None) -> None:
+        """``cache_dir``: also keep each recording's embeddings there, keyed by the audio's bytes
+        and the embedding settings, so a rerun of a bench embeds nothing again."""
         self.models = models
         self.cache: dict = {}
+        self.cache_dir = cache_dir
+
+    def embeddings(self, uri: str, audio, options: EmbeddedOptions):
+        """The recording's :class:`trax.diarization.embedded.SpeechEmbeddings` (None: no speech)."""
+        import hashlib
+        import pickle
+
+        from trax.diarization.embedded import embed_speech
+
+        settings = tuple(getattr(options, name) for name in EMBEDDING_FIELDS)
+        key = (uri, settings)
+        if key in self.cache:
+            return self.cache[key]
+        path = None
+        if self.cache_dir is not None:
+            digest = hashlib.sha256(np.ascontiguousarray(audio).tobytes() + repr(settings).encode()).hexdigest()[:20]
+            path = self.cache_dir / f"{uri}-{digest}.pkl"
+            if path.exists():
+                self.cache[key] = pickle.loads(path.read_bytes())
+                return self.cache[key]
+        self.cache[key] = embed_speech(self.models, audio, options)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pickle.dumps(self.cache[key]))
+        return self.cache[key]
 
     def __call__(self, uri: str, audio, options: EmbeddedOptions, **hints) -> list:
-        key = (uri, tuple(getattr(options, name) for name in EMBEDDING_FIELDS))
-        if key not in self.cache:
-            from trax.diarization.embedded import embed_speech
-
-            self.cache[key] = embed_speech(self.models, audio, options)
-        speech = self.cache[key]
+        speech = self.embeddings(uri, audio, options)
         from trax.diarization.embedded import label_frames
 
         return [] if speech is None else label_frames(speech, options, **hints)[0]

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Audio, Diarizer, der_scores, simulated_meetings
+from common import Audio, Diarizer, annotation, der_scores, load_items, per_file_components, pooled_der, \
+    simulated_meetings
 
 from trax.diarization.embedded import (
     EMBED_BLOCK_WINDOWS,
@@ -34,28 +35,8 @@ from trax.diarization.embedded import (
     speech_regions,
 )
 from trax.io.annotation import Turn, rttm_turns
-from trax.io.media import NormalizeOptions, audio_pieces, load_wav, normalize
+from trax.io.media import audio_pieces, load_wav
 from trax.process import pin_blas_threads
-from trax.quality.benchdata import DerItem, der_items
-
-
-def load_items(workdir: Path) -> list[tuple[DerItem, object]]:
-    """Normalize every item like the workflow does and load the 16 kHz samples."""
-    loaded = []
-    for item in der_items():
-        wav = workdir / f"{item.uri}.wav"
-        normalize(str(item.path), str(wav), str(workdir / f"{item.uri}.json"), item.uri, NormalizeOptions())
-        loaded.append((item, load_wav(wav)))
-    return loaded
-
-
-def annotation(turns: list[Turn], uri: str):
-    from pyannote.core import Annotation, Segment
-
-    result = Annotation(uri=uri)
-    for index, turn in enumerate(turns):
-        result[Segment(turn.start, turn.end), index] = turn.speaker
-    return result
 
 
 def score(items, hypotheses: dict[str, list[Turn]]) -> dict[str, float]:
@@ -97,28 +78,6 @@ def run_variant(models, items, options: EmbeddedOptions, repeats: int, one_speak
             hypotheses[item.uri] = turns
         rtfs.append(elapsed / duration)
     return {**score(items, hypotheses), "rtf": statistics.median(rtfs)}
-
-
-def per_file_components(items, hypotheses: dict[str, list[Turn]]) -> dict[str, dict]:
-    """Per recording: DER components at collar 0 and 0.5, and whether the speaker count is exact."""
-    from pyannote.core import Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    result = {}
-    for item, _ in items:
-        reference = annotation(rttm_turns(item.rttm, uri=item.uri), item.uri)
-        hypothesis = annotation(hypotheses[item.uri], item.uri)
-        uem = Timeline([Segment(s, e) for s, e in item.uem], uri=item.uri)
-        result[item.uri] = {
-            collar: DiarizationErrorRate(collar=collar, skip_overlap=False)(reference, hypothesis, uem=uem, detailed=True)
-            for collar in (0.0, 0.5)}
-        result[item.uri]["count_ok"] = len(reference.labels()) == len(hypothesis.labels())
-    return result
-
-
-def pooled_der(files: list[dict], collar: float) -> float:
-    errors = sum(f[collar]["missed detection"] + f[collar]["false alarm"] + f[collar]["confusion"] for f in files)
-    return 100 * errors / max(sum(f[collar]["total"] for f in files), 1e-9)
 
 
 def loo_bench(models, items, grids: dict[str, list]) -> None:

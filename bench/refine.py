@@ -29,7 +29,7 @@ from common import (
     OUT,
     build_recording,
     normalized,
-    snakemake,
+    snakemake_cpu,
     stop_server,
     workflow_config,
 )
@@ -70,30 +70,51 @@ def errors(reference: str, text: str) -> int:
     return result.substitutions + result.deletions + result.insertions
 
 
-def end_to_end(settings: dict, repeats: int) -> float:
-    """Median cold wall time of the workflow on the 5-minute recording with ``refine`` ``settings``."""
+def end_to_end(settings: dict, repeats: int) -> tuple[float, float]:
+    """Median cold wall time and CPU seconds (:func:`common.snakemake_cpu`) of the workflow on the
+    5-minute recording with ``refine`` ``settings``."""
     recording = build_recording(OUT / "refine" / "five_minutes.wav")
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
         workdir = Path(tempfile.mkdtemp(prefix="trax-bench-refine-e2e-"))
         config = {**workflow_config(), "inputs": str(recording)}
         config["refine"] = {**config["refine"], **settings}
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         try:
-            times.append(snakemake(workdir, workdir / "config.yaml", 2))
+            wall, cpu = snakemake_cpu(workdir, workdir / "config.yaml", 2)
+            times.append(wall)
+            cpus.append(cpu)
         finally:
             stop_server(workdir, check=False)
-    return statistics.median(times)
+    return statistics.median(times), statistics.median(cpus)
+
+
+def end_to_end_rows(repeats: int) -> list[list[str]]:
+    """The 5-minute file cold end to end with refine off, on (all chunks) and on (doubtful chunks):
+    label, wall s, times the off run, CPU s, CPU s per core (the wall time's floor on 2 cores)."""
+    rows = []
+    off = None
+    for label, settings in (("refine off", {"enabled": False}), ("refine on (all chunks)", {"enabled": True}),
+                            ("refine on (doubtful chunks)", {"enabled": True, "chunks": "doubtful"})):
+        wall, cpu = end_to_end(settings, repeats)
+        off = off or wall
+        rows.append([f"5-min file end to end, {label}", f"{wall:.1f}", f"{wall / off:.2f}x", f"{cpu:.1f}",
+                     f"{cpu / 2:.1f}"])
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1, help="cold end-to-end runs per setting (median)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the 5-minute workflow runs")
+    parser.add_argument("--only-end-to-end", action="store_true", help="only the 5-minute workflow runs")
     parser.add_argument("--fit", action="store_true", help="also print the agreement Platt fits (CALIBRATIONS)")
     parser.add_argument("--second-beams", type=int, nargs="*", default=[1],
                         help="extra rows: the second decode with these beam sizes (default config otherwise)")
     args = parser.parse_args()
+    if args.only_end_to_end:
+        _print([["variant", "wall s", "x off", "CPU s", "CPU s / 2 cores"], *end_to_end_rows(args.repeats)])
+        return
     pin_blas_threads()
 
     items = wer_items()
@@ -154,13 +175,8 @@ def main() -> None:
     print("dev decode seconds (this load): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     header = ["variant", "dev WER %", "errors", "S/D/I", "words from 2nd decode (% of fast words)"]
     if not args.no_end_to_end:
-        off = end_to_end({"enabled": False}, args.repeats)
-        on = end_to_end({"enabled": True}, args.repeats)
-        doubtful = end_to_end({"enabled": True, "chunks": "doubtful"}, args.repeats)
-        rows += [["5-min file end to end, refine off", "", "", "", f"{off:.1f} s"],
-                 ["5-min file end to end, refine on (all chunks)", "", "", "", f"{on:.1f} s ({on / off:.2f}x)"],
-                 ["5-min file end to end, refine on (doubtful chunks)", "", "", "",
-                  f"{doubtful:.1f} s ({doubtful / off:.2f}x)"]]
+        rows += [[label, "", "", "", f"{wall} s ({times}); CPU {cpu} s, {bound} s per core"]
+                 for label, wall, times, cpu, bound in end_to_end_rows(args.repeats)]
     _print([header, *rows])
 
     print("\ndev items whose errors changed (combined, defaults):")

@@ -160,6 +160,15 @@ print(json.dumps({{"speakers": data["num_speakers"],
     assert (tmp_path / "speakers.tsv").read_text().count("Ann") >= 1
 
 
+def voice_windows(rng, axis: int, windows: int, dims: int, noise: float):
+    """Synthetic window embeddings of one voice: unit vectors scattered by ``noise`` around axis
+    ``axis`` of a ``dims``-dimensional space (voices on different axes are far apart)."""
+    import numpy as np
+
+    rows = np.eye(dims)[axis] + noise * rng.standard_normal((windows, dims))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
 def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     """``min_speaker_s`` merges small clusters, but not one that is a distinct voice
     (``distinct_speaker_s`` of windows and ``distinct_speaker_distance`` from the nearest)."""
@@ -170,8 +179,7 @@ def test_a_short_distinct_voice_is_not_merged_into_its_neighbour() -> None:
     rng = np.random.default_rng(0)
 
     def voice(axis: int, windows: int) -> np.ndarray:
-        rows = np.eye(8)[axis] + 0.1 * rng.standard_normal((windows, 8))
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return voice_windows(rng, axis, windows, 8, 0.1)
 
     # 10 s of one voice, 2.5 s of another (distance ~1), 1 s of a third (below distinct_speaker_s).
     embeddings = np.vstack([voice(0, 20), voice(1, 5), voice(2, 2)])
@@ -214,6 +222,66 @@ def test_silhouette_count_rule_finds_close_voices_and_honours_the_bounds() -> No
     # One voice only: no cut is well separated, so one speaker.
     single = windows(voices[0], 60)
     assert cluster(single, np.full(60, 0.5), silhouette, None, None, None)[0].max() == 0
+
+
+def test_spread_count_rule_counts_voices_and_honours_the_bounds() -> None:
+    """``count_rule: spread`` (issue 31) picks the cut whose speakers are tight enough for their
+    number: three well-separated voices are three, one voice is one, a higher ``count_penalty``
+    never gives more speakers, and ``min/max/num_speakers`` bound or fix the count."""
+    import numpy as np
+
+    from trax.diarization.embedded import EmbeddedOptions, cluster
+
+    rng = np.random.default_rng(11)
+
+    def voice(axis: int, windows: int) -> np.ndarray:
+        return voice_windows(rng, axis, windows, 16, 0.15)
+
+    embeddings = np.vstack([voice(0, 40), voice(1, 30), voice(2, 30)])
+    weights = np.full(len(embeddings), 0.5)
+    spread = EmbeddedOptions(count_rule="spread", count_penalty=2.0)
+    labels, facts = cluster(embeddings, weights, spread, None, None, None)
+    assert facts["reason"] == "spread" and facts["num_speakers_auto"] == 3
+    assert [len(set(labels[a:b].tolist())) for a, b in ((0, 40), (40, 70), (70, 100))] == [1, 1, 1]
+    single = voice(3, 80)
+    assert cluster(single, np.full(80, 0.5), spread, None, None, None)[0].max() == 0
+    counts = [int(cluster(embeddings, weights, EmbeddedOptions(count_rule="spread", count_penalty=p),
+                          None, None, None)[0].max()) + 1 for p in (0.5, 2.0, 40.0, 400.0)]
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 1
+    assert cluster(embeddings, weights, spread, None, None, 2)[0].max() + 1 == 2
+    assert cluster(embeddings, weights, spread, None, 4, None)[0].max() + 1 == 4
+    assert cluster(single, np.full(80, 0.5), spread, None, 2, None)[0].max() + 1 == 2
+    assert cluster(embeddings, weights, spread, 5, None, None)[0].max() + 1 == 5
+
+
+def test_longer_clustering_windows_on_real_audio(wavs, tmp_path) -> None:
+    """``cluster_window_s`` (issue 31): longer windows are embedded from the same speech and
+    clustered, the short ones still label the frames; a requested count is still honoured, also
+    through the diarize stage with the config keys (and the spread rule), whose output validates."""
+    import numpy as np
+
+    from trax.diarization.embedded import EmbeddedOptions, embed_speech, label_frames, load_embedded_models
+    from trax.io.media import load_wav
+
+    models, audio = load_embedded_models(), load_wav(wavs["dev00"])
+    options = EmbeddedOptions(cluster_window_s=2.0, cluster_hop_s=0.5)
+    speech = embed_speech(models, audio, options)
+    plain = embed_speech(models, audio, EmbeddedOptions())
+    assert plain.cluster_embeddings is None and np.array_equal(plain.embeddings, speech.embeddings)
+    lengths = speech.cluster_ends - speech.cluster_starts
+    assert lengths.max() == 200 and (speech.ends - speech.starts).max() == 100
+    assert speech.cluster_embeddings.shape == (len(speech.cluster_starts), 256)
+    assert speech.cluster_starts[-1] < speech.starts[-1] and speech.cluster_ends[-1] == speech.ends[-1]
+    turns, details = label_frames(speech, options)
+    assert details["cluster_windows"] == len(speech.cluster_starts) and 1 <= details["num_speakers_auto"] <= 3
+    assert turns and all(turn.end <= len(audio) / 16000 + 0.01 for turn in turns)  # 10 ms frame grid
+    for count in (1, 3):
+        assert len({turn.speaker for turn in label_frames(speech, options, num_speakers=count)[0]}) == count
+    assert len({turn.speaker for turn in label_frames(speech, options, min_speakers=3)[0]}) >= 3
+    section = {**DEFAULTS, "embedded": {**DEFAULTS["embedded"], "cluster_window_s": 2.0, "count_rule": "spread"}}
+    data = _diarize(wavs["dev00"], tmp_path, rule_settings(section, {"num_speakers": 3}))
+    assert data["num_speakers"] == 3 and data["details"]["cluster_windows"] > 0
+    validate(read_json(tmp_path / "d.json"), "diarization")
 
 
 def test_resegmentation_drops_a_spurious_speaker_and_honours_the_count(wavs, tmp_path) -> None:
@@ -283,8 +351,7 @@ def test_second_pass_splits_two_voices_and_merges_close_clusters() -> None:
     rng = np.random.default_rng(5)
 
     def voice(axis: int, windows: int) -> np.ndarray:
-        rows = np.eye(8)[axis] + 0.15 * rng.standard_normal((windows, 8))
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return voice_windows(rng, axis, windows, 8, 0.15)
 
     embeddings = np.vstack([voice(0, 20), voice(1, 6), voice(2, 20)])
     weights = np.full(len(embeddings), 0.5)
@@ -330,6 +397,8 @@ def test_bad_settings_are_one_clear_error() -> None:
 
     with pytest.raises(TraxError, match="count_rule"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"count_rule": "eigengap"}})
+    with pytest.raises(TraxError, match="cluster_window_s.*shorter than window_s"):
+        DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"cluster_window_s": 0.5}})
     with pytest.raises(TraxError, match="min_speakers"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "min_speakers": 4, "max_speakers": 2})
     with pytest.raises(TraxError, match="needs a model"):

@@ -17,7 +17,7 @@ from trax.runtime.client import ServerError, ensure_server, request
 from trax.errors import TraxError
 from trax.io.jsonio import read_json
 from trax.runtime.manager import ModelKey, ModelManager
-from trax.runtime.protocol import ServerSettings, make_runtime_dir, runtime_dir, socket_path
+from trax.runtime.protocol import PROTOCOL_VERSION, ServerSettings, make_runtime_dir, runtime_dir, socket_path
 from trax.io.schemas import validate
 
 LJ = sorted((BENCH / "coqui-tts-ljspeech" / "wavs").glob("LJ001-00*.wav"))
@@ -48,7 +48,7 @@ def test_bad_requests_get_error_replies_and_server_keeps_serving(server_dir: Pat
     pid = request("ping")["pid"]
     pings = request("stats")["requests"]["ping"]
     assert _raw(b"{not json\n")["error"]["code"] == "bad_request"
-    assert _raw(b'{"protocol": 3, "method": "explode"}\n')["error"]["code"] == "unknown_method"
+    assert _raw(b'{"protocol": %d, "method": "explode"}\n' % PROTOCOL_VERSION)["error"]["code"] == "unknown_method"
     assert _raw(b'{"protocol": 99, "method": "ping"}\n')["error"]["code"] == "unsupported_protocol"
     assert _raw(b'["a list"]\n')["error"]["code"] == "bad_request"
     with pytest.raises(ServerError) as excinfo:

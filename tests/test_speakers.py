@@ -226,6 +226,39 @@ def test_bad_enrollment_rows_fail_with_one_line(run, tmp_path) -> None:
     assert not (other.workdir / "results" / "speakers" / "profiles.json").exists()
 
 
+def test_the_model_server_enrolls_clips_inside_the_workflow_directory_as_a_job_process_does(tmp_path) -> None:
+    """``enroll_speakers`` goes through the server when the table and its clips lie inside the
+    workflow directory (the example's do): the same store, byte for byte, as the job's own process
+    builds; a clip outside it is refused, naming the row."""
+    from conftest import in_dir
+    from trax.diarization.pipeline import rule_settings
+    from trax.diarization.speakers import enroll_file
+    from trax.runtime.client import ServerError, ensure_server, request, server_remote
+    from trax.runtime.protocol import ServerSettings
+
+    (tmp_path / "people").mkdir()
+    for clip in ("LJ001-0001.wav", "LJ001-0002.wav"):
+        shutil.copy(LJ / clip, tmp_path / "people" / clip)
+    table = write_table(tmp_path / "people" / "enroll.tsv", [("Linda", tmp_path / "people" / "LJ001-0001.wav", "", ""),
+                                                              ("Linda", tmp_path / "people" / "LJ001-0002.wav", "", "")])
+    settings = rule_settings(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["diarize"], {})
+    server = ServerSettings(idle_timeout_s=60)
+    with in_dir(tmp_path):
+        ensure_server(server)
+        try:
+            enroll_file("people/enroll.tsv", "served.json", settings, {}, remote=server_remote(server))
+            enroll_file("people/enroll.tsv", "own.json", settings, {})
+            assert (tmp_path / "served.json").read_bytes() == (tmp_path / "own.json").read_bytes()
+            assert request("stats")["requests"]["enroll"] == 1
+            write_table(table, [("Linda", tmp_path / "people" / "LJ001-0001.wav", "", ""), ("Linda", LJ / "LJ001-0003.wav", "", "")])
+            with pytest.raises(ServerError, match="row 3 audio .* outside the workflow directory") as refused:
+                enroll_file("people/enroll.tsv", "refused.json", settings, {}, remote=server_remote(server))
+            assert refused.value.code == "forbidden_path" and not (tmp_path / "refused.json").exists()
+        finally:
+            request("shutdown")
+    validate(read_json(tmp_path / "own.json"), "profiles")
+
+
 def test_a_store_is_never_compared_with_another_models_embeddings(run) -> None:
     workflow, _, _ = run
     store_path = workflow.workdir / "results" / "speakers" / "profiles.json"

@@ -45,7 +45,7 @@ except TraxError as exc:
 SERVER = ServerSettings(**config["server"])
 os.environ[SETTINGS_ENV] = SERVER.to_env()
 #: Rules whose jobs send model work to the server.
-MODEL_RULES = {"transcribe_fast", "refine", "diarize"}
+MODEL_RULES = {"transcribe_fast", "refine", "diarize", "enroll_speakers"}
 
 
 def domains_folder():
@@ -158,7 +158,7 @@ def start_model_server(log):
     languages = {fast["language"], *(sample.options.get("language") for sample in SAMPLES.values())}
     if "transcribe_fast" in rules and fast["multilingual_model"] and languages - {None, "", "en"}:
         warm.append({"settings": {**fast, "model": fast["multilingual_model"]}})
-    if "diarize" in rules:
+    if rules & {"diarize", "enroll_speakers"}:
         warm.append({"diarize": rule_settings(config["diarize"], {})})
     # The refine model is warmed only in combine mode, which decodes all speech again; the span
     # mode re-decodes little or nothing, and its model loads on first use.
@@ -273,6 +273,20 @@ def enrollment_audio(wildcards):
     from trax.diarization.speakers import enrollment_audio_files
 
     return enrollment_audio_files(PROFILES)
+
+
+def enroll_server():
+    """The model server for enroll_speakers when it may read the table and every clip (all inside
+    the workflow directory, as the example's are): its diarizer is loaded once for enrollment and
+    the recordings. None otherwise: the job loads the model in its own process."""
+    from pathlib import Path
+
+    from trax.diarization.speakers import enrollment_audio_files
+    from trax.runtime.server import may_serve
+
+    directory = Path.cwd().resolve()
+    paths = [PROFILES, *enrollment_audio_files(PROFILES)]
+    return SERVER if all(may_serve(path, directory) for path in paths) else None
 
 
 #: Settings of the embedded backend that shape an embedding (the clustering ones do not).

@@ -7,7 +7,7 @@ rule review_audio:
     output:
         audio="results/{sample}/review.webm",
     params:
-        settings={"audio_bitrate_kbps": config["review"]["audio_bitrate_kbps"]},
+        settings={key: config["review"][key] for key in ("audio_bitrate_kbps", "audio_compression_level")},
     log:
         "logs/review_audio/{sample}.log",
     benchmark:

@@ -20,12 +20,10 @@ rule enroll_speakers:
         mem_mb=config["resources"]["enroll_speakers_mem_mb"],
         runtime=runtime_min("enroll_speakers"),
     run:
-        # Its own process: clips may lie outside the workflow directory, where the model server
-        # reads nothing, and enrollment runs only when the table or a clip changes.
         run_model_job(
             log[0],
             "trax.diarization.speakers:enroll_file",
-            server=None,
+            server=enroll_server(),
             table_path=input.table,
             store_path=output.store,
             settings=params.settings,

@@ -43,6 +43,8 @@ from trax.io.jsonio import read_json, write_json_atomic, write_text_atomic
 from trax.io.provenance import provenance, sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
 log = logging.getLogger(__name__)
@@ -302,20 +304,36 @@ def build_store(table: str | os.PathLike[str], settings: dict[str, Any], models:
     return ProfileStore(settings.get("backend", "embedded"), model_id, profiles)
 
 
-def enroll_file(table_path: str, store_path: str, settings: dict[str, Any], speakers: dict[str, Any]) -> dict[str, Any]:
-    """The ``enroll_speakers`` rule: enrollment TSV -> profile store (loads the backend's model
-    in this process; the rule runs it in its own process)."""
-    from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
+def enroll_file(table_path: str, store_path: str, settings: dict[str, Any], speakers: dict[str, Any],
+                remote: Callable[[str, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """The ``enroll_speakers`` rule: enrollment TSV -> profile store.
 
+    Args:
+        remote: Runs a named request elsewhere (the model server, whose diarizer is the one the
+            recordings are diarized with; the rule passes it when the server may read every clip);
+            None loads the backend's model in this process. The store is the same either way.
+    """
     read_enrollment(table_path)  # a bad table fails before any model loads
-    diarize = DiarizeOptions.from_config(settings)
-    fix_threads(diarize)
-    store = build_store(table_path, settings, load_models(diarize), SpeakerOptions.from_config(speakers))
-    store.provenance = provenance({"diarize": settings, "speakers": speakers}, sha256_file(table_path),
-                                  models={"embedding": store.embedding_model})
-    data = store.serialize()
+    if remote is not None:
+        log.info("enrolling %s via the model server", table_path)
+        data = remote("enroll", {"table_path": table_path, "settings": settings, "speakers": speakers})
+    else:
+        from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
+
+        diarize = DiarizeOptions.from_config(settings)
+        fix_threads(diarize)
+        data = enrollment_store(table_path, settings, speakers, load_models(diarize))
     write_json_atomic(store_path, data, schema="profiles")
     return data
+
+
+def enrollment_store(table_path: str, settings: dict[str, Any], speakers: dict[str, Any], models: Any) -> dict[str, Any]:
+    """The profile store of an enrollment table, serialized, embedded with the loaded ``models``
+    (:func:`trax.diarization.pipeline.load_models`; the model server passes its cached ones)."""
+    store = build_store(table_path, settings, models, SpeakerOptions.from_config(speakers))
+    store.provenance = provenance({"diarize": settings, "speakers": speakers}, sha256_file(table_path),
+                                  models={"embedding": store.embedding_model})
+    return store.serialize()
 
 
 # --- identification ------------------------------------------------------------------------------

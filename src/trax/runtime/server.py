@@ -49,6 +49,24 @@ log = logging.getLogger("trax.runtime.server")
 OUTPUT_DIRS = ("results", "logs", "benchmarks", "resources")
 
 
+def allowed_roots(workdir: Path) -> list[Path]:
+    """Where request paths may point: ``workdir`` and the real location of each of its
+    :data:`OUTPUT_DIRS` (resolved on every call: a link may be made after the server starts)."""
+    roots = [workdir]
+    for name in OUTPUT_DIRS:
+        real = (workdir / name).resolve()
+        if real not in roots:
+            roots.append(real)
+    return roots
+
+
+def may_serve(path: str | os.PathLike[str], workdir: Path) -> bool:
+    """Whether a server in ``workdir`` (absolute, resolved) reads ``path`` (relative to it, or
+    absolute), symlinks followed."""
+    resolved = (workdir / path).resolve()
+    return any(resolved.is_relative_to(root) for root in allowed_roots(workdir))
+
+
 def whisper_model_key(source: Any, options: Any, adapter: str | None = None) -> ModelKey:
     """Cache key of a loaded Whisper model (a :class:`~trax.asr.models.ModelSource` decoded with
     :class:`~trax.asr.transcribe.TranscribeOptions`); ``adapter`` names a domain's adapted model
@@ -248,6 +266,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             "transcribe": self.transcribe,
             "refine": self.refine,
             "diarize": self.diarize,
+            "enroll": self.enroll,
             "warm": self.warm,
             "shutdown": self.request_shutdown,
         }
@@ -430,22 +449,34 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with self.work_slot():
             return diarize_wav(wav_path, sample_id, settings, models=self.diarization_models(options))
 
-    def allowed_roots(self) -> list[Path]:
-        """Where request paths may point: the workflow directory and the real location of each of
-        its :data:`OUTPUT_DIRS` (resolved on every request: a link may be made after the start)."""
-        roots = [self.workdir]
-        for name in OUTPUT_DIRS:
-            real = (self.workdir / name).resolve()
-            if real not in roots:
-                roots.append(real)
-        return roots
+    def enroll(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Build a profile store with the diarizer's cached models
+        (:func:`trax.diarization.speakers.enrollment_store`); the table and every clip it names
+        must be paths the server may read."""
+        from trax.diarization.pipeline import DiarizeOptions
+        from trax.diarization.speakers import enrollment_store, read_enrollment
+
+        table_path = self.checked_path(params, "table_path")
+        for row in read_enrollment(table_path):
+            self.checked(str(row.audio), f"row {row.row} audio")
+        settings = _require(params, "settings", dict)
+        speakers = _require(params, "speakers", dict)
+        try:
+            options = DiarizeOptions.from_config(settings)
+        except TypeError as exc:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        with self.work_slot():
+            return enrollment_store(table_path, settings, speakers, self.diarization_models(options))
 
     def checked_path(self, params: dict[str, Any], name: str) -> str:
         """A path parameter (relative to the workflow directory, or absolute) that must resolve,
-        symlinks followed, under one of :meth:`allowed_roots`; anything else is refused and logged."""
-        value = _require(params, name, str)
+        symlinks followed, under one of :func:`allowed_roots`; anything else is refused and logged."""
+        return self.checked(_require(params, name, str), name)
+
+    def checked(self, value: str, name: str) -> str:
+        """``value`` resolved, when :func:`may_serve` allows it; else refused and logged."""
         resolved = (self.workdir / value).resolve()
-        if not any(resolved.is_relative_to(root) for root in self.allowed_roots()):
+        if not may_serve(resolved, self.workdir):
             where = f"outside the workflow directory and its {'/'.join(OUTPUT_DIRS)}"
             log.warning("refused %s %r: resolves to %s, %s", name, value, resolved, where)
             raise RequestError(ErrorCode.FORBIDDEN_PATH, f"{name} {value!r} is {where}")
