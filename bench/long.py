@@ -4,13 +4,13 @@ Usage::
 
     .venv/bin/python bench/long.py                      # 10 min, 1 h, 4 h (the 4 h run takes a while)
     .venv/bin/python bench/long.py --minutes 10,60      # a subset
-    .venv/bin/python bench/long.py --set refine.enabled=true   # with config overrides
+    .venv/bin/python bench/long.py --set refine.enabled=true --server-profile   # overrides; server RSS
 
 Each recording is real speech from ../shared/benchdata joined to the exact length
 (:func:`trax.quality.benchdata.build_long_recording`), run through the default workflow cold.
 Prints one row per stage and per recording (wall s, RTF, peak RSS MB), process peaks, and
-issue 16's targets; each run's console output is kept in ``bench/out/long-<min>min.log``.
-
+issue 16's targets (``--server-profile``: the server's RSS sampled each second, median and max
+per tenth of each run); each run's console output is kept in ``bench/out/long-<min>min.log``.
 The recordings, the table's rows and the targets: bench/README.md, section "long.py".
 """
 
@@ -23,9 +23,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from common import OUT, snakemake_command, stop_server, with_overrides
@@ -68,7 +69,42 @@ def peak_rss_mb(command: list[str], **popen: Any) -> float:
         return int(report.read().split()[-1]) / 1024
 
 
-def run(minutes: int, cores: int, clips: Path, overrides: list[str]) -> dict[str, tuple[float, float]]:
+class ServerSampler:
+    """Samples the RSS (MB) of the model server serving ``workdir`` once a second, in a thread."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.marker = f"--workdir {workdir} ".encode()
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and self.marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ") + b" ":
+                        line = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("VmRSS:"))
+                        self.samples.append(int(line.split()[1]) / 1024)
+                except (OSError, StopIteration):
+                    continue
+
+    def tenths(self) -> list[tuple[float, float]]:
+        """(median, max) of each tenth of the samples."""
+        size = max(1, len(self.samples) // 10)
+        parts = [sorted(self.samples[i:i + size]) for i in range(0, len(self.samples), size)][:10]
+        return [(part[len(part) // 2], part[-1]) for part in parts if part]
+
+
+def run(minutes: int, cores: int, clips: Path, overrides: list[str],
+        profile: dict[int, list[tuple[float, float]]] | None = None) -> dict[str, tuple[float, float]]:
     label = f"long-{minutes}min"
     audio = build_long_recording(OUT / f"{label}.wav", minutes * 60.0, clips)
     workdir = Path(tempfile.mkdtemp(prefix=f"trax-{label}-"))
@@ -81,8 +117,10 @@ def run(minutes: int, cores: int, clips: Path, overrides: list[str]) -> dict[str
             cmd=find_ffmpeg().ffmpeg, overwrite_output=True))
         (workdir / "decoded.wav").unlink()
         start = time.perf_counter()
-        with open(OUT / f"{label}.log", "w", encoding="utf-8") as console:
+        with open(OUT / f"{label}.log", "w", encoding="utf-8") as console, ServerSampler(workdir) as sampler:
             snakemake_peak = peak_rss_mb(command, stdout=console, stderr=subprocess.STDOUT, env=env)
+        if profile is not None:
+            profile[minutes] = sampler.tenths()
         wall = time.perf_counter() - start
         (metrics_path,) = (workdir / "results").glob("*/metrics.json")
         metrics = read_json(metrics_path)
@@ -104,15 +142,18 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. refine.enabled=true (repeatable)")
+    parser.add_argument("--server-profile", action="store_true",
+                        help="print the model server's RSS (median, max) per tenth of each run")
     args = parser.parse_args()
     lengths = [int(m) for m in args.minutes.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
     clips = OUT / "long-clips"
     clips.mkdir(exist_ok=True)
     results = {}
+    profile: dict[int, list[tuple[float, float]]] | None = {} if args.server_profile else None
     for minutes in lengths:
         before = os.getloadavg()
-        results[minutes] = run(minutes, args.cores, clips, args.set)
+        results[minutes] = run(minutes, args.cores, clips, args.set, profile)
         after = os.getloadavg()
         print(f"{minutes} min done: load average before {before[0]:.2f}, after {after[0]:.2f} (1-min)", flush=True)
 
@@ -139,6 +180,12 @@ def main() -> None:
         d_short = results[short]["diarize"][0] / (short * 60)
         d_long = results[long]["diarize"][0] / (long * 60)
         print(f"diarize RTF {d_long:.4f} vs {d_short:.4f} ({d_long / d_short:.2f}x, target <= 1.2x)")
+    if profile:
+        print("\nmodel server RSS MB per tenth of the run, median / max (sampled every second)")
+        print("| minutes | " + " | ".join(f"{k + 1}/10" for k in range(10)) + " |")
+        print("|---|" + "---|" * 10)
+        for minutes, tenths in profile.items():
+            print(f"| {minutes} | " + " | ".join(f"{median:.0f} / {peak:.0f}" for median, peak in tenths) + " |")
 
 
 if __name__ == "__main__":

@@ -205,11 +205,11 @@ def refine_model(adapter: str | None) -> tuple[object, object]:
 def refined_recordings(recordings: list[AsrRecording]) -> list[AsrRecording]:
     """Every recording refined as the workflow's refine stage does with ``enabled: true`` (cached).
 
-    :func:`trax.asr.refine.refine_transcript` is the stage's own function (the model server and
-    the in-process job both run it): domain choice, then combine mode's second decode of every
-    speech chunk (:func:`trax.asr.second_opinion.decode_chunks`) combined word by word
-    (:func:`trax.asr.refine.combine_into`), which marks the disputed words the agreement features
-    read.
+    :func:`trax.asr.refine.refine_transcript` builds in memory what the stage writes
+    (:func:`trax.asr.refine.write_refined`, same content): domain choice, then combine mode's
+    second decode of every speech chunk (:func:`trax.asr.second_opinion.decode_pieces`) combined
+    word by word (:class:`trax.asr.refine.Combiner`), which marks the disputed words the agreement
+    features read.
     """
     from trax.asr.refine import refine_transcript
 

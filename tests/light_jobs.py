@@ -4,14 +4,18 @@ one process as the Snakemake process runs them, on a real transcript made many t
 ``python tests/light_jobs.py <warm-up folder> <folder>`` runs them on the warm-up folder's inputs
 (imports, caches), then on the other folder's, and prints the process's high-water RSS before and
 after the second run. ``test_long.py`` builds the folders (:func:`longer`) in its own process, so
-building them does not raise the high-water mark it measures.
+building them does not raise the high-water mark it measures. With ``--combine`` it runs refine's
+combine mode instead (what the model server runs), on a second decode made from the fast words
+(:func:`made_up_pieces`: no model, so only the combining and the file's reading and writing count).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from trax.asr.domains import load_domains
 from trax.transcript.enhance import enhance_files
@@ -69,6 +73,45 @@ def light_jobs(workdir: Path) -> None:
     release_free_memory()
 
 
+def made_up_pieces(fast_path: Path) -> Iterator[tuple[list[Any], list[dict[str, Any]]]]:
+    """A second decode of the fast transcript, 5 minutes a piece, read as it goes: one chunk per
+    30 s, every word heard again, every seventh one otherwise and more confidently."""
+    from trax.asr.second_opinion import Chunk
+    from trax.io.jsonio import iter_json_list
+
+    piece_end, next_chunk, chunks, words, heard = 300.0, 0.0, [], [], 0
+    for segment in iter_json_list(fast_path, "segments"):
+        for word in segment["words"]:
+            while word["start"] >= next_chunk:
+                if next_chunk >= piece_end:
+                    yield chunks, words
+                    piece_end, chunks, words = piece_end + 300.0, [], []
+                chunks.append(Chunk(next_chunk, next_chunk + 29.5, 0, True))
+                next_chunk += 30.0
+            heard += 1
+            words.append({**word, "word": "other" if heard % 7 == 3 else word["word"], "probability": 0.95})
+    if chunks:
+        yield chunks, words
+
+
+def combine(workdir: Path) -> None:
+    """Refine in combine mode, the second decode made up (:func:`made_up_pieces`)."""
+    from trax.asr import refine
+
+    class Source:
+        spec = "embedded:base"
+
+        def describe(self) -> dict[str, Any]:
+            return {"spec": self.spec, "id": "made up", "weights_sha256": None}
+
+    fast = workdir / "transcript.fast.json"
+    refine.decode_pieces = lambda *args, **kwargs: made_up_pieces(fast)
+    refine.write_refined(str(workdir / "audio.json"), str(fast), str(workdir / "transcript.refined.json"),
+                         {"enabled": True}, load_domains(REPO / "config" / "domains"), None,
+                         lambda adapter: (None, Source()))
+    release_free_memory()
+
+
 def high_water_mb() -> float:
     """This process's peak RSS since its ``exec`` (``VmHWM``; ``ru_maxrss`` would include the
     size of the process that forked it, here pytest with models loaded)."""
@@ -77,10 +120,11 @@ def high_water_mb() -> float:
 
 
 def main() -> None:
-    warm, measured = Path(sys.argv[1]), Path(sys.argv[2])
-    light_jobs(warm)
+    jobs = combine if sys.argv[1] == "--combine" else light_jobs
+    warm, measured = (Path(arg) for arg in sys.argv[-2:])
+    jobs(warm)
     baseline = high_water_mb()
-    light_jobs(measured)
+    jobs(measured)
     print(json.dumps({"baseline_mb": baseline, "peak_mb": high_water_mb()}))
 
 

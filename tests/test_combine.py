@@ -189,3 +189,116 @@ def test_second_decode_reads_the_recording_in_pieces_and_decodes_whole_speech_ch
     _, chunks = decode_chunks(model, str(wav), TranscribeOptions(language="en", batch_size=0), None,
                               choose=lambda start, end: int(start < 60))
     assert [c.decoded for c in chunks] == [True] * 2 + [False] * 20 and len(model.calls) == 1
+
+
+def _random_recording(rng) -> tuple[list[dict], list[tuple[list, list]]]:
+    """Fast segments and the second decode's pieces (chunks, words) of a made-up recording: words
+    agreeing, substituted, dropped and inserted, times jittered, gaps, silent pieces, chunks not
+    decoded."""
+    from trax.asr.second_opinion import Chunk
+
+    vocabulary = ["the", "a", "cat", "sat", "on", "mat", "uh", "Adam", "atom", "bomb", "so", "we", "went"]
+    t, segments, fast = 0.0, [], []
+    for _ in range(rng.randint(0, 30)):
+        t += rng.choice([0.0, 0.1, 0.5, 2.0, 8.0, 20.0])
+        start, words = t, []
+        for _ in range(rng.choice([0, 1, 2, 5, 9])):
+            length = rng.choice([0.1, 0.3, 0.5])
+            words.append(_w(rng.choice(vocabulary), round(t, 2), round(rng.random(), 3), length))
+            t += length + rng.choice([0.0, 0.05, 0.3])
+        t = max(t, start + 0.1)
+        segments.append({"start": round(start, 2), "end": round(t, 2), "words": words,
+                         "text": " ".join(w["word"] for w in words)})
+        fast += words
+    second = []
+    for word in fast:
+        draw, shift = rng.random(), rng.choice([0.0, 0.0, 0.05, -0.05, 0.2])
+        if draw < 0.1:
+            continue
+        second.append({**word, "start": round(max(0.0, word["start"] + shift), 2),
+                       "end": round(max(0.0, word["end"] + shift), 2), "probability": round(rng.random(), 3),
+                       "word": word["word"] if draw < 0.7 else rng.choice(vocabulary)})
+        if rng.random() < 0.08:
+            second.append(_w(rng.choice(vocabulary), second[-1]["end"], round(rng.random(), 3), 0.2))
+    chunks, c = [], 0.0
+    while c < t + 1:
+        length = rng.choice([0.5, 3.0, 10.0, 30.0])
+        if rng.random() < 0.8:
+            chunks.append(Chunk(round(c, 2), round(c + length, 2), 1, rng.random() < 0.85))
+        c += length + rng.choice([0.0, 0.2, 1.0, 5.0])
+    # Pieces: consecutive runs of chunks, each with the second-decode words of its time.
+    cuts = sorted(rng.sample(range(1, len(chunks)), min(len(chunks) - 1, rng.randint(0, 5)))) if chunks else []
+    groups = [chunks[a:b] for a, b in zip([0, *cuts], [*cuts, len(chunks)])] if chunks else [[]]
+    pieces = [(group, []) for group in groups]
+    for word in second:
+        middle = (word["start"] + word["end"]) / 2
+        index = max([i for i, g in enumerate(groups) if g and g[0].start <= middle], default=0)
+        pieces[index][1].append(word)
+    for index in sorted(rng.sample(range(len(pieces) + 1), rng.randint(0, 2)), reverse=True):
+        pieces.insert(index, ([], []))  # a piece without speech
+    return segments, pieces
+
+
+def test_combining_piece_by_piece_gives_what_the_whole_recording_at_once_gives() -> None:
+    """Refine combines one piece of the second decode at a time (memory flat in the recording's
+    length): wherever the pieces are cut, every segment, record, change mark and the file-level
+    record equal those of the whole recording combined at once (checked against the earlier
+    whole-list code when this was written, and on a real recording, byte for byte)."""
+    import copy
+    import random
+
+    from trax.asr.refine import Combiner, combine_into
+
+    rng = random.Random(32)
+    options = [RefineOptions(enabled=True), RefineOptions(enabled=True, margin=0.1, calibration="agreement")]
+    changed = 0
+    for case in range(300):
+        segments, pieces = _random_recording(rng)
+        option, vocabulary = options[case % 2], {"atom"} if case % 3 == 0 else set()
+        whole = copy.deepcopy(segments)
+        records = [_unchosen(s) for s in whole]
+        chunks = [c for group, _ in pieces for c in group]
+        second = copy.deepcopy([w for _, words in pieces for w in words])
+        record = combine_into(whole, records, second, chunks, "embedded:tiny.en", "embedded:base", option, vocabulary)
+        combiner = Combiner("embedded:tiny.en", "embedded:base", option, vocabulary)
+        streamed = list(combiner.run(((s, _unchosen(s)) for s in copy.deepcopy(segments)), copy.deepcopy(pieces)))
+        assert streamed == list(zip(whole, records, strict=True)) and combiner.record() == record, case
+        changed += sum(r["refined"] for r in records)
+    assert changed > 300  # the cases do change words
+
+
+def test_combining_holds_a_window_of_the_recording_not_all_of_it() -> None:
+    """Segments are written while later ones are still unread, and the second decode's pieces are
+    asked for only as the combination reaches them: the lag is the same for 10 minutes as for
+    2 hours."""
+    import random
+
+    from trax.asr.refine import Combiner
+    from trax.asr.second_opinion import Chunk
+
+    def worst_lag(minutes: int) -> tuple[int, int]:
+        rng, state = random.Random(7), {"read": 0, "pieces": 0}
+
+        def segments():
+            for number in range(minutes * 12):  # one segment of 12 words every 5 s
+                words = [_w(rng.choice(["a", "b", "c"]), number * 5 + k * 0.35, rng.random(), 0.3) for k in range(12)]
+                state["read"] += 1
+                yield {"start": words[0]["start"], "end": words[-1]["end"], "text": "", "words": words}, {}
+
+        def pieces():
+            for start in range(0, minutes * 60, 300):
+                chunks = [Chunk(start + k * 25.0, start + k * 25.0 + 24.5, 0, True) for k in range(12)]
+                words = [_w(rng.choice(["a", "b", "c"]), c.start + k * 0.35, rng.random(), 0.3)
+                         for c in chunks for k in range(60)]
+                state["pieces"] += 1
+                yield chunks, words
+
+        combiner, written, worst = Combiner("embedded:tiny.en", "embedded:base", RefineOptions(), set()), 0, 0
+        for segment, _ in combiner.run(((s, {**r, **_unchosen(s)}) for s, r in segments()), pieces()):
+            written += 1
+            worst = max(worst, state["read"] - written)
+            assert state["pieces"] * 300 <= segment["start"] + 2 * 300  # at most one piece ahead
+        return worst, written
+
+    short, long = worst_lag(10), worst_lag(120)
+    assert long[1] == 12 * short[1] and long[0] == short[0] < 12

@@ -281,25 +281,51 @@ def test_streamed_json_has_the_bytes_of_the_whole_document_and_checks_every_item
     assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.json", "whole.json"]
 
 
+def _growth(fast: Path, tmp_path: Path, copies: int, *options: str) -> tuple[float, Path, Path]:
+    """What ``tests/light_jobs.py`` adds to its process's high-water mark (MB) on a real 30-s
+    transcript repeated ``copies`` times, after a warm-up on one copy; and the two folders."""
+    from light_jobs import longer
+
+    transcript = read_json(fast)
+    warm, measured = tmp_path / f"{copies}" / "warm", tmp_path / f"{copies}" / "measured"
+    longer(transcript, str(SAMPLE_DIR / "sample.rttm"), 1, warm)
+    longer(transcript, str(SAMPLE_DIR / "sample.rttm"), copies, measured)
+    run = subprocess.run([sys.executable, str(Path(__file__).with_name("light_jobs.py")), *options, str(warm),
+                          str(measured)], capture_output=True, text=True, check=True)
+    figures = json.loads(run.stdout.splitlines()[-1])
+    return figures["peak_mb"] - figures["baseline_mb"], warm, measured
+
+
 def test_light_jobs_take_the_same_memory_for_4_hours_as_for_10_minutes(sample_fast_transcript: Path,
                                                                        tmp_path: Path) -> None:
     """Refine (off), merge, exports, enhance, figures and metrics run in threads of the one
     Snakemake process: what they add to its high-water mark must not grow with the recording
     (a real 30-s transcript and its reference RTTM, repeated to 10 minutes and to 4 hours)."""
-    from light_jobs import longer
-
-    transcript = read_json(sample_fast_transcript)
     growth = {}
     for copies in (20, 480):
-        warm, measured = tmp_path / f"{copies}" / "warm", tmp_path / f"{copies}" / "measured"
-        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), 1, warm)
-        longer(transcript, str(SAMPLE_DIR / "sample.rttm"), copies, measured)
-        run = subprocess.run([sys.executable, str(Path(__file__).with_name("light_jobs.py")), str(warm), str(measured)],
-                             capture_output=True, text=True, check=True)
-        figures = json.loads(run.stdout.splitlines()[-1])
-        growth[copies] = figures["peak_mb"] - figures["baseline_mb"]
+        growth[copies], warm, measured = _growth(sample_fast_transcript, tmp_path, copies)
         words = [read_json(folder / "merged.json")["stats"]["words"] for folder in (warm, measured)]
         assert words[1] == copies * words[0]
     # Measured: +3.5 MB at 10 minutes, +7.9 MB at 4 hours (~38,000 words); +3.9 / +56 MB when each
     # job loaded whole documents.
+    assert growth[480] <= growth[20] + 8.0, growth
+
+
+def test_refine_combining_takes_the_same_memory_for_4_hours_as_for_10_minutes(sample_fast_transcript: Path,
+                                                                              tmp_path: Path) -> None:
+    """Refine's combine mode (run by the model server) reads the fast transcript, combines it with
+    the second decode piece by piece and writes the refined transcript one segment at a time: what
+    it adds to its process's high-water mark must not grow with the recording (a real 30-s
+    transcript repeated to 10 minutes and to 4 hours, a second decode made from its words that
+    disagrees every seventh word; no model, so this is the combining and the files alone)."""
+    transcript = read_json(sample_fast_transcript)
+    growth = {}
+    for copies in (20, 480):
+        growth[copies], _, measured = _growth(sample_fast_transcript, tmp_path, copies, "--combine")
+        refined = read_json(measured / "transcript.refined.json")
+        validate(refined, "transcript.refined")
+        changes = refined["refinement"]["changes"]
+        words = sum(len(s["words"]) for s in refined["segments"])
+        assert words == copies * sum(len(s["words"]) for s in transcript["segments"])
+        assert len(changes) >= words // 8 and any(c["chosen"] == "second" for c in changes)
     assert growth[480] <= growth[20] + 8.0, growth

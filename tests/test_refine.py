@@ -207,3 +207,133 @@ def test_combine_mode_leaves_a_non_english_transcript_as_the_fast_pass_wrote_it(
     refined = refine_transcript(fast, str(wav), {"enabled": True}, domains, None, model_provider=None)
     assert refined["text"] == fast["text"] and refined["segments"][0]["words"] == words
     assert refined["refinement"]["status"].startswith("skipped: language 'fr'") and "refine" not in refined["provenance"]["models"]
+
+
+@pytest.mark.slow
+def test_a_recording_refined_in_several_pieces_is_valid_deterministic_and_alike_with_the_server(
+        sample_fast_transcript: Path, tmp_path: Path, monkeypatch) -> None:
+    """Combine mode holds one piece at a time (issue 32 item 5): with pieces of about 10 seconds,
+    pyannote's 30-second sample is decoded in 3 or more pieces and combined in a window, and the transcript written in
+    this process, written again, and written by the model server (its method called in this
+    process, so the small pieces hold there too) are the same bytes; the server replies with a
+    summary, not the document."""
+    from conftest import SAMPLE_DIR
+
+    from trax.asr import second_opinion
+    from trax.asr.refine import refine_file
+    from trax.io import media
+    from trax.runtime.protocol import ServerSettings
+    from trax.runtime.server import Call, ModelServer
+
+    pieces: list[float] = []
+
+    def small_pieces(path):
+        for piece in media.audio_pieces(path, piece_s=10.0, search_s=2.0):
+            pieces.append(piece.offset_s)
+            yield piece
+
+    monkeypatch.setattr(second_opinion, "audio_pieces", small_pieces)
+    wav, fast = tmp_path / "audio.wav", tmp_path / "transcript.fast.json"
+    shutil.copy(SAMPLE_DIR / "sample.wav", wav)
+    shutil.copy(sample_fast_transcript, fast)
+    domains = domain_lib.load_domains(REPO / "config" / "domains")
+    settings = {"enabled": True, "cpu_threads": 1}
+    for name in ("local.json", "again.json"):
+        refine_file(str(wav), str(fast), str(tmp_path / name), settings, domains)
+    half = len(pieces) // 2
+    assert half >= 3 and pieces[:half] == pieces[half:]  # the same 3 or more pieces in each run
+
+    server = ModelServer(str(tmp_path / "s.sock"), tmp_path, ServerSettings(workers=1))
+    replies = []
+
+    def remote(method: str, params: dict) -> dict:
+        reply = server.dispatch({"method": method, "params": params}, Call(1))
+        assert reply["ok"], reply
+        replies.append(reply["result"])
+        return reply["result"]
+
+    monkeypatch.chdir(tmp_path)  # a job's paths are relative to the workflow directory
+    try:
+        refine_file("audio.wav", "transcript.fast.json", "served.json", settings, domains, remote=remote)
+    finally:
+        server.server_close()
+    assert replies == [{"output_path": str(tmp_path / "served.json"), "status": replies[0]["status"]}]
+    local = (tmp_path / "local.json").read_bytes()
+    assert (tmp_path / "again.json").read_bytes() == local == (tmp_path / "served.json").read_bytes()
+
+    refined = read_json(tmp_path / "local.json")
+    validate(refined, "transcript.refined")
+    chunks, changes = refined["refinement"]["chunks"], refined["refinement"]["changes"]
+    assert len(chunks) >= 3 and all(c["decoded"] for c in chunks) and changes
+    assert replies[0]["status"] == refined["refinement"]["status"]
+    starts = [c["start"] for c in chunks]
+    assert starts == sorted(starts) and any(c["start"] >= pieces[1] for c in chunks)
+    words = [w for s in refined["segments"] for w in s["words"]]
+    times = [t for w in words for t in (w["start"], w["end"])]
+    assert times == sorted(times)
+    bounds = [t for s in refined["segments"] for t in (s["start"], s["end"])]
+    assert bounds == sorted(bounds)
+    for segment in refined["segments"]:
+        assert segment["start"] <= min((w["start"] for w in segment["words"]), default=segment["start"])
+        assert segment["end"] >= max((w["end"] for w in segment["words"]), default=segment["end"])
+    marked = [w["change"] for w in words if "change" in w]
+    assert marked and set(marked) <= set(range(len(changes)))
+    # Each change's index is its place in the list: marks appear in order through the transcript.
+    assert marked == sorted(marked)
+
+
+def test_span_mode_reads_the_recording_in_pieces_and_decodes_every_span_whole(tmp_path: Path) -> None:
+    """Spans mode's re-decode gets one piece of audio at a time (faster-whisper computes features
+    for all it is given), read on to the end of the piece's last span so that no span is cut."""
+    import wave
+
+    import numpy as np
+
+    from trax.asr.refine import _decoded_words
+    from trax.io.media import PIECE_S, SAMPLE_RATE, piece_bounds, wav_layout
+
+    wav = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(SAMPLE_RATE)
+        handle.writeframes((rng.normal(0, 0.1, 11 * 60 * SAMPLE_RATE) * 32767).astype("<i2").tobytes())
+    cuts = [stop / SAMPLE_RATE for _, stop in piece_bounds(wav_layout(wav))][:-1]
+    assert len(cuts) == 2
+    # One span across the first cut, others inside pieces.
+    spans = [Span(0, 0, 10.0, 14.0), Span(1, 1, cuts[0] - 2.0, cuts[0] + 3.0), Span(2, 2, 400.0, 401.5),
+             Span(3, 3, 640.0, 650.0)]
+    calls = []
+
+    class Model:
+        def transcribe(self, audio, clip_timestamps, **_):
+            calls.append((len(audio), list(clip_timestamps)))
+            return iter(()), None
+
+    assert _decoded_words(Model(), str(wav), spans, "en", RefineOptions(), None) == [[], [], [], []]
+    assert [len(clips) // 2 for _, clips in calls] == [2, 1, 1]
+    assert calls[0][0] == int(cuts[0] * SAMPLE_RATE) + 3 * SAMPLE_RATE  # read on to the span's end
+    assert all(length <= (PIECE_S + 5) * SAMPLE_RATE for length, _ in calls)
+    offsets = [0.0, *cuts]
+    decoded = [(round(t + offsets[k], 3)) for k, (_, clips) in enumerate(calls) for t in clips]
+    assert decoded == [t for span in spans for t in (span.clip_start, span.clip_end)]
+
+
+def test_the_server_writes_a_refined_transcript_only_inside_the_workflow(tmp_path: Path) -> None:
+    """The model server writes transcript.refined.json itself: an output path outside the workflow
+    directory (or a link out of it) is refused before any work, and nothing is written there."""
+    from trax.runtime.protocol import ServerSettings
+    from trax.runtime.server import Call, ModelServer
+
+    workdir, outside = tmp_path / "wf", tmp_path / "outside"
+    workdir.mkdir(), outside.mkdir()
+    (workdir / "escape").symlink_to(outside)  # not one of the output folders a link may point from
+    server = ModelServer(str(tmp_path / "s.sock"), workdir, ServerSettings(workers=1))
+    try:
+        for target in (str(outside / "refined.json"), "../outside/refined.json", "escape/refined.json"):
+            params = {"wav_path": "audio.wav", "fast_path": "transcript.fast.json", "output_path": target,
+                      "settings": {"enabled": True}, "domains": {}, "sample_domain": None}
+            reply = server.dispatch({"method": "refine", "params": params}, Call(1))
+            assert reply["error"]["code"] == "forbidden_path" and "output_path" in reply["error"]["message"], target
+    finally:
+        server.server_close()
+    assert list(outside.iterdir()) == []

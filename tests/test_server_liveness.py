@@ -215,8 +215,8 @@ def test_an_internal_error_is_one_line_with_code_and_log_pointer(one_worker: Pat
     the issue): the console gets one line naming the code and the server log, both logs the
     traceback."""
     (one_worker / "broken.json").write_text("{}", encoding="utf-8")
-    params = {"wav_path": "short.wav", "fast_path": "broken.json", "settings": CONFIG["refine"],
-              "domains": {}, "sample_domain": None}
+    params = {"wav_path": "short.wav", "fast_path": "broken.json", "output_path": "refined.json",
+              "settings": CONFIG["refine"], "domains": {}, "sample_domain": None}
     with in_dir(one_worker):
         with pytest.raises(InternalServerError) as excinfo:
             request("refine", params, timeout=30)

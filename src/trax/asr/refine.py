@@ -24,15 +24,18 @@ fast word), and the two word sequences are combined word by word (:mod:`trax.asr
 they disagree, the side with the higher calibrated confidence wins (or a domain term, as above).
 Every disagreement is listed in ``refinement.changes`` with both candidates, their confidences and
 why one won. A recording that is not English is left as the fast pass wrote it (the fast pass
-already decoded it with the multilingual model; the second opinion is the same model).
+already decoded it with the multilingual model; the second opinion is the same model). Combine
+mode reads, decodes, combines and writes piece by piece (:class:`Combiner`, :func:`write_refined`),
+so its memory does not grow with the recording; spans mode reads the WAV in pieces too but still
+holds the whole transcript.
 """
 
 from __future__ import annotations
 
 import bisect
 import difflib
-import itertools
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,30 +46,22 @@ from trax import progress
 from trax.asr import domains as domain_lib
 from trax.asr.combine import CALIBRATIONS, Calibration, decide, disagreements, token
 from trax.asr.models import ModelSource, resolve_whisper
-from trax.asr.second_opinion import Chunk, decode_chunks
+from trax.asr.second_opinion import Chunk, decode_pieces
 from trax.asr.transcribe import (
     PROB_DIGITS,
     TIME_DIGITS,
     TranscribeOptions,
-    load_wav,
     load_whisper,
 )
 from trax.errors import TraxError
-from trax.io.jsonio import (
-    iter_json_list,
-    read_json,
-    read_json_head,
-    write_json_atomic,
-    write_json_streamed,
-)
+from trax.io.jsonio import iter_json_list, read_json_head, write_json_streamed
 from trax.io.languages import word_separator
+from trax.io.media import SAMPLE_RATE, piece_bounds, read_samples, wav_layout
 from trax.io.provenance import provenance, sha256_file
 from trax.process import pin_blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -301,24 +296,40 @@ def splice(
     return Replacement(start, stop, new_words, before, after, accepted, decision)
 
 
-def _decoded_words(model: Any, audio: np.ndarray, spans: list[Span], language: str,
+def _decoded_words(model: Any, wav_path: str, spans: list[Span], language: str,
                    options: RefineOptions, hotwords: str | None) -> list[list[dict[str, Any]]]:
-    """Re-decode every span in one call; return the words of each clip (absolute times)."""
-    clips = [t for span in spans for t in (span.clip_start, span.clip_end)]
+    """Re-decode every span; return the words of each clip (absolute times).
+
+    The WAV is read piece by piece (:func:`trax.io.media.piece_bounds`: at most 5 minutes, cut in
+    pauses), since faster-whisper computes features for the whole array it is given even with
+    ``clip_timestamps``: the spans starting in a piece are decoded in one call on that piece, read
+    on to the end of its last span so that no span is cut. A recording of one piece is decoded in
+    one call over the whole WAV, as before.
+    """
+    layout = wav_layout(wav_path)
     total = sum(span.clip_end - span.clip_start for span in spans)
-    segments, _ = model.transcribe(
-        audio, language=language, beam_size=options.beam_size, temperature=0.0, word_timestamps=True,
-        vad_filter=False, condition_on_previous_text=False, clip_timestamps=clips, hotwords=hotwords,
-    )
     per_clip: list[list[dict[str, Any]]] = [[] for _ in spans]
-    for segment in segments:
-        for raw in segment.words or []:
-            middle = (raw.start + raw.end) / 2
-            index = next((i for i, s in enumerate(spans) if middle <= s.clip_end), len(spans) - 1)
-            per_clip[index].append({"start": round(raw.start, TIME_DIGITS), "end": round(raw.end, TIME_DIGITS),
-                                    "word": raw.word.strip(), "probability": round(float(raw.probability), PROB_DIGITS)})
-        done = sum(max(0.0, min(segment.end, s.clip_end) - s.clip_start) for s in spans)
-        progress.report("refine", min(done, total), total)
+    first = 0
+    for start, stop in piece_bounds(layout):
+        inside = [i for i in range(first, len(spans)) if spans[i].clip_start * SAMPLE_RATE < stop]
+        if not inside:
+            continue
+        first = inside[-1] + 1
+        offset = start / SAMPLE_RATE
+        audio = read_samples(layout, start, max(stop, math.ceil(spans[inside[-1]].clip_end * SAMPLE_RATE)))
+        segments, _ = model.transcribe(
+            audio, language=language, beam_size=options.beam_size, temperature=0.0, word_timestamps=True,
+            vad_filter=False, condition_on_previous_text=False, hotwords=hotwords,
+            clip_timestamps=[t - offset for i in inside for t in (spans[i].clip_start, spans[i].clip_end)],
+        )
+        for segment in segments:
+            for raw in segment.words or []:
+                begin, end = raw.start + offset, raw.end + offset
+                index = next((i for i in inside if (begin + end) / 2 <= spans[i].clip_end), inside[-1])
+                per_clip[index].append({"start": round(begin, TIME_DIGITS), "end": round(end, TIME_DIGITS),
+                                        "word": raw.word.strip(), "probability": round(float(raw.probability), PROB_DIGITS)})
+            done = sum(max(0.0, min(segment.end + offset, s.clip_end) - s.clip_start) for s in spans)
+            progress.report("refine", min(done, total), total)
     progress.report("refine", total, total)
     return per_clip
 
@@ -331,9 +342,8 @@ def refine_transcript(
     sample_domain: str | None,
     model_provider: Callable[[str | None], tuple[Any, ModelSource]] | None,
 ) -> dict[str, Any]:
-    """Build the refined transcript (serialized, ``transcript.refined`` schema) from the fast one.
-
-    The one function the model server and the in-process path both run, so their bytes agree.
+    """Build the refined transcript (serialized, ``transcript.refined`` schema) from the fast one,
+    in memory (benches, tests). :func:`write_refined` writes the same content, streamed.
 
     Args:
         fast: The fast transcript (``transcript.fast.json``).
@@ -342,66 +352,147 @@ def refine_transcript(
         domains: Domain definitions by name (:func:`trax.asr.domains.load_domains`).
         sample_domain: The sample sheet's ``domain`` for this file, if any (wins over config).
         model_provider: Returns the loaded refine model and its source for the chosen domain's
-            adapter (None: the plain refine model); called only when there is something to re-decode. None when the caller knows nothing will be (refinement off).
+            adapter (None: the plain refine model); called only when there is something to
+            re-decode. None when the caller knows nothing will be (refinement off).
+    """
+    head = {key: value for key, value in fast.items() if key != "segments"}
+
+    def segments() -> Iterator[dict[str, Any]]:
+        return (dict(s, words=[dict(w) for w in s["words"]]) for s in fast["segments"])
+
+    items, finish = _refined_parts(head, segments, _fast_hash(fast), wav_path, settings, domains, sample_domain,
+                                   model_provider)
+    listed = list(items)
+    return {**finish(), "segments": listed}
+
+
+def write_refined(
+    wav_path: str,
+    fast_path: str,
+    output_path: str,
+    settings: dict[str, Any],
+    domains: dict[str, dict[str, Any]],
+    sample_domain: str | None,
+    model_provider: Callable[[str | None], tuple[Any, ModelSource]] | None,
+) -> dict[str, Any]:
+    """Write ``transcript.refined.json`` (as :func:`refine_transcript` builds it, same bytes),
+    reading the fast transcript and writing the output one segment at a time, so neither the model
+    server nor the process that runs it grows with the recording (:mod:`trax.io.jsonio`;
+    arguments as :func:`refine_transcript`). The one function the model server and the in-process
+    path both run, so their bytes agree.
+
+    Returns:
+        A short summary for the job's caller: the output path and the refinement status.
+    """
+    head = read_json_head(fast_path, {"segments"})
+    # A fast transcript is always written by Trax (jsonio.dumps), so its file's sha256 is the
+    # sha256 of its serialized content that refine_transcript records.
+    items, finish = _refined_parts(head, lambda: iter_json_list(fast_path, "segments"), sha256_file(fast_path),
+                                   wav_path, settings, domains, sample_domain, model_provider)
+    status: list[str] = []
+
+    def finished() -> dict[str, Any]:
+        refined = finish()
+        status.append(refined["refinement"]["status"])
+        return refined
+
+    write_json_streamed(output_path, "segments", items, finished, schema="transcript.refined",
+                        item_schema="transcript.refined.schema.yaml#/$defs/segment")
+    return {"output_path": str(output_path), "status": status[0]}
+
+
+def _refined_parts(
+    fast: dict[str, Any],
+    segments: Callable[[], Iterator[dict[str, Any]]],
+    fast_sha256: str,
+    wav_path: str,
+    settings: dict[str, Any],
+    domains: dict[str, dict[str, Any]],
+    sample_domain: str | None,
+    model_provider: Callable[[str | None], tuple[Any, ModelSource]] | None,
+) -> tuple[Iterator[dict[str, Any]], Callable[[], dict[str, Any]]]:
+    """The refined transcript as (its segments, one at a time; a function returning every other
+    field, to call after the last segment).
+
+    Combine mode streams (:class:`Combiner` over :func:`~trax.asr.second_opinion.decode_pieces`);
+    spans mode reads the WAV piece by piece (:func:`_decoded_words`) but still holds the whole
+    transcript (:func:`plan_spans` and :func:`splice` work on the flat list of words).
+
+    Args:
+        fast: The fast transcript without its segments.
+        segments: Its segments (fresh copies, in order) on each call.
+        fast_sha256: sha256 of the serialized fast transcript (for the provenance).
+        Others: as :func:`refine_transcript`.
     """
     options = RefineOptions.from_config(settings)
     choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
-    segments = [dict(segment, words=[dict(w) for w in segment["words"]]) for segment in fast["segments"]]
-    records = [_unchosen(segment) for segment in segments]
     # Not English: the multilingual model already decoded it, so a second opinion from the refine
     # model (the same one by default) has nothing to add; the status says so.
     english = fast["language"] == "en"
     combining = options.enabled and english and options.mode == "combine" and combine_skip_reason(fast, options) is None
-    spans = plan_spans(segments, fast["duration"], options) if options.enabled and english and options.mode == "spans" else []
     models = dict(fast["provenance"]["models"])
-    span_records: list[dict[str, Any]] = []
-    combined: dict[str, Any] | None = None
     vocabulary = vocabulary_of(domain) if options.bias else set()
-    if spans or combining:
+    pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]] = ((s, _unchosen(s)) for s in segments())
+    spans: list[Span] = []
+    span_records: list[dict[str, Any]] = []
+    combiner: Combiner | None = None
+
+    def load() -> tuple[Any, ModelSource]:
         if model_provider is None:
             raise ValueError("refinement has audio to re-decode but no model")
         model, model_source = model_provider(domain["adapter"])
         models["refine"] = model_source.describe()
         pin_blas_threads()
-    if spans:
-        decoded = _decoded_words(model, load_wav(wav_path), spans, fast["language"], options, hotwords)
-        span_records = _apply(segments, records, spans, decoded, options, vocabulary)
+        return model, model_source
+
+    if options.enabled and english and options.mode == "spans":
+        listed = list(pairs)
+        pairs = listed
+        spans = plan_spans([s for s, _ in listed], fast["duration"], options)
+        if spans:
+            model, _ = load()
+            decoded = _decoded_words(model, wav_path, spans, fast["language"], options, hotwords)
+            span_records = _apply([s for s, _ in listed], [r for _, r in listed], spans, decoded, options, vocabulary)
     if combining:
-        combined = _combine(segments, records, model, model_source, fast, wav_path, options, hotwords, vocabulary)
-    for segment, record in zip(segments, records, strict=True):
-        segment["refinement"] = record
-    refined = _refined_head(fast, choice, domain, hotwords, spans, span_records, models, settings, wav_path,
-                            _fast_hash(fast), sample_domain, combined)
-    refined["segments"] = segments
-    refined["text"] = word_separator(fast["language"]).join(s["text"] for s in segments if s["text"])
-    return refined
-
-
-def copy_fast_transcript(fast_path: str, wav_path: str, output_path: str, settings: dict[str, Any],
-                         domains: dict[str, dict[str, Any]], sample_domain: str | None) -> None:
-    """Refinement off: write the refined transcript as :func:`refine_transcript` would (same
-    bytes), but read and written one segment at a time, so the Snakemake process that runs it does
-    not grow with the recording (:mod:`trax.io.jsonio`)."""
-    fast = read_json_head(fast_path, {"segments"})
-    options = RefineOptions.from_config(settings)
-    choice, domain, hotwords = _domain_of(fast["text"], domains, sample_domain, options)
+        model, model_source = load()
+        combiner = Combiner(fast["provenance"]["models"]["asr"]["spec"], model_source.spec, options, vocabulary)
+        pairs = combiner.run(pairs, _second_decode(model, model_source, fast, segments, wav_path, options, hotwords))
     texts: list[str] = []
 
-    def segments() -> Iterator[dict[str, Any]]:
-        for segment in iter_json_list(fast_path, "segments"):
+    def items() -> Iterator[dict[str, Any]]:
+        for segment, record in pairs:
+            segment["refinement"] = record
             if segment["text"]:
                 texts.append(segment["text"])
-            yield {**segment, "refinement": _unchosen(segment)}
+            yield segment
 
-    def head() -> dict[str, Any]:
-        # A fast transcript is always written by Trax (jsonio.dumps), so its file's sha256 is the
-        # sha256 of its serialized content that refine_transcript records.
-        refined = _refined_head(fast, choice, domain, hotwords, [], [], dict(fast["provenance"]["models"]), settings,
-                                wav_path, sha256_file(fast_path), sample_domain)
+    def finish() -> dict[str, Any]:
+        refined = _refined_head(fast, choice, domain, hotwords, spans, span_records, models, settings, wav_path,
+                                fast_sha256, sample_domain, None if combiner is None else combiner.record())
         return {**refined, "text": word_separator(fast["language"]).join(texts)}
 
-    write_json_streamed(output_path, "segments", segments(), head, schema="transcript.refined",
-                        item_schema="transcript.refined.schema.yaml#/$defs/segment")
+    return items(), finish
+
+
+def _second_decode(model: Any, source: ModelSource, fast: dict[str, Any], segments: Callable[[], Iterator[dict[str, Any]]],
+                   wav_path: str, options: RefineOptions, hotwords: str | None
+                   ) -> Iterator[tuple[list[Chunk], list[dict[str, Any]]]]:
+    """Combine mode's second decode, piece by piece (nothing when the fast pass heard no word:
+    no words to attach others to). With ``chunks: doubtful`` the fast words' times below the
+    threshold are gathered first (one float per doubtful word)."""
+    if not any(segment["words"] for segment in segments()):
+        return iter(())
+    choose = None
+    if options.chunks != "all":
+        doubtful = sorted((w["start"] + w["end"]) / 2 for s in segments() for w in s["words"]
+                          if w["probability"] < options.word_threshold)
+
+        def choose(start: float, end: float) -> int:
+            return bisect.bisect_right(doubtful, end) - bisect.bisect_left(doubtful, start)
+
+    decode = TranscribeOptions(model=source.spec, beam_size=options.beam_size, language=fast["language"],
+                               batch_size=options.batch_size)
+    return decode_pieces(model, wav_path, decode, hotwords, choose)
 
 
 def _domain_of(text: str, domains: dict[str, dict[str, Any]], sample_domain: str | None,
@@ -501,7 +592,7 @@ def _apply(segments: list[dict[str, Any]], records: list[dict[str, Any]], spans:
     span_records = []
     for number, (span, rep) in enumerate(zip(spans, replacements, strict=True)):
         touched = sorted({words[i][0] for i in range(rep.start, rep.stop)}
-                         | {words[span.first][0], words[span.last][0]} | set(_targets(segments, words, rep)))
+                         | {words[span.first][0], words[span.last][0]} | set(_targets(words.__getitem__, len(words) - 1, lambda s: segments[s]["start"], rep)))
         span_records.append({
             "clip_start": span.clip_start, "clip_end": span.clip_end, "segments": touched, "reason": span.reason,
             "text_before": join_words(words[i][1]["word"] for i in range(rep.start, rep.stop)),
@@ -523,30 +614,38 @@ def _apply(segments: list[dict[str, Any]], records: list[dict[str, Any]], spans:
 
 def _write_back(segments: list[dict[str, Any]], records: list[dict[str, Any]], proposal: list[list[dict[str, Any]]],
                 final: list[list[dict[str, Any]]], widen: bool = False) -> None:
-    """Set each chosen segment's words and text to ``final`` and its record's proposal to
+    """:func:`_write_back_one` for every chosen segment, in order."""
+    previous_end = 0.0
+    for index, (segment, record) in enumerate(zip(segments, records, strict=True)):
+        if record["chosen"]:
+            following = segments[index + 1]["start"] if index + 1 < len(segments) else None
+            _write_back_one(segment, record, proposal[index], final[index], previous_end, following, widen)
+        previous_end = segment["end"]
+
+
+def _write_back_one(segment: dict[str, Any], record: dict[str, Any], proposal: list[dict[str, Any]],
+                    final: list[dict[str, Any]], previous_end: float, next_start: float | None,
+                    widen: bool = False) -> None:
+    """Set a chosen segment's words and text to ``final`` and its record's proposal to
     ``proposal`` (both from :func:`_assemble`), with times made monotonic inside the segment.
 
     Args:
-        widen: First widen a segment to its new words' times, up to its neighbours' bounds (a
+        previous_end: The previous segment's end (as written; 0 for the first).
+        next_start: The next segment's start before any change; None for the last segment.
+        widen: First widen the segment to its new words' times, up to its neighbours' bounds (a
             second decode's word keeps its own times where they do not collide with others').
     """
-    bounds = [(segment["start"], segment["end"]) for segment in segments]
-    for index, (segment, record) in enumerate(zip(segments, records, strict=True)):
-        if not record["chosen"]:
-            continue
-        if widen and final[index]:
-            low = bounds[index - 1][1] if index else 0.0
-            high = bounds[index + 1][0] if index + 1 < len(bounds) else max(segment["end"], final[index][-1]["end"])
-            segment["start"] = round(max(low, min(segment["start"], final[index][0]["start"])), TIME_DIGITS)
-            segment["end"] = round(min(high, max(segment["end"], final[index][-1]["end"])), TIME_DIGITS)
-            segment["end"] = max(segment["end"], segment["start"])
-            bounds[index] = (segment["start"], segment["end"])
-        candidate = _monotonic(proposal[index], segment["start"], segment["end"])
-        record["text_after"] = _text(segment, candidate)
-        record["confidence_after"] = _confidence(candidate)
-        kept = _monotonic(final[index], segment["start"], segment["end"])
-        segment["text"] = _text(segment, kept)
-        segment["words"] = kept
+    if widen and final:
+        high = max(segment["end"], final[-1]["end"]) if next_start is None else next_start
+        segment["start"] = round(max(previous_end, min(segment["start"], final[0]["start"])), TIME_DIGITS)
+        segment["end"] = round(min(high, max(segment["end"], final[-1]["end"])), TIME_DIGITS)
+        segment["end"] = max(segment["end"], segment["start"])
+    candidate = _monotonic(proposal, segment["start"], segment["end"])
+    record["text_after"] = _text(segment, candidate)
+    record["confidence_after"] = _confidence(candidate)
+    kept = _monotonic(final, segment["start"], segment["end"])
+    segment["text"] = _text(segment, kept)
+    segment["words"] = kept
 
 
 def combine_skip_reason(fast: dict[str, Any], options: RefineOptions) -> str | None:
@@ -565,33 +664,13 @@ def _calibration(spec: str, options: RefineOptions) -> Calibration:
     return CALIBRATIONS.get(spec, Calibration()) if options.calibration == "agreement" else Calibration()
 
 
-def _combine(segments: list[dict[str, Any]], records: list[dict[str, Any]], model: Any, source: ModelSource,
-             fast: dict[str, Any], wav_path: str, options: RefineOptions, hotwords: str | None,
-             vocabulary: set[str]) -> dict[str, Any]:
-    """Combine mode: decode the speech chunks a second time, combine the words into ``segments``
-    (in place), fill the per-segment ``records``; return the file-level record."""
-    doubtful = sorted((w["start"] + w["end"]) / 2 for _, w in _flat_words(segments)
-                      if w["probability"] < options.word_threshold)
-
-    def count_doubtful(start: float, end: float) -> int:
-        return bisect.bisect_right(doubtful, end) - bisect.bisect_left(doubtful, start)
-
-    decode = TranscribeOptions(model=source.spec, beam_size=options.beam_size, language=fast["language"],
-                               batch_size=options.batch_size)
-    if not any(segment["words"] for segment in segments):  # no speech heard: no words to attach others to
-        second, chunks = [], []
-    else:
-        second, chunks = decode_chunks(model, wav_path, decode, hotwords,
-                                       None if options.chunks == "all" else count_doubtful)
-    return combine_into(segments, records, second, chunks, fast["provenance"]["models"]["asr"]["spec"], source.spec,
-                        options, vocabulary)
-
-
 def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], second: list[dict[str, Any]],
                  chunks: list[Chunk], fast_spec: str, second_spec: str, options: RefineOptions,
                  vocabulary: set[str], third: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Combine the second decode's words (``second``, from the ``decoded`` ``chunks``) into the
     fast ``segments`` (in place) and fill their ``records``; return the file-level record.
+
+    The whole recording at once (benches, tests): :class:`Combiner` with one piece.
 
     Args:
         fast_spec: The fast model's spec, for its calibration (:data:`trax.asr.combine.CALIBRATIONS`).
@@ -599,79 +678,289 @@ def combine_into(segments: list[dict[str, Any]], records: list[dict[str, Any]], 
         vocabulary: Domain terms: a second-decode term replacing an alike-spelled fast word wins.
         third: A third decode's words (every chunk), voting in each disagreement; None for two.
     """
-    words = _flat_words(segments)
-    middles = [(w["start"] + w["end"]) / 2 for _, w in words]
-    fast_calibration = _calibration(fast_spec, options)
-    second_calibration = _calibration(second_spec, options)
-    # Every chunk owns the time up to halfway to its neighbours, so each word, of either decode,
-    # belongs to exactly one chunk, and words of chunks not decoded are never compared.
-    edges = [(a.end + b.start) / 2 for a, b in itertools.pairwise(chunks)]
-    fast_of = [[] for _ in chunks]
-    second_of = [[] for _ in chunks]
-    zone = 0
-    for position, middle in enumerate(middles if chunks else []):
-        zone = max(zone, bisect.bisect_right(edges, middle))  # contiguous runs even if times overlap a little
-        fast_of[zone].append(position)
-    for word in second if chunks else []:
-        second_of[bisect.bisect_right(edges, (word["start"] + word["end"]) / 2)].append(word)
-    replacements: list[Replacement] = []
-    changes: list[dict[str, Any]] = []
-    for chunk, positions, decoded in zip(chunks, fast_of, second_of, strict=True):
+    combiner = Combiner(fast_spec, second_spec, options, vocabulary, third)
+    for _ in combiner.run(zip(segments, records, strict=True), [(chunks, second)]):
+        pass  # segments and records are changed in place
+    return combiner.record()
+
+
+class Combiner:
+    """Combine mode, streamed: fast segments and the second decode's pieces go in, refined
+    segments come out in order, and only a window around the chunk being combined is held.
+
+    Each chunk's disagreements are resolved on their own (:meth:`_combine_chunk`); the window
+    gives the same result as the whole transcript at once (checked against the earlier
+    whole-list code on real audio and on random transcripts cut into random pieces): every chunk
+    owns the time up to halfway to its neighbours, so a chunk is combined once the next chunk is
+    known (its piece decoded) and a fast word beyond it has been read. A fast segment is written
+    once no later disagreement can reach it: a change reaches back at most to the word before its
+    first one, so every segment before the one holding the combined chunks' last word is final.
+    Holds one piece's second-decode words and the fast words of about one chunk, whatever the
+    recording's length; what grows is the file-level record (one entry per chunk and per
+    disagreement, a few hundred bytes each).
+    """
+
+    def __init__(self, fast_spec: str, second_spec: str, options: RefineOptions, vocabulary: set[str],
+                 third: list[dict[str, Any]] | None = None) -> None:
+        self.options = options
+        self.vocabulary = vocabulary
+        self.third = third
+        self.fast_calibration = _calibration(fast_spec, options)
+        self.second_calibration = _calibration(second_spec, options)
+        self.chunks: list[Chunk] = []
+        self.edges: list[float] = []  # halfway between neighbouring chunks
+        self.changes: list[dict[str, Any]] = []
+        self._second_of: dict[int, list[dict[str, Any]]] = {}  # chunk -> its second-decode words
+        self._unrouted: list[dict[str, Any]] = []  # second-decode words whose chunk is not known yet
+        self._pieces_done = False
+        self._fast: Iterator[tuple[dict[str, Any], dict[str, Any]]] = iter(())
+        self._fast_done = False
+        # The window: segments (and records) not yet written, by index; their words flat, from
+        # global position ``_base`` on, with each word's chunk once known.
+        self._segments: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._read = 0  # segments read
+        self._written = 0  # segments written
+        self._words: list[tuple[int, dict[str, Any]]] = []
+        self._base = 0
+        self._zones: list[int] = []  # chunk of each of the window's first len(_zones) words
+        self._zone = 0
+        self._closed = 0  # chunks combined
+        self._first = 0  # global position of the first word of chunk ``_closed``
+        self._proposal = _Assembler()
+        self._final = _Assembler()
+        self._previous_end = 0.0
+
+    # --- input ---------------------------------------------------------------------------------
+    def run(self, segments: Iterable[tuple[dict[str, Any], dict[str, Any]]],
+            pieces: Iterable[tuple[list[Chunk], list[dict[str, Any]]]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Yield each fast segment, combined, with its record, in order.
+
+        Args:
+            segments: The fast segments with their (unchosen) records, in order; changed in place.
+            pieces: The second decode's (chunks, words) per piece, in order
+                (:func:`trax.asr.second_opinion.decode_pieces`); consumed as the segments are.
+        """
+        self._fast = iter(segments)
+        for chunks, words in pieces:
+            for chunk in chunks:
+                if self.chunks:
+                    self.edges.append((self.chunks[-1].end + chunk.start) / 2)
+                self.chunks.append(chunk)
+            self._route([*self._unrouted, *words])
+            yield from self._pump()
+        self._pieces_done = True
+        self._route(self._unrouted)
+        yield from self._pump()
+        yield from self._emit(flush=True)
+
+    def record(self) -> dict[str, Any]:
+        """The file-level record (once :meth:`run` is exhausted)."""
+        decoded_chunks = [c for c in self.chunks if c.decoded]
+        taken = sum(c["chosen"] == "second" for c in self.changes)
+        return {
+            "decoded_s": round(sum(c.end - c.start for c in decoded_chunks), TIME_DIGITS),
+            "status": (f"combined: {len(decoded_chunks)} of {len(self.chunks)} speech chunks decoded again "
+                       f"({self.options.chunks}); {taken} of {len(self.changes)} disagreements went to the second decode"),
+            "calibration": {"fast": asdict(self.fast_calibration), "second": asdict(self.second_calibration)},
+            "chunks": [asdict(c) for c in self.chunks],
+            "changes": self.changes,
+        }
+
+    def _known(self, zone: int) -> bool:
+        """Whether a word whose middle falls in ``zone`` (bisect over the known edges) really
+        belongs there: the last known chunk may still lose it to a chunk of the next piece."""
+        return self._pieces_done or zone < len(self.edges)
+
+    def _route(self, words: list[dict[str, Any]]) -> None:
+        self._unrouted = []
+        for word in words:
+            zone = bisect.bisect_right(self.edges, (word["start"] + word["end"]) / 2)
+            if self._known(zone):
+                # A later piece's words start after its own first chunk, so never in a chunk
+                # already combined (which waits for the chunk after it).
+                self._second_of.setdefault(zone, []).append(word)
+            else:
+                self._unrouted.append(word)
+
+    def _pump(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Assign fast words to chunks, combine the chunks that are complete, write what is final;
+        read more fast segments while their words can be placed."""
+        while True:
+            self._assign()
+            while self._closed < len(self.chunks) and self._complete(self._closed):
+                self._combine_chunk()
+            yield from self._emit()
+            if self._fast_done or len(self._zones) < len(self._words) or not self.chunks and not self._pieces_done:
+                return
+            try:
+                segment, record = next(self._fast)
+            except StopIteration:
+                self._fast_done = True
+                continue
+            index = self._read
+            self._read += 1
+            self._segments[index] = (segment, record)
+            self._words += [(index, word) for word in segment["words"]]
+
+    def _assign(self) -> None:
+        """Give each window word its chunk, while the chunk is certain: by its middle, never
+        before the previous word's chunk (times of two overlapping words keep runs contiguous)."""
+        if not self.chunks:
+            if self._pieces_done:  # no speech chunk at all: every word stays as it is
+                self._zones += [0] * (len(self._words) - len(self._zones))
+            return
+        while len(self._zones) < len(self._words):
+            word = self._words[len(self._zones)][1]
+            zone = bisect.bisect_right(self.edges, (word["start"] + word["end"]) / 2)
+            if not self._known(zone):
+                return
+            self._zone = max(self._zone, zone)
+            self._zones.append(self._zone)
+
+    def _complete(self, chunk: int) -> bool:
+        """Whether chunk ``chunk`` has all its words of both decodes."""
+        if not self._known(chunk):
+            return False
+        if self._zone > chunk:  # a later chunk's fast word has been read
+            return True
+        return self._fast_done and len(self._zones) == len(self._words)
+
+    def _word(self, position: int) -> tuple[int, dict[str, Any]]:
+        return self._words[position - self._base]
+
+    def _last_position(self) -> int:
+        return self._base + len(self._words) - 1
+
+    # --- one chunk -------------------------------------------------------------------------------
+    def _combine_chunk(self) -> None:
+        """Resolve chunk ``_closed``'s disagreements: mark the disputed words, record each change,
+        and queue the replacements for assembly."""
+        number = self._closed
+        chunk = self.chunks[number]
+        first = self._first
+        count = 0
+        offset = first - self._base
+        while offset + count < len(self._zones) and self._zones[offset + count] == number:
+            count += 1
+        decoded = self._second_of.pop(number, [])
+        self._closed += 1
+        self._first = first + count
         if not chunk.decoded:
-            continue
-        first = positions[0] if positions else bisect.bisect_left(middles, chunk.start)
-        regions = disagreements([token(words[i][1]["word"]) for i in positions], [token(w["word"]) for w in decoded])
+            return
+        positions = range(first, first + count)
+        fast_words = [self._word(i)[1] for i in positions]
+        regions = disagreements([token(w["word"]) for w in fast_words], [token(w["word"]) for w in decoded])
         for region in regions:
-            old = [words[first + k][1] for k in range(region.first, region.first_stop)]
+            old = fast_words[region.first:region.first_stop]
             new = decoded[region.second:region.second_stop]
             around = old or new
             low, high = min(w["start"] for w in old + new), max(w["end"] for w in old + new)
-            voter = None if third is None else [token(w["word"]) for w in third
-                                                if low <= (w["start"] + w["end"]) / 2 <= high]
-            verdict = decide(old, new, fast_calibration, second_calibration, options.margin, voter)
+            voter = None if self.third is None else [token(w["word"]) for w in self.third
+                                                     if low <= (w["start"] + w["end"]) / 2 <= high]
+            verdict = decide(old, new, self.fast_calibration, self.second_calibration, self.options.margin, voter)
             second_wins, reason = verdict.second_wins, verdict.reason
-            term = _term_fix([token(w["word"]) for w in old], [token(w["word"]) for w in new], vocabulary,
-                             options.term_similarity)
+            term = _term_fix([token(w["word"]) for w in old], [token(w["word"]) for w in new], self.vocabulary,
+                             self.options.term_similarity)
             if not second_wins and term is not None:
                 second_wins, reason = True, term
             start = first + region.first
-            replacements.append(Replacement(start, start + len(old), new, verdict.first_confidence,
-                                            verdict.second_confidence, second_wins, reason))
-            _mark_change(new if second_wins else old, len(changes), words, first, len(positions), region)
-            changes.append({
+            rep = Replacement(start, start + len(old), new, verdict.first_confidence, verdict.second_confidence,
+                              second_wins, reason)
+            _mark_change(new if second_wins else old, len(self.changes), fast_words, region)
+            has_words = self._last_position() >= 0
+            change = {
                 "start": around[0]["start"], "end": around[-1]["end"],
-                "segment": words[min(start, len(words) - 1)][0] if words else 0,
+                "segment": self._word(min(start, self._last_position()))[0] if has_words else 0,
                 "fast": _candidate(old, verdict.first_confidence),
                 "second": _candidate(new, verdict.second_confidence),
                 "chosen": "second" if second_wins else "fast", "reason": reason,
-            })
-    proposal = _assemble(segments, words, replacements)
-    final = _assemble(segments, words, [r for r in replacements if r.accepted])
-    for rep, change in zip(replacements, changes, strict=True):
-        for index in sorted({change["segment"], *_targets(segments, words, rep)} if words else set()):
-            record = records[index]
+            }
+            self.changes.append(change)
+            targets = self._targets(rep) if has_words else []
+            self._proposal.add(rep, targets)
+            if rep.accepted:
+                self._final.add(rep, targets)
             summary = f"'{change['fast']['text']}' vs '{change['second']['text']}': {change['reason']}"
+            for index in sorted({change["segment"], *targets} if has_words else set()):
+                record = self._segments[index][1]
+                if record["chosen"]:
+                    record["decision"] += "; " + summary
+                    record["refined"] = record["refined"] or rep.accepted
+                else:
+                    record.update(chosen=True, refined=rep.accepted,
+                                  reason="the fast pass and the second decode disagree", decision=summary)
+
+    def _targets(self, rep: Replacement) -> list[int]:
+        """:func:`_targets` over the window."""
+        return _targets(self._word, self._last_position(), lambda index: self._segments[index][0]["start"], rep)
+
+    # --- output --------------------------------------------------------------------------------
+    def _emit(self, flush: bool = False) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Assemble and yield the segments no later chunk can change (all, when ``flush``)."""
+        if flush:
+            until, last_segment = self._last_position() + 2, self._read
+        elif not self.chunks and self._pieces_done:  # no speech chunk: nothing to combine
+            until, last_segment = self._base + len(self._words), self._read - 1
+        elif self._first == 0:
+            return
+        else:
+            until, last_segment = self._first, self._word(self._first - 1)[0]
+        for assembler in (self._proposal, self._final):
+            assembler.advance(until, self._word)
+        while self._written < last_segment:
+            index = self._written
+            segment, record = self._segments.pop(index)
+            following = self._segments.get(index + 1)
             if record["chosen"]:
-                record["decision"] += "; " + summary
-                record["refined"] = record["refined"] or rep.accepted
-            else:
-                record.update(chosen=True, refined=rep.accepted, reason="the fast pass and the second decode disagree",
-                              decision=summary)
-    _write_back(segments, records, proposal, final, widen=True)
-    decoded_chunks = [c for c in chunks if c.decoded]
-    taken = sum(c["chosen"] == "second" for c in changes)
-    return {
-        "decoded_s": round(sum(c.end - c.start for c in decoded_chunks), TIME_DIGITS),
-        "status": (f"combined: {len(decoded_chunks)} of {len(chunks)} speech chunks decoded again "
-                   f"({options.chunks}); {taken} of {len(changes)} disagreements went to the second decode"),
-        "calibration": {"fast": asdict(fast_calibration), "second": asdict(second_calibration)},
-        "chunks": [asdict(c) for c in chunks],
-        "changes": changes,
-    }
+                _write_back_one(segment, record, self._proposal.result.pop(index, []),
+                                self._final.result.pop(index, []), self._previous_end,
+                                None if following is None else following[0]["start"], widen=True)
+            self._proposal.result.pop(index, None)
+            self._final.result.pop(index, None)
+            self._previous_end = segment["end"]
+            self._written += 1
+            yield segment, record
+        drop = 0
+        while drop < len(self._words) and self._words[drop][0] < self._written and drop < len(self._zones):
+            drop += 1
+        del self._words[:drop], self._zones[:drop]
+        self._base += drop
 
 
-def _mark_change(winners: list[dict[str, Any]], number: int, words: list[tuple[int, dict[str, Any]]],
-                 first: int, count: int, region: Any) -> None:
+class _Assembler:
+    """:func:`_assemble`, fed one replacement at a time and run over the words as they become final."""
+
+    def __init__(self) -> None:
+        self.result: dict[int, list[dict[str, Any]]] = {}
+        self.position = 0
+        self.last_segment = 0
+        self.inserts: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        self.removed: set[int] = set()
+
+    def add(self, rep: Replacement, targets: list[int]) -> None:
+        self.removed.update(range(rep.start, rep.stop))
+        self.inserts.setdefault(rep.start, []).extend(zip(targets, rep.new_words, strict=True))
+
+    def advance(self, until: int, word_at: Callable[[int], tuple[int, dict[str, Any]]]) -> None:
+        """Place the words before global position ``until`` (and what is inserted before them);
+        ``until`` one past the last word places what is inserted after it."""
+        while self.position < until:
+            i = self.position
+            for target, word in self.inserts.pop(i, []):
+                self.last_segment = max(self.last_segment, target)
+                self.result.setdefault(self.last_segment, []).append(dict(word))
+            try:
+                index, word = word_at(i)
+            except IndexError:
+                index = None
+            if index is not None and i not in self.removed:
+                self.last_segment = max(self.last_segment, index)
+                self.result.setdefault(index, []).append(dict(word))
+            self.removed.discard(i)
+            self.position += 1
+
+
+def _mark_change(winners: list[dict[str, Any]], number: int, chunk_words: list[dict[str, Any]], region: Any) -> None:
     """Give the words of disagreement ``number`` that stay in the transcript ``"change": number``
     (the index of its ``refinement.changes`` entry), so the quality model knows which words the
     two decoders disputed (:mod:`trax.quality.estimates`).
@@ -685,14 +974,14 @@ def _mark_change(winners: list[dict[str, Any]], number: int, words: list[tuple[i
     Args:
         winners: The winning side's words there (fast word dicts, or the second decode's).
         number: The change's index.
-        words: The fast words (flat).
-        first: Flat index of the chunk's first fast word; ``count`` its fast words.
+        chunk_words: The chunk's fast words.
         region: The disagreement (:class:`trax.asr.combine.Region`, chunk-relative indices).
     """
     if not winners:
+        count = len(chunk_words)
         after, before = region.first_stop, region.first - 1
         neighbour = after if after < count else before
-        winners = [words[first + neighbour][1]] if count and neighbour >= 0 else []
+        winners = [chunk_words[neighbour]] if count and neighbour >= 0 else []
     for word in winners:
         word.setdefault("change", number)
 
@@ -721,41 +1010,34 @@ def join_words(words: Iterable[str]) -> str:
     return text
 
 
-def _targets(segments: list[dict[str, Any]], words: list[tuple[int, dict[str, Any]]], rep: Replacement) -> list[int]:
+def _targets(word_at: Callable[[int], tuple[int, dict[str, Any]]], last: int, start_of: Callable[[int], float],
+             rep: Replacement) -> list[int]:
     """The segment each new word of ``rep`` joins: among the segments of the replaced stretch and
-    its two neighbouring words, the last one starting before the word's midpoint."""
-    low, high = max(rep.start - 1, 0), min(rep.stop, len(words) - 1)
-    around = sorted({words[i][0] for i in range(low, high + 1)})
+    its two neighbouring words, the last one starting before the word's midpoint.
+
+    Args:
+        word_at: (segment index, word) at a flat word position.
+        last: The last flat position (of the whole transcript, or of what has been read of it).
+        start_of: A segment's start (before any change).
+    """
+    low, high = max(rep.start - 1, 0), min(rep.stop, last)
+    around = sorted({word_at(i)[0] for i in range(low, high + 1)})
     targets = []
     for word in rep.new_words:
         middle = (word["start"] + word["end"]) / 2
-        targets.append(next((s for s in reversed(around) if segments[s]["start"] <= middle), around[0]))
+        targets.append(next((s for s in reversed(around) if start_of(s) <= middle), around[0]))
     return targets
 
 
 def _assemble(segments: list[dict[str, Any]], words: list[tuple[int, dict[str, Any]]],
               replacements: list[Replacement]) -> list[list[dict[str, Any]]]:
-    """Each segment's words after applying ``replacements`` (copies; times not yet clamped).
-
-    New words go in at the replaced stretch's place, so order never depends on timestamps from
-    two models; each goes to the segment (among those around the stretch) in which its midpoint
-    starts, which keeps segment order monotonic.
-    """
-    removed = {i for rep in replacements for i in range(rep.start, rep.stop)}
-    inserts: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    """Each segment's words after applying ``replacements`` (copies; times not yet clamped); see
+    :class:`_Assembler`."""
+    assembler = _Assembler()
     for rep in replacements:
-        for target, word in zip(_targets(segments, words, rep), rep.new_words, strict=True):
-            inserts.setdefault(rep.start, []).append((target, dict(word)))
-    result: list[list[dict[str, Any]]] = [[] for _ in segments]
-    last_segment = 0
-    for i in range(len(words) + 1):
-        for target, word in inserts.get(i, []):
-            last_segment = max(last_segment, target)
-            result[last_segment].append(word)
-        if i < len(words) and i not in removed:
-            last_segment = max(last_segment, words[i][0])
-            result[words[i][0]].append(dict(words[i][1]))
-    return result
+        assembler.add(rep, _targets(words.__getitem__, len(words) - 1, lambda s: segments[s]["start"], rep))
+    assembler.advance(len(words) + 1, words.__getitem__)
+    return [assembler.result.get(index, []) for index in range(len(segments))]
 
 
 def _monotonic(words: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
@@ -779,28 +1061,24 @@ def refine_file(
 ) -> None:
     """Write ``transcript.refined.json`` from ``transcript.fast.json`` and ``audio.wav``.
 
-    When there is nothing to re-decode (refinement off, or no low-confidence word) no model is
-    loaded anywhere. Otherwise the re-decode runs through ``remote`` (the model server, passed in by
-    the runtime) when given, else in this process; the same function builds the output in both
-    cases, so the bytes agree.
+    When there is nothing to re-decode (refinement off, not English, or in spans mode no
+    low-confidence word) no model is loaded anywhere. Otherwise the model server (``remote``,
+    passed in by the runtime) writes the file when given, else this process does; both run
+    :func:`write_refined`, so the bytes agree, and nothing that grows with the recording crosses
+    the socket.
     """
     options = RefineOptions.from_config(settings)
-    if not options.enabled:
-        copy_fast_transcript(fast_path, wav_path, output_path, settings, domains, sample_domain)
-        return
-    fast = read_json(fast_path)
-    if options.mode == "combine":
-        needs_model = combine_skip_reason(fast, options) is None
-    else:
-        needs_model = bool(plan_spans(fast["segments"], fast["duration"], options))
+    needs_model = False
+    if options.enabled and read_json_head(fast_path, {"segments"})["language"] == "en":
+        needs_model = options.mode == "combine" or any(
+            w["probability"] < options.word_threshold for s in iter_json_list(fast_path, "segments") for w in s["words"])
     if needs_model and remote is not None:
         log.info("refining %s via the model server", wav_path)
-        refined = remote("refine", {"wav_path": wav_path, "fast_path": fast_path, "settings": settings,
-                                    "domains": domains, "sample_domain": sample_domain})
-    else:
-        provider = (lambda adapter: load_refine_model(options, adapter=adapter)) if needs_model else None
-        refined = refine_transcript(fast, wav_path, settings, domains, sample_domain, provider)
-    write_json_atomic(output_path, refined, schema="transcript.refined")
+        remote("refine", {"wav_path": wav_path, "fast_path": fast_path, "output_path": output_path,
+                          "settings": settings, "domains": domains, "sample_domain": sample_domain})
+        return
+    provider = (lambda adapter: load_refine_model(options, adapter=adapter)) if needs_model else None
+    write_refined(wav_path, fast_path, output_path, settings, domains, sample_domain, provider)
 
 
 def load_refine_model(options: RefineOptions, num_workers: int = 1,

@@ -27,7 +27,7 @@ from trax.asr.transcribe import (
 from trax.io.media import SAMPLE_RATE, audio_pieces, wav_duration
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 #: Longest chunk: one Whisper window.
 CHUNK_S = 30.0
@@ -71,7 +71,8 @@ def decode_chunks(
     hotwords: str | None,
     choose: Callable[[float, float], int] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Chunk]]:
-    """Decode the recording's speech chunks with ``model``; return (words, chunks).
+    """Decode the recording's speech chunks with ``model``; return (words, chunks) of the whole
+    recording (:func:`decode_pieces`, gathered: for benches and tests on short audio).
 
     Args:
         model: A loaded ``faster_whisper.WhisperModel``.
@@ -85,11 +86,28 @@ def decode_chunks(
         Words with absolute times (segments the non-speech rules reject give none), and every
         chunk with whether it was decoded.
     """
-    total = wav_duration(wav_path)
     words: list[dict[str, Any]] = []
     chunks: list[Chunk] = []
+    for piece_chunks, piece_words in decode_pieces(model, wav_path, options, hotwords, choose):
+        chunks += piece_chunks
+        words += piece_words
+    return words, chunks
+
+
+def decode_pieces(
+    model: Any,
+    wav_path: str,
+    options: TranscribeOptions,
+    hotwords: str | None,
+    choose: Callable[[float, float], int] | None = None,
+) -> Iterator[tuple[list[Chunk], list[dict[str, Any]]]]:
+    """Decode the recording piece by piece (arguments as :func:`decode_chunks`); yield each
+    piece's (chunks, words) as soon as it is decoded, so a caller that consumes them in turn holds
+    one piece's words at a time, however long the recording."""
+    total = wav_duration(wav_path)
     for piece in audio_pieces(wav_path):
         offset = piece.offset_s
+        chunks: list[Chunk] = []
         found = []
         for start, stop in speech_chunks(piece.samples, options):
             begin, end = round(offset + start / SAMPLE_RATE, TIME_DIGITS), round(offset + stop / SAMPLE_RATE, TIME_DIGITS)
@@ -98,10 +116,9 @@ def decode_chunks(
             chunks.append(chunk)
             if chunk.decoded:
                 found.append((start / SAMPLE_RATE, stop / SAMPLE_RATE))
-        if found:
-            words += _decode_piece(model, piece.samples, offset, found, options, hotwords)
+        words = _decode_piece(model, piece.samples, offset, found, options, hotwords) if found else []
         progress.report("refine", min(offset + len(piece.samples) / SAMPLE_RATE, total), total)
-    return words, chunks
+        yield chunks, words
 
 
 def _decode_piece(model: Any, samples: Any, offset: float, clips: list[tuple[float, float]],

@@ -276,16 +276,27 @@ def write_json_streamed(path: str | os.PathLike[str], key: str, items: Iterable[
         fields = head()
         if schema is not None:
             validate({**fields, key: []}, schema)
-        before, placeholder, after = dumps({**fields, key: _LIST_PLACEHOLDER}).partition(f'"{_LIST_PLACEHOLDER}"')
-        if not placeholder or not before.endswith(f"\n  {json.dumps(key)}: "):
-            raise ValueError(f"{path}: a field of the head holds the placeholder of '{key}'")
         spool.seek(0)
+        # The head is written as the encoder yields it (a head may hold a list that grows too, e.g.
+        # refine's changes: one string of it would be held whole, and its pieces before that).
+        marker, expected = json.dumps(_LIST_PLACEHOLDER), [json.dumps(key), ": "]
+        recent: list[str] = []
+        placed = False
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(before)
-            if count:
-                handle.write("[\n")
-                shutil.copyfileobj(spool, handle)
-                handle.write("\n  ]")
-            else:
-                handle.write("[]")
-            handle.write(after)
+            for chunk in _ENCODER.iterencode({**fields, key: _LIST_PLACEHOLDER}):
+                if chunk == marker and not placed:
+                    if len(recent) < 3 or recent[-2:] != expected or not recent[-3].endswith("\n  "):  # top level
+                        raise ValueError(f"{path}: a field of the head holds the placeholder of '{key}'")
+                    placed = True
+                    if count:
+                        handle.write("[\n")
+                        shutil.copyfileobj(spool, handle)
+                        handle.write("\n  ]")
+                    else:
+                        handle.write("[]")
+                    continue
+                handle.write(chunk)
+                recent = [*recent[-2:], chunk]
+            if not placed:
+                raise ValueError(f"{path}: the head of '{key}' was not written")
+            handle.write("\n")

@@ -1,14 +1,14 @@
-"""The model server's wire protocol (version 3).
+"""The model server's wire protocol (version 4).
 
 One request per connection over a Unix domain socket: the client sends one JSON object on one line;
 the server answers with interim messages, then one reply, each one JSON object on one line, and
 closes.
 
-Request::   {"protocol": 3, "method": "transcribe", "params": {...}, "heartbeat_s": 5}
-Interim::   {"protocol": 3, "heartbeat": {"request": 7, "state": "queued", "queued_s": 1.2, "work_s": 0}}
-            {"protocol": 3, "progress": {"stage": "transcribe", "done": 12.0, "total": 600.0}}
-Reply::     {"protocol": 3, "ok": true, "result": ..., "timing": {"request": 7, "queued_s": ..., "work_s": ...}}
-            {"protocol": 3, "ok": false, "error": {"code": "...", "message": "...", "request": 7,
+Request::   {"protocol": 4, "method": "transcribe", "params": {...}, "heartbeat_s": 5}
+Interim::   {"protocol": 4, "heartbeat": {"request": 7, "state": "queued", "queued_s": 1.2, "work_s": 0}}
+            {"protocol": 4, "progress": {"stage": "transcribe", "done": 12.0, "total": 600.0}}
+Reply::     {"protocol": 4, "ok": true, "result": ..., "timing": {"request": 7, "queued_s": ..., "work_s": ...}}
+            {"protocol": 4, "ok": false, "error": {"code": "...", "message": "...", "request": 7,
                                                    "traceback": "..." (internal errors only)}}
 
 Liveness, not a stopwatch (version 2): the server sends a heartbeat as soon as it has read a
@@ -19,7 +19,10 @@ while a wedged server is still noticed within that silence limit. A client that 
 its request: the server stops the work at its next progress report (every decoded segment, every
 diarized piece) and logs it. Every reply, errors included, carries the server's protocol version,
 so a client that meets an older server can stop it in the older server's own terms. Version 3
-added the ``enroll`` method (speaker profiles built with the server's diarizer).
+added the ``enroll`` method (speaker profiles built with the server's diarizer). Version 4:
+``refine`` takes an ``output_path`` and writes the refined transcript itself (replying with a
+short summary), so a transcript that grows with the recording never crosses the socket; an older
+server would reply with the whole document and write nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 
 from trax.errors import TraxError
 
-PROTOCOL_VERSION = 3  # 3: the enroll method
+PROTOCOL_VERSION = 4  # 3: the enroll method; 4: refine writes its output file
 #: The longest interval between heartbeats a client may ask for; what a server sends when the
 #: request names none. Five seconds keeps a queue of a hundred waiting jobs at 20 lines a second.
 MAX_HEARTBEAT_S = 5.0

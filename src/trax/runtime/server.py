@@ -418,13 +418,15 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return transcribe_wav(wav_path, sample_id, settings, model=model, source=source, load_model=self.whisper)
 
     def refine(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Refine a fast transcript: second decode combined word by word, or span re-decode
-        (:func:`trax.asr.refine.refine_transcript`)."""
-        from trax.io.jsonio import read_json
-        from trax.asr.refine import RefineOptions, refine_transcript
+        """Refine a fast transcript into ``output_path``: second decode combined word by word, or
+        span re-decode (:func:`trax.asr.refine.write_refined`). The server writes the file itself
+        and replies with a short summary: the refined transcript grows with the recording, and
+        sending it back would hold it twice here and once more in the Snakemake process."""
+        from trax.asr.refine import RefineOptions, write_refined
 
         wav_path = self.checked_path(params, "wav_path")
-        fast = read_json(self.checked_path(params, "fast_path"))
+        fast_path = self.checked_path(params, "fast_path")
+        output_path = self.checked_path(params, "output_path")
         settings = _require(params, "settings", dict)
         domains = _require(params, "domains", dict)
         sample_domain = params.get("sample_domain")
@@ -433,8 +435,8 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except TypeError as exc:
             raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
         with self.work_slot():
-            return refine_transcript(fast, wav_path, settings, domains, sample_domain,
-                                     lambda adapter: self.whisper(options.decode_settings(adapter), adapter))
+            return write_refined(wav_path, fast_path, output_path, settings, domains, sample_domain,
+                                 lambda adapter: self.whisper(options.decode_settings(adapter), adapter))
 
     def diarize(self, params: dict[str, Any]) -> dict[str, Any]:
         """Diarize a normalized WAV; models cached by :func:`diarization_model_key`."""
