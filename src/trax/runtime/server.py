@@ -107,6 +107,14 @@ class RequestError(Exception):
         self.code = code
 
 
+def _parsed(options_class: Any, settings: dict[str, Any]) -> Any:
+    """``options_class.from_config(settings)``; a setting the class does not know is a bad request."""
+    try:
+        return options_class.from_config(settings)
+    except TypeError as exc:
+        raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+
+
 class Cancelled(BaseException):
     """The client of a request hung up: its work stops (raised from the progress hook).
 
@@ -368,10 +376,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         from trax.asr.models import resolve_whisper
         from trax.asr.transcribe import TranscribeOptions, load_whisper
 
-        try:
-            options = TranscribeOptions.from_config(settings)
-        except TypeError as exc:
-            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        options = _parsed(TranscribeOptions, settings)
         source = resolve_whisper(options.model)
         key = whisper_model_key(source, options, adapter)
         return self.manager.get(key, lambda: load_whisper(source, options, num_workers=self.settings.workers),
@@ -384,10 +389,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if "diarize" in params:
             from trax.diarization.pipeline import DiarizeOptions
 
-            try:
-                options = DiarizeOptions.from_config(_require(params, "diarize", dict))
-            except TypeError as exc:
-                raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+            options = _parsed(DiarizeOptions, _require(params, "diarize", dict))
             with self.work_slot():
                 self.diarization_models(options)
         else:
@@ -430,10 +432,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         settings = _require(params, "settings", dict)
         domains = _require(params, "domains", dict)
         sample_domain = params.get("sample_domain")
-        try:
-            options = RefineOptions.from_config(settings)
-        except TypeError as exc:
-            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        options = _parsed(RefineOptions, settings)
         with self.work_slot():
             return write_refined(wav_path, fast_path, output_path, settings, domains, sample_domain,
                                  lambda adapter: self.whisper(options.decode_settings(adapter), adapter))
@@ -445,10 +444,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         wav_path = self.checked_path(params, "wav_path")
         settings = _require(params, "settings", dict)
         sample_id = _require(params, "sample_id", str)
-        try:
-            options = DiarizeOptions.from_config(settings)
-        except TypeError as exc:
-            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        options = _parsed(DiarizeOptions, settings)
         with self.work_slot():
             return diarize_wav(wav_path, sample_id, settings, models=self.diarization_models(options))
 
@@ -464,10 +460,7 @@ class ModelServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.checked(str(row.audio), f"row {row.row} audio")
         settings = _require(params, "settings", dict)
         speakers = _require(params, "speakers", dict)
-        try:
-            options = DiarizeOptions.from_config(settings)
-        except TypeError as exc:
-            raise RequestError(ErrorCode.BAD_REQUEST, f"bad settings: {exc}") from None
+        options = _parsed(DiarizeOptions, settings)
         with self.work_slot():
             return enrollment_store(table_path, settings, speakers, self.diarization_models(options))
 
