@@ -429,7 +429,7 @@ def _refined_parts(
     # Not English: the multilingual model already decoded it, so a second opinion from the refine
     # model (the same one by default) has nothing to add; the status says so.
     english = fast["language"] == "en"
-    combining = options.enabled and english and options.mode == "combine" and combine_skip_reason(fast, options) is None
+    combining = options.enabled and english and options.mode == "combine"
     models = dict(fast["provenance"]["models"])
     vocabulary = vocabulary_of(domain) if options.bias else set()
     pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]] = ((s, _unchosen(s)) for s in segments())
@@ -509,8 +509,8 @@ def _refined_head(fast: dict[str, Any], choice: Any, domain: dict[str, Any], hot
                   span_records: list[dict[str, Any]], models: dict[str, Any], settings: dict[str, Any],
                   wav_path: str, fast_sha256: str, sample_domain: str | None,
                   combined: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything of the refined transcript but its segments and text (``combined``: what
-    :func:`_combine` returned, in combine mode)."""
+    """Everything of the refined transcript but its segments and text (``combined``: the
+    :meth:`Combiner.record`, in combine mode)."""
     options = RefineOptions.from_config(settings)
     redecoded = round(sum(s.clip_end - s.clip_start for s in spans), TIME_DIGITS)
     if combined is not None:
@@ -521,7 +521,7 @@ def _refined_head(fast: dict[str, Any], choice: Any, domain: dict[str, Any], hot
         status = (f"skipped: language '{fast['language']}' is not English, and the fast transcript was decoded "
                   "by the multilingual model: segments copied from the fast transcript")
     elif options.mode == "combine":
-        status = combine_skip_reason(fast, options) or combined["status"]
+        status = combined["status"]
     elif not spans:
         status = f"no word below {options.word_threshold:g}: segments copied from the fast transcript"
     else:
@@ -646,18 +646,6 @@ def _write_back_one(segment: dict[str, Any], record: dict[str, Any], proposal: l
     kept = _monotonic(final, segment["start"], segment["end"])
     segment["text"] = _text(segment, kept)
     segment["words"] = kept
-
-
-def combine_skip_reason(fast: dict[str, Any], options: RefineOptions) -> str | None:
-    """Why combine mode leaves this transcript as the fast pass wrote it, or None.
-
-    Only English is combined: another language was already decoded by the multilingual model
-    (the default refine model), so a second decode by it would be no second opinion.
-    """
-    if fast["language"] != "en":
-        return (f"skipped: language '{fast['language']}' was decoded by the multilingual model in the fast pass; "
-                "the combining second opinion is for English only")
-    return None
 
 
 def _calibration(spec: str, options: RefineOptions) -> Calibration:

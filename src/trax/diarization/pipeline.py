@@ -116,6 +116,14 @@ def load_models(options: DiarizeOptions) -> Any:
     return load_embedded_models()
 
 
+def load_job_models(settings: dict[str, Any]) -> Any:
+    """The backend's models for a job that runs without the model server, loaded in this process
+    with its math pinned first (:func:`fix_threads`); ``settings`` as :func:`rule_settings` gives."""
+    options = DiarizeOptions.from_config(settings)
+    fix_threads(options)
+    return load_models(options)
+
+
 def run_backend(models: Any, wav_path: str, options: DiarizeOptions) -> tuple[list[Turn], dict[str, Any]]:
     """Diarize a normalized WAV with loaded models; return (turns, details).
 
@@ -190,9 +198,7 @@ def diarize_file(
         log.info("diarizing %s via the model server", wav_path)
         data = remote("diarize", {"wav_path": wav_path, "sample_id": sample_id, "settings": settings})
     else:
-        options = DiarizeOptions.from_config(settings)
-        fix_threads(options)
-        data = diarize_wav(wav_path, sample_id, settings, load_models(options))
+        data = diarize_wav(wav_path, sample_id, settings, load_job_models(settings))
     from trax.io.schemas import validate
 
     validate(data, "diarization")  # before writing either file: no partial outputs

@@ -318,11 +318,9 @@ def enroll_file(table_path: str, store_path: str, settings: dict[str, Any], spea
         log.info("enrolling %s via the model server", table_path)
         data = remote("enroll", {"table_path": table_path, "settings": settings, "speakers": speakers})
     else:
-        from trax.diarization.pipeline import DiarizeOptions, fix_threads, load_models
+        from trax.diarization.pipeline import load_job_models
 
-        diarize = DiarizeOptions.from_config(settings)
-        fix_threads(diarize)
-        data = enrollment_store(table_path, settings, speakers, load_models(diarize))
+        data = enrollment_store(table_path, settings, speakers, load_job_models(settings))
     write_json_atomic(store_path, data, schema="profiles")
     return data
 
