@@ -221,3 +221,15 @@ def test_int8_copy_gives_ctranslate2s_own_int8_weights(spec, tmp_path) -> None:
     # Weights already int8 cannot be copied: they load as they are.
     assert int8_copy(copy, "0" * 64, cache=tmp_path) is None
     assert not (tmp_path / "models" / "int8" / ("0" * 32)).exists()
+
+
+def test_an_unwritable_cache_loads_the_weights_as_they_are(tmp_path, monkeypatch, caplog) -> None:
+    from trax.asr.transcribe import weights_to_load
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TRAX_CACHE_DIR", str(blocker / "cache"))
+    source = resolve_whisper("embedded:tiny.en")
+    assert weights_to_load(source, "cpu", "int8") == source.name
+    assert "no int8 copy" in caplog.text
+    assert weights_to_load(source, "cpu", "float32") == source.name  # only int8 loads convert

@@ -260,7 +260,11 @@ def weights_to_load(source: ModelSource, device: str, compute_type: str) -> str:
     else the model itself. Provenance always names ``source``."""
     if device != "cpu" or compute_type not in INT8_COMPUTE_TYPES or source.path is None:
         return source.name
-    copy = int8_copy(source.path, source.weights_sha256)
+    try:
+        copy = int8_copy(source.path, source.weights_sha256)
+    except OSError as exc:  # a read-only or full cache folder costs load time, never the run
+        log.warning("%s: no int8 copy (%s); CTranslate2 converts the weights at load", source.spec, exc)
+        return source.name
     return str(copy) if copy else source.name
 
 
