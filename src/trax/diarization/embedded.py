@@ -297,6 +297,29 @@ def _mel_frames(audio: np.ndarray) -> np.ndarray:
     return mel_spectrogram(audio)
 
 
+def speech_mel(samples: np.ndarray, options: EmbeddedOptions) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """The speech of one piece as the encoder sees it: VAD regions snapped to the 10 ms mel grid,
+    the sample index of each speech frame, and the mel frames of the regions' concatenated,
+    levelled speech (as many rows as frame times).
+
+    Returns:
+        (regions, frame_times, mel); no regions gives empty arrays.
+    """
+    import numpy as np
+
+    regions = speech_regions(samples, options)
+    # Snap regions to the 10 ms mel grid so frames map back to exact times.
+    regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(samples))) for s, e in regions]
+    regions = [(s, e) for s, e in regions if e - s >= FRAME]
+    if not regions:
+        return [], np.zeros(0, dtype=np.int64), np.zeros((0, 40), dtype=np.float32)
+    speech = level_speech(np.concatenate([samples[s:e] for s, e in regions]), options.speech_dbfs)
+    frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions])
+    mel = _mel_frames(speech)
+    frames = min(len(mel), len(frame_times))
+    return regions, frame_times[:frames], mel[:frames]
+
+
 #: Windows run through the LSTM at a time. Its activations grow with the batch, so one batch per
 #: 5-minute piece made the peak follow how much speech a piece holds (+90 MB between a 10-minute
 #: and a 40-minute recording); 128 windows keep it flat at no measurable cost in speed.
@@ -809,16 +832,10 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
     regions_total = 0
     for piece in pieces:
         samples = piece.samples
-        regions = speech_regions(samples, options)
-        # Snap regions to the 10 ms mel grid so frames map back to exact times.
-        regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(samples))) for s, e in regions]
-        regions = [(s, e) for s, e in regions if e - s >= FRAME]
+        regions, frame_times, mel = speech_mel(samples, options)
         if regions:
-            speech = level_speech(np.concatenate([samples[s:e] for s, e in regions]), options.speech_dbfs)
-            frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions]) + piece.start
-            mel = _mel_frames(speech)
-            del speech
-            frames = min(len(mel), len(frame_times))
+            frame_times = frame_times + piece.start
+            frames = len(frame_times)
             local_starts, local_embeddings = embed_windows(models, mel[:frames], window, hop)
             times.append(frame_times[:frames])
             starts.append(local_starts + frames_before)
