@@ -436,6 +436,8 @@ class Diarizer:
         from trax.diarization.embedded import embed_speech
 
         settings = tuple(getattr(options, name) for name in EMBEDDING_FIELDS)
+        if options.overlap_detector:  # the detector's acoustic stage runs with the embeddings
+            settings += ("overlap_detector", self.models.overlap.sha256)
         key = (uri, settings)
         if key in self.cache:
             return self.cache[key]
@@ -456,4 +458,4 @@ class Diarizer:
         speech = self.embeddings(uri, audio, options)
         from trax.diarization.embedded import label_frames
 
-        return [] if speech is None else label_frames(speech, options, **hints)[0]
+        return [] if speech is None else label_frames(speech, options, **hints, overlap_detector=self.models.overlap)[0]
