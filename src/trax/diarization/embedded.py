@@ -30,6 +30,9 @@ float32 embedding per 0.5 s of speech and one index per 10 ms speech frame (≈ 
    change picks the label sequence, so short spurious switches disappear. Then each speaker's
    centroid is re-estimated from the windows it won alone, speakers left with under
    ``resegment_min_s`` are dropped, and the frames are labelled again (``resegment_iterations``).
+5. **Overlap** (``overlap_detector``, off by default): frames that a small detector
+   (:mod:`trax.diarization.overlap`) flags as overlapped speech also get the nearest other
+   speaker in time.
 """
 
 from __future__ import annotations
