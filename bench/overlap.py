@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/overlap.py            # train, choose the threshold, score: two tables
     .venv/bin/python bench/overlap.py --write    # ... and write the shipped weights
+    .venv/bin/python bench/overlap.py --cost     # only time embedding and labelling, detector off / on
 
 Trains :mod:`trax.diarization.overlap`'s two stages on simulated conversations
 (``common.simulated_meetings``) built only from voices in none of the scored sets: the 11
@@ -175,8 +176,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32, help="hidden units of the acoustic stage")
     parser.add_argument("--train-seeds", default=",".join(map(str, TRAIN_SEEDS)), help="acoustic stage's draws")
     parser.add_argument("--write", action="store_true", help=f"write the trained weights to {WEIGHTS.name}")
+    parser.add_argument("--cost", action="store_true", help="only time embedding the dev set with the detector off / on")
     args = parser.parse_args()
     pin_blas_threads()
+    if args.cost:
+        cost()
+        return
     options = EmbeddedOptions()
     voices = training_voices()
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,6 +262,42 @@ def main() -> None:
               f"{r['validation']['der0']:.1f} | {r['score']['der0']:.1f} | {r['score']['der25']:.1f} | "
               f"{r['score']['fa']:.1f} |")
     print(f"\nchosen on validation draw {VALID_SEED}: {chosen}")
+
+
+def cost(repeats: int = 5) -> None:
+    """``embed_speech`` over the 13 dev recordings with the detector off and on, alternating,
+    median of ``repeats`` each (the acoustic stage runs there; the second stage is per frame)."""
+    import os
+    import statistics
+    import time
+
+    from trax.diarization.embedded import embed_speech
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = load_items(Path(tmp))
+    models = load_embedded_models()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for on in (False, True):
+            start = time.perf_counter()
+            for _, audio in items:
+                embed_speech(models, audio, dataclasses.replace(EmbeddedOptions(), overlap_detector=on))
+            times[on].append(time.perf_counter() - start)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(f"embed_speech, 13 dev recordings: detector off {off:.2f} s, on {on:.2f} s (x{on / off:.3f}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    speech = [embed_speech(models, audio, EmbeddedOptions(overlap_detector=True)) for _, audio in items]
+    labelled: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for on in (False, True):
+            options = dataclasses.replace(EmbeddedOptions(), overlap_detector=on)
+            start = time.perf_counter()
+            for one in speech:
+                label_frames(one, options, overlap_detector=models.overlap)
+            labelled[on].append(time.perf_counter() - start)
+    off, on = statistics.median(labelled[False]), statistics.median(labelled[True])
+    print(f"label_frames, same recordings: detector off {off:.2f} s, on {on:.2f} s (x{on / off:.3f}); "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
