@@ -250,7 +250,8 @@ class Meeting:
 
 
 def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, list[VoiceClip]] | None = None,
-                       room: bool = False) -> list[Meeting]:
+                       room: bool = False, overlap_share: float = 0.15,
+                       overlap_s: tuple[float, float] = (0.2, 1.0)) -> list[Meeting]:
     """``count`` conversations of 2-6 people, deterministic by ``seed`` (see bench/README.md).
 
     Each turn is a stretch of 1.5-8 s of one person's clips (a rare speaker's: 1-3 s, at most two
@@ -259,6 +260,8 @@ def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, li
     overlap of 0.2-1.0 s. Half the meetings are levelled (every clip at the same RMS), half give
     each person a gain of -14..0 dB. The reference leaves out each clip's pauses (:func:`speech_turns`).
     ``room``: the mix also goes through one room (:func:`_room`), the same for every voice of a meeting.
+    ``overlap_share``: the share of turns that overlap the previous one, by ``overlap_s`` seconds
+    (``bench/overlap.py`` trains on mixtures that overlap more often and longer).
     """
     import random
 
@@ -297,8 +300,8 @@ def simulated_meetings(seed: int, count: int, audio: Audio, voices: dict[str, li
             start = rng.randint(0, max(0, len(samples) - length))
             piece = samples[start : start + length]
             if placed:
-                if rng.random() < 0.15:
-                    gap = -min(int(RATE * rng.uniform(0.2, 1.0)), len(placed[-1][1]) // 2, len(piece) // 2)
+                if rng.random() < overlap_share:
+                    gap = -min(int(RATE * rng.uniform(*overlap_s)), len(placed[-1][1]) // 2, len(piece) // 2)
                 else:
                     gap = int(RATE * rng.uniform(0.1, 1.2))
                 clock = placed[-1][0] + len(placed[-1][1]) + gap
@@ -433,6 +436,8 @@ class Diarizer:
         from trax.diarization.embedded import embed_speech
 
         settings = tuple(getattr(options, name) for name in EMBEDDING_FIELDS)
+        if options.overlap_detector:  # the detector's acoustic stage runs with the embeddings
+            settings += ("overlap_detector", self.models.overlap.sha256)
         key = (uri, settings)
         if key in self.cache:
             return self.cache[key]
@@ -453,4 +458,4 @@ class Diarizer:
         speech = self.embeddings(uri, audio, options)
         from trax.diarization.embedded import label_frames
 
-        return [] if speech is None else label_frames(speech, options, **hints)[0]
+        return [] if speech is None else label_frames(speech, options, **hints, overlap_detector=self.models.overlap)[0]

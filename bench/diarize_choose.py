@@ -30,7 +30,7 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
     """The search spaces of issue 31, each with today's default first (a tie keeps it): the
     ``spread`` count rule by penalty (with and without the small-speaker rules), longer clustering
     windows (with the threshold and with the spread rule), the silhouette rule with its one-speaker
-    floor fitted here, and the overlap second-speaker rule."""
+    floor fitted here, the overlap second-speaker rule, and the overlap detector's threshold."""
     default = [("default", base)]
     spread = [(f"spread penalty={p} min_s={m}", dataclasses.replace(base, count_rule="spread", count_penalty=p,
                                                                   min_speaker_s=m))
@@ -46,9 +46,12 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
                   for q in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3) for m in (4.0, 2.0)]
     overlap = [(f"overlap_margin={m}", dataclasses.replace(base, overlap_margin=m))
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
+    detector = [(f"overlap_detector p>={t}", dataclasses.replace(base, overlap_detector=True, overlap_threshold=t))
+                for t in (0.4, 0.5, 0.6, 0.7, 0.8)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
             "long windows + spread": default + long_spread,
-            "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap}
+            "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap,
+            "overlap detector": default + detector}
 
 
 def row(label: str, dev: dict, choose: dict, score: dict) -> str:

@@ -30,6 +30,9 @@ float32 embedding per 0.5 s of speech and one index per 10 ms speech frame (≈ 
    change picks the label sequence, so short spurious switches disappear. Then each speaker's
    centroid is re-estimated from the windows it won alone, speakers left with under
    ``resegment_min_s`` are dropped, and the frames are labelled again (``resegment_iterations``).
+5. **Overlap** (``overlap_detector``, off by default): frames that a small detector
+   (:mod:`trax.diarization.overlap`) flags as overlapped speech also get the nearest other
+   speaker in time.
 """
 
 from __future__ import annotations
@@ -97,6 +100,13 @@ class EmbeddedOptions:
             within this margin of the chosen one's (overlapped speech). 0 = never: every margin
             tried (0.01-0.08) raised the false alarm on simulated meetings and the collar-0 DER
             on dev (``bench/diarize_choose.py --grid overlap``).
+        overlap_detector: Flag overlapped speech with the small detector of
+            :mod:`trax.diarization.overlap` (trained on simulated conversations of benchdata voices)
+            and give each flagged frame also the nearest other speaker in time. Off by default: on
+            the dev recordings it lowers the DER a little, but not on the unscored simulated
+            meetings (docs/benchmarks.md, "Overlap detector").
+        overlap_threshold: Detector probability at or above which a frame counts as overlapped;
+            chosen on a draw of simulated meetings that no bench scores (``bench/overlap.py``).
         count_rule: How the automatic speaker count is chosen. ``threshold``: the dendrogram cut at
             ``cluster_threshold``. ``silhouette``: of the cuts into 2..``MAX_AUTO_SPEAKERS``
             clusters (each with small clusters merged), the one whose windows are best separated
@@ -182,6 +192,8 @@ class EmbeddedOptions:
     distinct_speaker_distance: float | None = 0.41
     switch_penalty: float = 10.0
     overlap_margin: float = 0.0
+    overlap_detector: bool = False
+    overlap_threshold: float = 0.6
     speech_dbfs: float | None = -20.0
     count_rule: str = "threshold"
     silhouette_min: float = 0.25
@@ -223,6 +235,7 @@ class EmbeddedModels:
     encoder: Any
     vad: Any
     ids: dict[str, Any] = field(default_factory=dict)
+    overlap: Any = None
 
 
 def load_embedded_models() -> EmbeddedModels:
@@ -243,7 +256,9 @@ def load_embedded_models() -> EmbeddedModels:
         "vad": {"id": f"silero_vad_v6 (faster-whisper=={metadata.version('faster-whisper')})",
                 "weights_sha256": sha256_file(vad_path)},
     }
-    models = EmbeddedModels(encoder=encoder, vad=get_vad_model(), ids=ids)
+    from trax.diarization.overlap import load_overlap_detector
+
+    models = EmbeddedModels(encoder=encoder, vad=get_vad_model(), ids=ids, overlap=load_overlap_detector())
     _warm_up(models)
     return models
 
@@ -295,6 +310,29 @@ def _mel_frames(audio: np.ndarray) -> np.ndarray:
     from trax.diarization.encoder import mel_spectrogram
 
     return mel_spectrogram(audio)
+
+
+def speech_mel(samples: np.ndarray, options: EmbeddedOptions) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """The speech of one piece as the encoder sees it: VAD regions snapped to the 10 ms mel grid,
+    the sample index of each speech frame, and the mel frames of the regions' concatenated,
+    levelled speech (as many rows as frame times).
+
+    Returns:
+        (regions, frame_times, mel); no regions gives empty arrays.
+    """
+    import numpy as np
+
+    regions = speech_regions(samples, options)
+    # Snap regions to the 10 ms mel grid so frames map back to exact times.
+    regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(samples))) for s, e in regions]
+    regions = [(s, e) for s, e in regions if e - s >= FRAME]
+    if not regions:
+        return [], np.zeros(0, dtype=np.int64), np.zeros((0, 40), dtype=np.float32)
+    speech = level_speech(np.concatenate([samples[s:e] for s, e in regions]), options.speech_dbfs)
+    frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions])
+    mel = _mel_frames(speech)
+    frames = min(len(mel), len(frame_times))
+    return regions, frame_times[:frames], mel[:frames]
 
 
 #: Windows run through the LSTM at a time. Its activations grow with the batch, so one batch per
@@ -761,6 +799,8 @@ class SpeechEmbeddings:
         cluster_starts: With ``cluster_window_s``: first frame of each clustering window (else None).
         cluster_ends: One past the last frame of each clustering window.
         cluster_embeddings: Their embeddings (float32).
+        overlap: With ``overlap_detector``: the detector's first, acoustic P(overlapped speech) per
+            speech frame (float32; else None).
     """
 
     frame_times: np.ndarray
@@ -771,6 +811,7 @@ class SpeechEmbeddings:
     cluster_starts: np.ndarray | None = None
     cluster_ends: np.ndarray | None = None
     cluster_embeddings: np.ndarray | None = None
+    overlap: np.ndarray | None = None
 
 
 def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece], options: EmbeddedOptions,
@@ -805,20 +846,15 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
     long_starts: list[np.ndarray] = []
     long_ends: list[np.ndarray] = []
     long_embeddings: list[np.ndarray] = []
+    overlap: list[np.ndarray] = []
     frames_before = 0
     regions_total = 0
     for piece in pieces:
         samples = piece.samples
-        regions = speech_regions(samples, options)
-        # Snap regions to the 10 ms mel grid so frames map back to exact times.
-        regions = [(s // FRAME * FRAME, min(-(-e // FRAME) * FRAME, len(samples))) for s, e in regions]
-        regions = [(s, e) for s, e in regions if e - s >= FRAME]
+        regions, frame_times, mel = speech_mel(samples, options)
         if regions:
-            speech = level_speech(np.concatenate([samples[s:e] for s, e in regions]), options.speech_dbfs)
-            frame_times = np.concatenate([np.arange(s, e, FRAME) for s, e in regions]) + piece.start
-            mel = _mel_frames(speech)
-            del speech
-            frames = min(len(mel), len(frame_times))
+            frame_times = frame_times + piece.start
+            frames = len(frame_times)
             local_starts, local_embeddings = embed_windows(models, mel[:frames], window, hop)
             times.append(frame_times[:frames])
             starts.append(local_starts + frames_before)
@@ -829,6 +865,8 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
                 long_starts.append(local_starts + frames_before)
                 long_ends.append(local_starts + frames_before + min(long_window, frames))
                 long_embeddings.append(local_embeddings.astype(np.float32))
+            if options.overlap_detector:
+                overlap.append(models.overlap.acoustic(mel))
             frames_before += frames
             regions_total += len(regions)
         if total_s:
@@ -842,7 +880,8 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
         joined.append(np.concatenate(parts))
         parts.clear()
     clustering = [np.concatenate(parts) if long else None for parts in (long_starts, long_ends, long_embeddings)]
-    return SpeechEmbeddings(*joined, regions_total, *clustering)
+    return SpeechEmbeddings(*joined, regions_total, *clustering,
+                            overlap=np.concatenate(overlap) if options.overlap_detector else None)
 
 
 #: Frames scored and smoothed at a time by :func:`label_frames` (10 minutes of speech): the
@@ -872,8 +911,12 @@ def label_frames(
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
+    overlap_detector: Any = None,
 ) -> tuple[list[Turn], dict[str, Any]]:
-    """Cluster the windows, label every speech frame, and return (turns, details)."""
+    """Cluster the windows, label every speech frame, and return (turns, details).
+
+    ``overlap_detector``: the loaded :class:`trax.diarization.overlap.OverlapDetector`, used when
+    ``options.overlap_detector`` is on and ``speech`` carries its acoustic probabilities."""
     import numpy as np
 
     starts = speech.starts
@@ -937,6 +980,9 @@ def label_frames(
                 centre = start + (end - start) // 2
                 path[max(0, centre - hop // 2) : centre + (hop + 1) // 2] = k
     turns = _runs(speech.frame_times, path)
+    voices = speaker_embeddings(speech, embeddings, labels, path)
+    if options.overlap_detector and speech.overlap is not None and overlap_detector is not None and len(voices) > 1:
+        turns += _overlap_turns(speech, embeddings, voices, path, overlap_detector, options.overlap_threshold, facts)
     if options.overlap_margin > 0 and len(centroids) > 1:
         for lo, hi in blocks:
             scores = _frame_scores(speech, similarity, lo, hi)
@@ -950,8 +996,38 @@ def label_frames(
 
     details = {"speech_regions": speech.regions, "windows": int(len(starts)), **facts,
                "confidence_signals": diarization_signals(similarity, labels, options.cluster_threshold)}
-    details[SPEAKER_EMBEDDINGS] = speaker_embeddings(speech, embeddings, labels, path)
+    details[SPEAKER_EMBEDDINGS] = voices
     return turns, details
+
+
+def top_two_scores(speech: SpeechEmbeddings, embeddings: np.ndarray, voices: np.ndarray) -> np.ndarray:
+    """Per speech frame, the best and second-best score against ``voices`` (unit rows, at least
+    two): the mean similarity of the windows covering the frame (frames x 2, float32; block by
+    block, so the frames x speakers matrix of a long recording is never held whole)."""
+    import numpy as np
+
+    frames = len(speech.frame_times)
+    similarity = embeddings @ voices.T.astype(embeddings.dtype)
+    result = np.empty((frames, 2), dtype=np.float32)
+    for lo in range(0, frames, LABEL_BLOCK_FRAMES):
+        hi = min(lo + LABEL_BLOCK_FRAMES, frames)
+        best = np.sort(_frame_scores(speech, similarity, lo, hi), axis=1)[:, -2:]
+        result[lo:hi] = best[:, ::-1]
+    return result
+
+
+def _overlap_turns(speech: SpeechEmbeddings, embeddings: np.ndarray, voices: dict[str, np.ndarray],
+                   path: np.ndarray, detector: Any, threshold: float, facts: dict[str, Any]) -> list[Turn]:
+    """Second-speaker turns on the frames the overlap detector flags: each gets the nearest other
+    speaker in time (``EmbeddedOptions.overlap_detector``); records the seconds flagged."""
+    import numpy as np
+
+    from trax.diarization.overlap import nearest_other_speaker, overlap_frames
+
+    top_two = top_two_scores(speech, embeddings, np.stack(list(voices.values())))
+    flags = overlap_frames(detector(speech.overlap, top_two, path), threshold)
+    facts["overlap_detected_s"] = round(float(flags.sum()) * FRAME / SAMPLE_RATE, 2)
+    return _runs(speech.frame_times, np.where(flags, nearest_other_speaker(path), -1))
 
 
 def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, num_speakers: int | None,
@@ -1098,4 +1174,4 @@ def diarize_embedded(
 
         return [], {"speech_regions": 0, "windows": 0, "num_speakers_auto": 0, "reason": "no speech",
                     "confidence_signals": no_speech_signals()}
-    return label_frames(speech, options, num_speakers, min_speakers, max_speakers)
+    return label_frames(speech, options, num_speakers, min_speakers, max_speakers, models.overlap)
