@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,8 @@ def child(wav: Path, table: Path, no_release: bool) -> None:
     digest = hashlib.sha256()
     words = 0
     reset_peak()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage.ru_utime, usage.ru_stime, usage.ru_minflt)
     start = time.perf_counter()
     if no_release:  # the decode as before issue 32's fix: free heap released between pieces only
         from trax.asr import transcribe
@@ -144,8 +147,11 @@ def child(wav: Path, table: Path, no_release: bool) -> None:
         keys = list(rows[0])
         out.write("\t".join(keys) + "\n")
         out.writelines("\t".join(str(row[k]) for k in keys) + "\n" for row in rows)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"loaded_mb": round(loaded, 1), "peak_mb": max(r["peak"] for r in rows), "calls": len(rows),
-                      "words": words, "digest": digest.hexdigest()[:16], "wall_s": round(wall, 1)}), flush=True)
+                      "words": words, "digest": digest.hexdigest()[:16], "wall_s": round(wall, 1),
+                      "user_s": round(usage.ru_utime - cpu[0], 1), "sys_s": round(usage.ru_stime - cpu[1], 1),
+                      "minor_faults": usage.ru_minflt - cpu[2]}), flush=True)
 
 
 def summary(minutes: int, result: dict[str, Any], table: Path, top: int) -> None:
