@@ -337,9 +337,10 @@ class _SilencePaddedChunks:
     ~150-200 MB of buffers of its own sizes (self-attention scores, beam states, cross-attention
     weights); what glibc kept of them stayed resident under the next call's peak, and the level
     between calls crept up over a long recording (base, refine's second decode: 335 -> 405 MB over
-    an hour, peak +4.7 % from 10 to 60 minutes; released each call: ~300 MB flat, +2.6 %,
-    ``bench/refine_memory.py``). Same bytes out; a few milliseconds per call. The refine decode
-    asks for it; the fast pass (shorter calls, flat already) does not.
+    an hour; released before each call it stayed ~300 MB, ``bench/refine_memory.py``). With refine
+    on, the model server's peak from 10 to 60 minutes rose ~9 % without it, ~2 % with it
+    (``bench/long.py``). Same bytes out, for some more page faults (~8 % of the decode's CPU in one
+    loaded pair). The refine decode asks for it; the fast pass (flat already) does not.
     """
 
     def __init__(self, model: Any, release_between_calls: bool = False) -> None:
