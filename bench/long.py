@@ -33,6 +33,7 @@ from common import OUT, snakemake_command, stop_server, with_overrides
 
 from trax.io.jsonio import read_json
 from trax.io.media import decode_command, find_ffmpeg
+from trax.io.provenance import sha256_file
 from trax.quality.benchdata import build_long_recording
 
 GNU_TIME = "/usr/bin/time"
@@ -123,6 +124,8 @@ def run(minutes: int, cores: int, clips: Path, overrides: list[str],
             profile[minutes] = sampler.tenths()
         wall = time.perf_counter() - start
         (metrics_path,) = (workdir / "results").glob("*/metrics.json")
+        for transcript in sorted((workdir / "results").glob("*/transcript.*.json")):  # same bytes before / after a change
+            print(f"{minutes} min {transcript.name}: sha256 {sha256_file(transcript)[:16]}", flush=True)
         metrics = read_json(metrics_path)
         rows = {stage: value for stage in STAGES if (value := benchmark(workdir, stage)) is not None}
         server = (metrics.get("model_server") or {}).get("peak_rss_mb", 0.0)

@@ -233,3 +233,39 @@ def test_an_unwritable_cache_loads_the_weights_as_they_are(tmp_path, monkeypatch
     assert weights_to_load(source, "cpu", "int8") == source.name
     assert "no int8 copy" in caplog.text
     assert weights_to_load(source, "cpu", "float32") == source.name  # only int8 loads convert
+
+
+def test_second_decode_releases_free_memory_around_each_call_with_the_same_words(tiny_en, tmp_path, monkeypatch) -> None:
+    """Refine's second decode hands the heap's free pages back before each batch's encode, generate
+    and align (what one call freed stayed resident under the next call's peak, and the level crept
+    up over long recordings, issue 32); the words are the bytes of a decode that releases nothing.
+    The fast pass's batched decoder does not release between its calls."""
+    import shutil
+
+    from trax.asr import transcribe
+    from trax.asr.second_opinion import decode_chunks
+
+    wav = tmp_path / "columbia.wav"
+    shutil.copy(COLUMBIA, wav)
+    options = TranscribeOptions(batch_size=4, beam_size=2, language="en")
+    releases = []
+    monkeypatch.setattr(transcribe, "release_free_memory", lambda: releases.append(1))
+    released, chunks = decode_chunks(tiny_en, str(wav), options, None)
+    batches = -(-sum(c.decoded for c in chunks) // options.batch_size)
+    assert batches >= 2 and len(releases) == 3 * batches  # before encode, before generate, before align
+
+    kept = []
+    original = transcribe._SilencePaddedChunks.__init__
+
+    def keeping(self, model, release_between_calls=False):
+        kept.append(release_between_calls)
+        original(self, model, release_between_calls=False)
+
+    monkeypatch.setattr(transcribe._SilencePaddedChunks, "__init__", keeping)
+    unreleased, _ = decode_chunks(tiny_en, str(wav), options, None)
+    assert kept == [True] and len(releases) == 3 * batches  # the view was asked to, and this time did not
+    assert released == unreleased and len(released) > 300
+
+    releases.clear()
+    transcribe_audio(tiny_en, load_wav(COLUMBIA)[: 90 * 16000], TranscribeOptions(batch_size=2))
+    assert releases == []

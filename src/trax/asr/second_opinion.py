@@ -132,7 +132,7 @@ def _decode_piece(model: Any, samples: Any, offset: float, clips: list[tuple[flo
     if options.batch_size > 0:
         from faster_whisper import BatchedInferencePipeline
 
-        segments, _ = BatchedInferencePipeline(_SilencePaddedChunks(model)).transcribe(
+        segments, _ = BatchedInferencePipeline(_SilencePaddedChunks(model, release_between_calls=True)).transcribe(
             samples, batch_size=options.batch_size, clip_timestamps=[{"start": a, "end": b} for a, b in clips], **common)
     else:
         segments, _ = model.transcribe(samples, vad_filter=False, condition_on_previous_text=False,

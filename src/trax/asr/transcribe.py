@@ -18,7 +18,7 @@ from trax.asr import language
 from trax.asr.models import ModelSource, resolve_whisper
 from trax.asr.quantized import INT8_COMPUTE_TYPES, int8_copy
 from trax.io.provenance import provenance, sha256_file
-from trax.process import import_faster_whisper, pin_blas_threads
+from trax.process import import_faster_whisper, pin_blas_threads, release_free_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -346,11 +346,22 @@ class _SilencePaddedChunks:
     looks like silence at the chunk's own floor). Padding the audio instead costs a little more
     feature extraction and measured 24 instead of 26 word errors on the dev set (454 words;
     sequential decoding: 23), see ``bench/fast_pass.py``.
+
+    With ``release_between_calls`` the heap's free pages go back to the OS before each batch's
+    encode, generate and align (:func:`~trax.process.release_free_memory`). Each call frees
+    ~150-200 MB of buffers of its own sizes (self-attention scores, beam states, cross-attention
+    weights); what glibc kept of them stayed resident under the next call's peak, and the level
+    between calls crept up over a long recording (base, refine's second decode: 335 -> 405 MB over
+    an hour; released before each call it stayed ~300 MB, ``bench/refine_memory.py``). With refine
+    on, the model server's peak from 10 to 60 minutes rose ~9 % without it, ~2 % with it
+    (``bench/long.py``). Same bytes out, for some more page faults (~8 % of the decode's CPU in one
+    loaded pair). The refine decode asks for it; the fast pass (flat already) does not.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, release_between_calls: bool = False) -> None:
         self._model = model
         self.feature_extractor = _PaddingExtractor(model.feature_extractor)
+        self._release = release_free_memory if release_between_calls else _keep
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -367,12 +378,25 @@ class _SilencePaddedChunks:
         """
         import numpy as np
 
+        self._release()  # what the previous batch's align freed
         if self._model.model.device != "cpu" or len(features) < 2:
-            return self._model.encode(features)
-        import ctranslate2
+            encoded = self._model.encode(features)
+        else:
+            import ctranslate2
 
-        rows = [np.asarray(self._model.encode(features[i : i + 1])) for i in range(len(features))]
-        return ctranslate2.StorageView.from_array(np.concatenate(rows))
+            rows = [np.asarray(self._model.encode(features[i : i + 1])) for i in range(len(features))]
+            encoded = ctranslate2.StorageView.from_array(np.concatenate(rows))
+        self._release()  # the encoder's attention buffers, before generate (its next call)
+        return encoded
+
+    def add_word_timestamps(self, *args: Any, **kwargs: Any) -> Any:
+        """faster-whisper's word alignment of a decoded batch, after what generate freed is released."""
+        self._release()
+        return self._model.add_word_timestamps(*args, **kwargs)
+
+
+def _keep() -> None:
+    """Release nothing (:class:`_SilencePaddedChunks` without ``release_between_calls``)."""
 
 
 class _PaddingExtractor:
