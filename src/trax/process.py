@@ -157,7 +157,7 @@ def import_faster_whisper() -> types.ModuleType:
 #: up to 10000 (5 min 20 s) in one call, and the model's activations for them took ~90 MB at once
 #: for each 5-minute piece, in transcription and diarization alike, often both at the same time in
 #: the model server. 1000 windows (32 s) take a tenth; the LSTM state is carried from block to
-#: block, so the speech probabilities are the same bits (checked in tests/test_process.py).
+#: block, so the speech probabilities are the same bits (checked in tests/test_fast_path.py).
 VAD_BLOCK_WINDOWS = 1000
 
 

@@ -855,13 +855,13 @@ def embed_speech(models: EmbeddedModels, audio: np.ndarray | Iterable[AudioPiece
         if regions:
             frame_times = frame_times + piece.start
             frames = len(frame_times)
-            local_starts, local_embeddings = embed_windows(models, mel[:frames], window, hop)
-            times.append(frame_times[:frames])
+            local_starts, local_embeddings = embed_windows(models, mel, window, hop)
+            times.append(frame_times)
             starts.append(local_starts + frames_before)
             ends.append(local_starts + frames_before + min(window, frames))
             embeddings.append(local_embeddings.astype(np.float32))
             if long:
-                local_starts, local_embeddings = embed_windows(models, mel[:frames], long_window, long_hop)
+                local_starts, local_embeddings = embed_windows(models, mel, long_window, long_hop)
                 long_starts.append(local_starts + frames_before)
                 long_ends.append(local_starts + frames_before + min(long_window, frames))
                 long_embeddings.append(local_embeddings.astype(np.float32))
@@ -1036,6 +1036,8 @@ def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, nu
     clustering window whose centre is nearest to its own (``EmbeddedOptions.cluster_window_s``)."""
     import numpy as np
 
+    from trax.diarization.overlap import nearest_sorted
+
     long = speech.cluster_embeddings
     if len(long) <= options.cluster_chunk_windows:
         long = long.astype(np.float64)
@@ -1044,10 +1046,7 @@ def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, nu
     long_labels, facts = cluster(long, weights, options, num_speakers, min_speakers, max_speakers)
     centres = (speech.cluster_starts + speech.cluster_ends) / 2
     wanted = (speech.starts + speech.ends) / 2
-    right = np.minimum(np.searchsorted(centres, wanted), len(centres) - 1)
-    left = np.maximum(right - 1, 0)
-    nearest = np.where(np.abs(centres[right] - wanted) < np.abs(centres[left] - wanted), right, left)
-    labels = _compact(long_labels[nearest])
+    labels = _compact(long_labels[nearest_sorted(centres, wanted)])
     facts["cluster_windows"] = int(len(long))
     return labels, facts
 

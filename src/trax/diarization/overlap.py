@@ -122,9 +122,7 @@ def stage_two_inputs(acoustic: np.ndarray, top_two: np.ndarray, path: np.ndarray
     changes = np.flatnonzero(path[1:] != path[:-1])
     if len(changes):
         index = np.arange(n)
-        right = np.minimum(np.searchsorted(changes, index), len(changes) - 1)
-        left = np.maximum(right - 1, 0)
-        near = np.minimum(np.abs(changes[right] - index), np.abs(changes[left] - index))
+        near = np.abs(changes[nearest_sorted(changes, index)] - index)
     else:
         near = np.full(n, NEAR_FRAMES)
     return np.column_stack([np.log(p / (1 - p)), top_two[:, 0], top_two[:, 1],
@@ -167,8 +165,15 @@ def nearest_other_speaker(path: np.ndarray) -> np.ndarray:
         others = np.flatnonzero((path >= 0) & (path != k))
         if not len(others):
             continue
-        right = np.minimum(np.searchsorted(others, mine), len(others) - 1)
-        left = np.maximum(right - 1, 0)
-        nearer = np.where(np.abs(others[right] - mine) < np.abs(others[left] - mine), others[right], others[left])
-        second[mine] = path[nearer]
+        second[mine] = path[others[nearest_sorted(others, mine)]]
     return second
+
+
+def nearest_sorted(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each query, the index of the nearest of ``values`` (ascending, not empty); ties go to
+    the smaller value."""
+    import numpy as np
+
+    right = np.minimum(np.searchsorted(values, queries), len(values) - 1)
+    left = np.maximum(right - 1, 0)
+    return np.where(np.abs(values[right] - queries) < np.abs(values[left] - queries), right, left)
