@@ -6,7 +6,7 @@ Usage::
 
 The recording is normalized to 16 kHz mono (as rule normalize does), then encoded as rule
 review_audio does (trax.transcript.review.encode_audio) at each `review.audio_compression_level`
-(libopus complexity). Columns: median wall seconds of the encode (ffmpeg process included), the
+(libopus complexity). Columns: median wall seconds of the encode (PyAV's libopus, in-process), the
 WebM's size, and fidelity as the mean absolute difference between the log-mel spectrograms (Whisper's
 80-bin features) of the original and of the Opus copy decoded back: lower is closer.
 """

@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -29,7 +28,7 @@ from typing import Any
 
 from trax.errors import TraxError
 from trax.io.jsonio import atomic_path, iter_json_list, read_json, read_json_head
-from trax.io.media import find_ffmpeg
+from trax.io.media import SAMPLE_RATE
 from trax.io.provenance import sha256_file
 from trax.quality.estimates import LOW_PROB
 
@@ -63,20 +62,31 @@ class ReviewOptions:
 def encode_audio(wav_path: str, output_path: str, settings: Mapping[str, Any] | None = None) -> None:
     """The ``review_audio`` rule: ``audio.wav`` → Opus in WebM, byte-identical on every run.
 
-    ``-bitexact`` drops the encoder version string and random stream ids, metadata is cleared,
-    and libopus runs on one thread, so the same WAV always gives the same bytes.
+    Encoded in this process with PyAV's libopus, streamed frame by frame (memory stays flat for
+    hours of audio): the same libopus settings as the ffmpeg 6.0 binary took 2.6 times the CPU
+    there (``bench/opus_level.py``), and this job shares the cores with transcription. The
+    container and codec are ``bitexact`` (no encoder version string, no random ids) and libopus
+    runs on one thread, so the same WAV always gives the same bytes.
     """
+    import av
+
     options = ReviewOptions.from_config(settings)
     with atomic_path(output_path, suffix=".webm") as tmp:
-        command = [find_ffmpeg().ffmpeg, "-v", "error", "-nostdin", "-y", "-i", wav_path, "-map", "0:a:0",
-                   "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "-threads", "1",
-                   "-c:a", "libopus", "-application", "voip", "-b:a", f"{options.audio_bitrate_kbps}k",
-                   "-compression_level", str(options.audio_compression_level), "-ac", "1",
-                   "-f", "webm", str(tmp)]
-        done = subprocess.run(command, capture_output=True)
-        if done.returncode != 0:
-            last = (done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            raise TraxError(wav_path, f"ffmpeg could not encode the review audio: {last[-1] if last else done.returncode}")
+        try:
+            with av.open(wav_path) as source, av.open(str(tmp), "w", format="webm",
+                                                      options={"fflags": "+bitexact"}) as target:
+                stream = target.add_stream("libopus", rate=SAMPLE_RATE, options={
+                    "application": "voip", "compression_level": str(options.audio_compression_level)})
+                stream.bit_rate = options.audio_bitrate_kbps * 1000
+                stream.layout = "mono"
+                stream.codec_context.thread_count = 1
+                stream.codec_context.flags |= av.codec.context.Flags.bitexact
+                for frame in source.decode(audio=0):
+                    frame.pts = None  # the encoder counts samples itself
+                    target.mux(stream.encode(frame))
+                target.mux(stream.encode(None))
+        except av.FFmpegError as exc:
+            raise TraxError(wav_path, f"could not encode the review audio: {exc.strerror or exc}") from exc
 
 
 def _script_json(value: Any) -> str:
