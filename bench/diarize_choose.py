@@ -61,17 +61,7 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
                            ("whiten", (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)),
                            ("center", (0.7, 0.8, 0.9, 1.0, 1.1)))
         for t in cuts for m in (4.0, 2.0)]
-    scope = [(f"transform={kind} cut={t} clustering only", dataclasses.replace(
-        base, embedding_transform=kind, cluster_threshold=t, distinct_speaker_distance=t + 0.06,
-        transform_scope="cluster")) for kind in ("background", "whiten") for t in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)]
-    scope += [(f"transform={kind} cut={t} penalty={p}", dataclasses.replace(
-        base, embedding_transform=kind, cluster_threshold=t, distinct_speaker_distance=t + 0.06, switch_penalty=p))
-        for kind in ("background", "whiten") for t in (0.65, 0.7, 0.75, 0.8) for p in (20.0, 40.0)]
-    share = [(f"center share={a} cut={t}", dataclasses.replace(
-        base, embedding_transform="center", center_share=a, cluster_threshold=t, distinct_speaker_distance=t + 0.06))
-        for a in (0.25, 0.5, 0.75) for t in (0.6, 0.7, 0.8, 0.9, 1.0)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
-            "transform experiments": default + scope + share,
             "embedding transform": default + transform,
             "long windows + spread": default + long_spread,
             "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap,

@@ -223,8 +223,6 @@ class EmbeddedOptions:
     resegment_iterations: int = 1
     resegment_min_s: float = 4.0
     embedding_transform: str = "none"
-    transform_scope: str = "all"  # EXPERIMENT
-    center_share: float = 1.0  # EXPERIMENT
     cluster_chunk_windows: int = 2000
 
     @classmethod
@@ -405,7 +403,7 @@ _BACKGROUNDS: dict[Path, tuple[Any, Any]] = {}
 
 
 def transform_embeddings(embeddings: np.ndarray, kind: str,
-                         background: tuple[np.ndarray, np.ndarray] | None = None, share: float = 1.0) -> np.ndarray:
+                         background: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Window ``embeddings`` (unit rows) after ``EmbeddedOptions.embedding_transform`` ``kind``,
     unit rows again, in the input's dtype (``none``: the input itself, not a copy).
 
@@ -425,8 +423,6 @@ def transform_embeddings(embeddings: np.ndarray, kind: str,
             mean += np.asarray(embeddings[lo : lo + SUM_BLOCK_WINDOWS], dtype=np.float64).sum(axis=0)
         mean /= max(len(embeddings), 1)
         projection = None
-        if share < 1.0:
-            mean = share * mean + (1 - share) * (background or load_embedding_background())[0]
     else:
         mean, projection = background or load_embedding_background()
         if kind == "background":
@@ -999,7 +995,7 @@ def label_frames(
     # makes one float32 copy).
     plain = (speech.embeddings.astype(np.float64) if len(starts) <= options.cluster_chunk_windows
              else speech.embeddings)
-    embeddings = transform_embeddings(plain, options.embedding_transform, share=options.center_share)
+    embeddings = transform_embeddings(plain, options.embedding_transform)
     frames = len(speech.frame_times)
     labels = None
     if speech.cluster_embeddings is not None and options.cluster_window_s is not None:
@@ -1009,8 +1005,6 @@ def label_frames(
     if labels is None:
         weights = np.full(len(starts), min(options.hop_s, options.window_s))
         labels, facts = cluster(embeddings, weights, options, num_speakers, min_speakers, max_speakers)
-    if options.transform_scope == "cluster":
-        embeddings = plain
     centroids = _centroids(embeddings, labels)
 
     # Frame scores: mean similarity of the covering windows to each centroid. The Viterbi penalty
