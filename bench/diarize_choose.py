@@ -5,14 +5,16 @@ Usage::
     .venv/bin/python bench/diarize_choose.py                       # every search space
     .venv/bin/python bench/diarize_choose.py --grid spread --grid long   # spaces whose name contains TEXT
     .venv/bin/python bench/diarize_choose.py --room     # meetings whose voices share one room
-    .venv/bin/python bench/diarize_choose.py --singles --grid transform   # + the single-speaker clips
+    .venv/bin/python bench/diarize_choose.py --singles --true-count --grid transform   # + two diagnostics
 
 Each variant of a search space (``grids``) is scored on the 13 dev recordings and on simulated
 meetings (``bench/meetings.py``; draw ``--choose-seed``, never scored, and ``--score-seed``); then the
 two honest choices: dev leave-one-recording-out, and the variant best on the choosing draw with its
 dev and scoring-draw figures. Columns: DER collar 0 / ±0.25 s, false alarm, exact speaker counts,
 mean signed count error; with ``--singles`` also how many of the 26 single-speaker dev WER clips
-(never used to choose) get more than one speaker, and the most any gets. Embeddings are cached in bench/out/diarize-cache: reruns embed nothing.
+(never used to choose) get more than one speaker, and the most any gets; with ``--true-count`` the
+dev DER when each recording's reference speaker count is given (a diagnostic, never used to
+choose). Embeddings are cached in bench/out/diarize-cache: reruns embed nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from common import OUT, Audio, Diarizer, der_scores, load_items, per_file_components, pooled_der, simulated_meetings
 
+from trax.io.annotation import rttm_turns
 from trax.io.media import NormalizeOptions, load_wav, normalize
 from trax.quality.benchdata import wer_items
 
@@ -68,8 +71,12 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
             "overlap detector": default + detector}
 
 
-def row(label: str, dev: dict, choose: dict, score: dict, singles: list[int] | None = None) -> str:
+def row(label: str, dev: dict, choose: dict, score: dict, singles: list[int] | None = None,
+        true_count: dict | None = None) -> str:
     tail = "" if singles is None else f" {sum(n > 1 for n in singles)}/{len(singles)} | {max(singles)} |"
+    if true_count is not None:
+        tail += (f" {pooled_der(list(true_count.values()), 0.0):.1f} | "
+                 f"{pooled_der(list(true_count.values()), 0.5):.1f} |")
     return (f"| {label} | {pooled_der(list(dev.values()), 0.0):.1f} | {pooled_der(list(dev.values()), 0.5):.1f} | "
             f"{sum(f['count_ok'] for f in dev.values())}/{len(dev)} | "
             f"{sum(f['count_err'] for f in dev.values()) / len(dev):+.2f} | "
@@ -88,6 +95,8 @@ def main() -> None:
     parser.add_argument("--room", action="store_true", help="every meeting's voices share one room and noise")
     parser.add_argument("--singles", action="store_true",
                         help="also diarize the 26 single-speaker dev WER clips: how many get more than one speaker")
+    parser.add_argument("--true-count", action="store_true",
+                        help="also the dev DER with each recording's reference speaker count given (a diagnostic)")
     args = parser.parse_args()
     pin_blas_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,6 +113,7 @@ def main() -> None:
     spaces = {name: variants for name, variants in grids(EmbeddedOptions()).items()
               if not args.grid or any(part in name for part in args.grid)}
     uris = [item.uri for item, _ in items]
+    known = {item.uri: len({turn.speaker for turn in rttm_turns(item.rttm, uri=item.uri)}) for item, _ in items}
     for name, variants in spaces.items():
         results = {}
         for label, options in variants:
@@ -111,15 +121,19 @@ def main() -> None:
             meetings = {draw: der_scores([(m.uri, m.reference, diarize(m.uri, m.audio, options),
                                            [(0.0, len(m.audio) / 16000)]) for m in ms]) for draw, ms in draws.items()}
             counts = [len({t.speaker for t in diarize(uri, a, options)}) for uri, a in singles] or None
-            results[label] = (dev, meetings["choose"], meetings["score"], counts)
+            told = per_file_components(items, {item.uri: diarize(item.uri, audio, options, num_speakers=known[item.uri])
+                                               for item, audio in items}) if args.true_count else None
+            results[label] = (dev, meetings["choose"], meetings["score"], counts, told)
         print(f"\n### {name} (meetings{' in a room' if args.room else ''}: choosing draw seed {args.choose_seed}, "
               f"scoring draw seed {args.score_seed})")
         print("| variant | dev c0 | dev c.25 | dev spk ok | dev spk err | choose c0 | choose spk ok | choose spk err "
               "| score c0 | score c.25 | score fa | score spk ok | score spk err |"
-              + (" 1-voice clips split | most speakers |" if singles else ""))
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if singles else ""))
-        for label, (dev, choose, score, counts) in results.items():
-            print(row(label, dev, choose, score, counts))
+              + (" 1-voice clips split | most speakers |" if singles else "")
+              + (" dev c0, true count | dev c.25, true count |" if args.true_count else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if singles else "")
+              + ("---|---|" if args.true_count else ""))
+        for label, result in results.items():
+            print(row(label, *result))
         held, chosen = [], []
         for uri in uris:
             best = min(results, key=lambda label: pooled_der([results[label][0][u] for u in uris if u != uri], 0.0))
