@@ -13,7 +13,9 @@ Steps, for 16 kHz mono audio:
    computed once; windows of ``window_s`` every ``hop_s`` go through the LSTM speaker encoder in
    blocks of ``EMBED_BLOCK_WINDOWS``, giving L2-normalised 256-d embeddings. A window may span
    the end of one region and the start of the next; the frame-level labelling below decides where a change falls.
-3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
+3. **Clustering.** The embeddings optionally go through ``embedding_transform`` first (a mean
+   removed, a whitening; off by default), for clustering and the frame labelling below.
+   Agglomerative clustering, average linkage on cosine distance, cut at
    ``cluster_threshold`` (automatic speaker count; or, with ``count_rule: silhouette``, at the
    best-separated number of clusters), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
@@ -187,7 +189,13 @@ class EmbeddedOptions:
             ``bench/meetings.py`` (none in a scored dev recording) by
             ``bench/embedding_transform.py --write``. Every transform spreads the cosine
             distances, so ``cluster_threshold`` (and ``distinct_speaker_distance``) must be
-            chosen with it.
+            chosen with it. ``none`` by default (``bench/diarize_choose.py --grid "embedding
+            transform"``): dev leave-one-out chose no transform that wins held out (best dev rows
+            36.5-36.7 vs 32.4 % DER at collar 0); ``whiten`` at cut 0.75, chosen on the meetings
+            draw, scored 26.5 vs 32.4 % on the scoring draw, but those meetings are of the very
+            voices the background was learned on, and fitted on half the voices the same cut
+            lost on meetings of the other half (``--heldout``); ``center`` splits single-speaker
+            clips.
         cluster_chunk_windows: Recordings with at most this many windows are clustered exactly
             (average linkage over all windows: a condensed distance matrix of n²/2 doubles, 16 MB
             at 2000 windows ≈ 17 minutes of speech). Longer ones are clustered in consecutive
