@@ -5,16 +5,12 @@ Usage::
     .venv/bin/python bench/diarize_choose.py                       # every search space
     .venv/bin/python bench/diarize_choose.py --grid spread --grid long   # spaces whose name contains TEXT
     .venv/bin/python bench/diarize_choose.py --room     # meetings whose voices share one room
-    .venv/bin/python bench/diarize_choose.py --singles --true-count --grid transform   # + two diagnostics
 
 Each variant of a search space (``grids``) is scored on the 13 dev recordings and on simulated
 meetings (``bench/meetings.py``; draw ``--choose-seed``, never scored, and ``--score-seed``); then the
 two honest choices: dev leave-one-recording-out, and the variant best on the choosing draw with its
 dev and scoring-draw figures. Columns: DER collar 0 / ±0.25 s, false alarm, exact speaker counts,
-mean signed count error; with ``--singles`` also how many of the 26 single-speaker dev WER clips
-(never used to choose) get more than one speaker, and the most any gets; with ``--true-count`` the
-dev DER when each recording's reference speaker count is given (a diagnostic, never used to
-choose). Embeddings are cached in bench/out/diarize-cache: reruns embed nothing.
+mean signed count error. Embeddings are cached in bench/out/diarize-cache: reruns embed nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +22,6 @@ from pathlib import Path
 
 from common import OUT, Audio, Diarizer, der_scores, load_items, per_file_components, pooled_der, simulated_meetings
 
-from trax.io.annotation import rttm_turns
-from trax.io.media import NormalizeOptions, load_wav, normalize
-from trax.quality.benchdata import wer_items
-
 from trax.diarization.embedded import EmbeddedOptions, load_embedded_models
 from trax.process import pin_blas_threads
 
@@ -38,9 +30,7 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
     """The search spaces of issue 31, each with today's default first (a tie keeps it): the
     ``spread`` count rule by penalty (with and without the small-speaker rules), longer clustering
     windows (with the threshold and with the spread rule), the silhouette rule with its one-speaker
-    floor fitted here, the overlap second-speaker rule, the overlap detector's threshold, and the
-    embedding transforms by cut (``distinct_speaker_distance`` kept 0.06 above the cut, as in the
-    default)."""
+    floor fitted here, the overlap second-speaker rule, and the overlap detector's threshold."""
     default = [("default", base)]
     spread = [(f"spread penalty={p} min_s={m}", dataclasses.replace(base, count_rule="spread", count_penalty=p,
                                                                   min_speaker_s=m))
@@ -58,31 +48,19 @@ def grids(base: EmbeddedOptions) -> dict[str, list[tuple[str, EmbeddedOptions]]]
                for m in (0.01, 0.02, 0.03, 0.05, 0.08)]
     detector = [(f"overlap_detector p>={t}", dataclasses.replace(base, overlap_detector=True, overlap_threshold=t))
                 for t in (0.4, 0.5, 0.6, 0.7, 0.8)]
-    transform = [(f"transform={kind} cut={t} min_s={m}", dataclasses.replace(
-        base, embedding_transform=kind, cluster_threshold=t, distinct_speaker_distance=t + 0.06, min_speaker_s=m))
-        for kind, cuts in (("background", (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)),
-                           ("whiten", (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)),
-                           ("center", (0.7, 0.8, 0.9, 1.0, 1.1)))
-        for t in cuts for m in (4.0, 2.0)]
     return {"spread count rule": default + spread, "long clustering windows": default + long,
-            "embedding transform": default + transform,
             "long windows + spread": default + long_spread,
             "silhouette count, fitted floor": default + silhouette, "overlap second speaker": default + overlap,
             "overlap detector": default + detector}
 
 
-def row(label: str, dev: dict, choose: dict, score: dict, singles: list[int] | None = None,
-        true_count: dict | None = None) -> str:
-    tail = "" if singles is None else f" {sum(n > 1 for n in singles)}/{len(singles)} | {max(singles)} |"
-    if true_count is not None:
-        tail += (f" {pooled_der(list(true_count.values()), 0.0):.1f} | "
-                 f"{pooled_der(list(true_count.values()), 0.5):.1f} |")
+def row(label: str, dev: dict, choose: dict, score: dict) -> str:
     return (f"| {label} | {pooled_der(list(dev.values()), 0.0):.1f} | {pooled_der(list(dev.values()), 0.5):.1f} | "
             f"{sum(f['count_ok'] for f in dev.values())}/{len(dev)} | "
             f"{sum(f['count_err'] for f in dev.values()) / len(dev):+.2f} | "
             f"{choose['der0']:.1f} | {choose['count_ok']}/{choose['items']} | {choose['count_err']:+.2f} | "
             f"{score['der0']:.1f} | {score['der25']:.1f} | {score['fa']:.1f} | {score['count_ok']}/{score['items']} | "
-            f"{score['count_err']:+.2f} |") + tail
+            f"{score['count_err']:+.2f} |")
 
 
 def main() -> None:
@@ -93,10 +71,6 @@ def main() -> None:
     parser.add_argument("--score-seed", type=int, default=2)
     parser.add_argument("--count", type=int, default=12, help="meetings per draw")
     parser.add_argument("--room", action="store_true", help="every meeting's voices share one room and noise")
-    parser.add_argument("--singles", action="store_true",
-                        help="also diarize the 26 single-speaker dev WER clips: how many get more than one speaker")
-    parser.add_argument("--true-count", action="store_true",
-                        help="also the dev DER with each recording's reference speaker count given (a diagnostic)")
     args = parser.parse_args()
     pin_blas_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,36 +78,24 @@ def main() -> None:
         audio = Audio(Path(tmp))
         draws = {"choose": simulated_meetings(args.choose_seed, args.count, audio, room=args.room),
                  "score": simulated_meetings(args.score_seed, args.count, audio, room=args.room)}
-        singles = []
-        for index, item in enumerate(wer_items() if args.singles else []):
-            wav = Path(tmp) / f"single{index}.wav"
-            normalize(str(item.path), str(wav), str(wav.with_suffix(".json")), "single", NormalizeOptions())
-            singles.append((f"single{index}", load_wav(wav)))
     diarize = Diarizer(load_embedded_models(), OUT / "diarize-cache")
     spaces = {name: variants for name, variants in grids(EmbeddedOptions()).items()
               if not args.grid or any(part in name for part in args.grid)}
     uris = [item.uri for item, _ in items]
-    known = {item.uri: len({turn.speaker for turn in rttm_turns(item.rttm, uri=item.uri)}) for item, _ in items}
     for name, variants in spaces.items():
         results = {}
         for label, options in variants:
             dev = per_file_components(items, {item.uri: diarize(item.uri, audio, options) for item, audio in items})
             meetings = {draw: der_scores([(m.uri, m.reference, diarize(m.uri, m.audio, options),
                                            [(0.0, len(m.audio) / 16000)]) for m in ms]) for draw, ms in draws.items()}
-            counts = [len({t.speaker for t in diarize(uri, a, options)}) for uri, a in singles] or None
-            told = per_file_components(items, {item.uri: diarize(item.uri, audio, options, num_speakers=known[item.uri])
-                                               for item, audio in items}) if args.true_count else None
-            results[label] = (dev, meetings["choose"], meetings["score"], counts, told)
+            results[label] = (dev, meetings["choose"], meetings["score"])
         print(f"\n### {name} (meetings{' in a room' if args.room else ''}: choosing draw seed {args.choose_seed}, "
               f"scoring draw seed {args.score_seed})")
         print("| variant | dev c0 | dev c.25 | dev spk ok | dev spk err | choose c0 | choose spk ok | choose spk err "
-              "| score c0 | score c.25 | score fa | score spk ok | score spk err |"
-              + (" 1-voice clips split | most speakers |" if singles else "")
-              + (" dev c0, true count | dev c.25, true count |" if args.true_count else ""))
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if singles else "")
-              + ("---|---|" if args.true_count else ""))
-        for label, result in results.items():
-            print(row(label, *result))
+              "| score c0 | score c.25 | score fa | score spk ok | score spk err |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, (dev, choose, score) in results.items():
+            print(row(label, dev, choose, score))
         held, chosen = [], []
         for uri in uris:
             best = min(results, key=lambda label: pooled_der([results[label][0][u] for u in uris if u != uri], 0.0))

@@ -345,62 +345,6 @@ def test_resegmentation_keeps_a_short_distinct_voice() -> None:
     assert len({turn.speaker for turn in dropped}) == 2
 
 
-def test_embedding_transforms_spread_voices_that_share_a_component() -> None:
-    """``embedding_transform``: ``none`` leaves the embeddings alone; ``center`` and
-    ``background`` remove a mean (blockwise, dtype kept) and ``whiten`` also projects. Three voices
-    that share a large common component (as resemblyzer's non-negative embeddings do) lie within the
-    cut of one another, so the plain embeddings give one speaker; centred, they are three. A
-    requested count is honoured, and the speakers' voice embeddings stay in the plain space."""
-    import numpy as np
-
-    from trax.diarization import embedded
-    from trax.diarization.embedded import EmbeddedOptions, SpeechEmbeddings, label_frames, transform_embeddings
-
-    rng = np.random.default_rng(3)
-    voice = np.repeat([0, 1, 2, 0, 1, 2], 1500)  # 15 s turns; 10 ms frames, 1-s windows every 0.5 s
-    starts = np.arange(0, len(voice) - 100 + 1, 50)
-    common = np.zeros(8)
-    common[:4] = 3.0
-    rows = common + np.eye(8)[4 + voice[starts + 50]] + 0.05 * rng.standard_normal((len(starts), 8))
-    units = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-    speech = SpeechEmbeddings(frame_times=np.arange(len(voice)) * 160, starts=starts, ends=starts + 100,
-                              embeddings=units, regions=1)
-
-    assert transform_embeddings(units, "none") is units
-    centred = transform_embeddings(units, "center")
-    assert centred.dtype == np.float32 and np.allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
-    mean = units.astype(np.float64).mean(axis=0)
-    assert np.allclose(centred, (units - mean) / np.linalg.norm(units - mean, axis=1, keepdims=True), atol=1e-5)
-    projection = rng.standard_normal((8, 5))
-    whitened = transform_embeddings(units.astype(np.float64), "whiten", (mean, projection))
-    expected = (units - mean) @ projection
-    assert whitened.shape == (len(units), 5)
-    assert np.allclose(whitened, expected / np.linalg.norm(expected, axis=1, keepdims=True))
-    assert np.allclose(transform_embeddings(units.astype(np.float64), "background", (mean, projection)), centred,
-                       atol=1e-5)
-    blocks = embedded.SUM_BLOCK_WINDOWS
-    try:
-        embedded.SUM_BLOCK_WINDOWS = 7  # blockwise gives the same rows
-        assert np.allclose(transform_embeddings(units, "center"), centred, atol=1e-6)
-    finally:
-        embedded.SUM_BLOCK_WINDOWS = blocks
-
-    def speakers(options: EmbeddedOptions, **hints) -> int:
-        return len({turn.speaker for turn in label_frames(speech, options, **hints)[0]})
-
-    assert speakers(EmbeddedOptions()) == 1
-    options = EmbeddedOptions(embedding_transform="center", cluster_threshold=0.8, distinct_speaker_distance=0.86)
-    turns, details = label_frames(speech, options)
-    assert details["num_speakers_auto"] == 3 and len({turn.speaker for turn in turns}) == 3
-    for count in (1, 2, 4):
-        assert speakers(options, num_speakers=count) == count
-    for voice_embedding in details["speaker_embeddings"].values():
-        assert voice_embedding.shape == (8,) and voice_embedding[:4].min() > 0.4  # plain: the common part kept
-    # The shipped background: a 256-d mean and a square projection, all finite.
-    mean, projection = embedded.load_embedding_background()
-    assert mean.shape == (256,) and projection.shape == (256, 256) and np.isfinite(projection).all()
-
-
 def test_second_pass_splits_two_voices_and_merges_close_clusters() -> None:
     """``split_distance``: a cluster holding two voices is cut in two (not one holding a single
     voice, nor halves under ``split_min_s``); ``merge_distance``: clusters of one voice are
@@ -525,8 +469,6 @@ def test_bad_settings_are_one_clear_error() -> None:
 
     with pytest.raises(TraxError, match="count_rule"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"count_rule": "eigengap"}})
-    with pytest.raises(TraxError, match="embedding_transform"):
-        DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"embedding_transform": "lda"}})
     with pytest.raises(TraxError, match="cluster_window_s.*shorter than window_s"):
         DiarizeOptions.from_config({**rule_settings(DEFAULTS, {}), "embedded": {"cluster_window_s": 0.5}})
     with pytest.raises(TraxError, match="min_speakers"):

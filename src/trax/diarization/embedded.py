@@ -13,9 +13,7 @@ Steps, for 16 kHz mono audio:
    computed once; windows of ``window_s`` every ``hop_s`` go through the LSTM speaker encoder in
    blocks of ``EMBED_BLOCK_WINDOWS``, giving L2-normalised 256-d embeddings. A window may span
    the end of one region and the start of the next; the frame-level labelling below decides where a change falls.
-3. **Clustering.** The embeddings optionally go through ``embedding_transform`` first (a mean
-   removed, a whitening; off by default), for clustering and the frame labelling below.
-   Agglomerative clustering, average linkage on cosine distance, cut at
+3. **Clustering.** Agglomerative clustering, average linkage on cosine distance, cut at
    ``cluster_threshold`` (automatic speaker count; or, with ``count_rule: silhouette``, at the
    best-separated number of clusters), or at ``num_speakers`` / clamped to
    ``[min_speakers, max_speakers]``. Clusters holding less than ``min_speaker_s`` of windows are
@@ -61,11 +59,6 @@ SAMPLE_RATE = 16000
 FRAME = 160
 #: How the automatic speaker count is chosen (``EmbeddedOptions.count_rule``).
 COUNT_RULES = ("threshold", "silhouette", "spread")
-#: Transforms of the window embeddings before clustering (``EmbeddedOptions.embedding_transform``).
-EMBEDDING_TRANSFORMS = ("none", "center", "background", "whiten")
-#: Background statistics of the ``background`` / ``whiten`` transforms (a mean and a projection,
-#: fitted on voices in no scored set by ``bench/embedding_transform.py --write``).
-BACKGROUND = Path(__file__).parent / "data" / "embedding_background.npz"
 
 
 @dataclass(frozen=True)
@@ -178,24 +171,6 @@ class EmbeddedOptions:
             +1.08 -> +0.58; draws 2-4 pooled 29.7 -> 29.3 %, exact 8 -> 16 of 36.
             ``bench/speakers.py`` (seeds 14 / 99 / 7): enrolled named 96.8 / 96.3 / 92.3 ->
             96.8 / 96.5 / 93.0 %, unenrolled named 0.5 / 3.5 / 0.7 % unchanged.
-        embedding_transform: What the window embeddings go through before clustering and frame
-            labelling (:func:`transform_embeddings`); the speakers' voice embeddings (profiles,
-            naming) and the overlap detector's scores keep the plain ones. resemblyzer's embeddings
-            are ReLU outputs, all components >= 0, so any two voices lie close in cosine terms.
-            ``none``: as they are. ``center``: minus the recording's own mean window embedding,
-            re-normalised. ``background``: minus a fixed background mean, re-normalised.
-            ``whiten``: minus the background mean, then a fixed within-speaker whitening
-            projection, re-normalised. The background is learned on the voices of
-            ``bench/meetings.py`` (none in a scored dev recording) by
-            ``bench/embedding_transform.py --write``. Every transform spreads the cosine
-            distances, so ``cluster_threshold`` (and ``distinct_speaker_distance``) must be
-            chosen with it. ``none`` by default (``bench/diarize_choose.py --grid "embedding
-            transform"``): dev leave-one-out chose no transform that wins held out (best dev rows
-            36.5-36.7 vs 32.4 % DER at collar 0); ``whiten`` at cut 0.75, chosen on the meetings
-            draw, scored 26.5 vs 32.4 % on the scoring draw, but those meetings are of the very
-            voices the background was learned on, and fitted on half the voices the same cut
-            lost on meetings of the other half (``--heldout``); ``center`` splits single-speaker
-            clips.
         cluster_chunk_windows: Recordings with at most this many windows are clustered exactly
             (average linkage over all windows: a condensed distance matrix of n²/2 doubles, 16 MB
             at 2000 windows ≈ 17 minutes of speech). Longer ones are clustered in consecutive
@@ -230,7 +205,6 @@ class EmbeddedOptions:
     merge_distance: float | None = None
     resegment_iterations: int = 1
     resegment_min_s: float = 4.0
-    embedding_transform: str = "none"
     cluster_chunk_windows: int = 2000
 
     @classmethod
@@ -238,8 +212,8 @@ class EmbeddedOptions:
         """Options from the ``diarize.embedded`` section.
 
         Raises:
-            TraxError: For an unknown ``count_rule`` or ``embedding_transform``, or clustering
-                windows shorter than the labelling windows.
+            TraxError: For an unknown ``count_rule``, or clustering windows shorter than the
+                labelling windows.
         """
         from trax.errors import TraxError
 
@@ -247,9 +221,6 @@ class EmbeddedOptions:
         if options.count_rule not in COUNT_RULES:
             raise TraxError("diarize.embedded.count_rule",
                             f"unknown rule {options.count_rule!r}; choose one of {COUNT_RULES}")
-        if options.embedding_transform not in EMBEDDING_TRANSFORMS:
-            raise TraxError("diarize.embedded.embedding_transform",
-                            f"unknown transform {options.embedding_transform!r}; choose one of {EMBEDDING_TRANSFORMS}")
         if options.cluster_window_s is not None and options.cluster_window_s < options.window_s:
             raise TraxError("diarize.embedded.cluster_window_s",
                             f"{options.cluster_window_s} is shorter than window_s ({options.window_s}); "
@@ -394,55 +365,6 @@ def embed_windows(models: EmbeddedModels, mel: np.ndarray, window: int, hop: int
     embeddings = np.concatenate(blocks).astype(np.float64)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     return starts, embeddings
-
-
-def load_embedding_background(path: Path = BACKGROUND) -> tuple[np.ndarray, np.ndarray]:
-    """The shipped background (``BACKGROUND``): (mean, projection), float64; the projection maps
-    256-d embeddings to its columns' dimensions. Read once per path."""
-    if path not in _BACKGROUNDS:
-        import numpy as np
-
-        with np.load(path) as data:
-            _BACKGROUNDS[path] = (data["mean"].astype(np.float64), data["projection"].astype(np.float64))
-    return _BACKGROUNDS[path]
-
-
-_BACKGROUNDS: dict[Path, tuple[Any, Any]] = {}
-
-
-def transform_embeddings(embeddings: np.ndarray, kind: str,
-                         background: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Window ``embeddings`` (unit rows) after ``EmbeddedOptions.embedding_transform`` ``kind``,
-    unit rows again, in the input's dtype (``none``: the input itself, not a copy).
-
-    ``center`` subtracts the rows' own mean; ``background`` the fixed ``background`` mean (default:
-    :func:`load_embedding_background`); ``whiten`` also projects by the background's projection.
-    Computed in blocks of ``SUM_BLOCK_WINDOWS`` rows, so a long float32 recording is never
-    converted to float64 whole."""
-    import numpy as np
-
-    if kind == "none":
-        return embeddings
-    if kind not in EMBEDDING_TRANSFORMS:
-        raise ValueError(f"unknown embedding transform {kind!r}")
-    if kind == "center":
-        mean = np.zeros(embeddings.shape[1])
-        for lo in range(0, len(embeddings), SUM_BLOCK_WINDOWS):
-            mean += np.asarray(embeddings[lo : lo + SUM_BLOCK_WINDOWS], dtype=np.float64).sum(axis=0)
-        mean /= max(len(embeddings), 1)
-        projection = None
-    else:
-        mean, projection = background or load_embedding_background()
-        if kind == "background":
-            projection = None
-    width = embeddings.shape[1] if projection is None else projection.shape[1]
-    result = np.empty((len(embeddings), width), dtype=embeddings.dtype)
-    for lo in range(0, len(embeddings), SUM_BLOCK_WINDOWS):
-        block = np.asarray(embeddings[lo : lo + SUM_BLOCK_WINDOWS], dtype=np.float64) - mean
-        if projection is not None:
-            block = block @ projection
-        result[lo : lo + SUM_BLOCK_WINDOWS] = _unit(block)
-    return result
 
 
 def cluster(
@@ -999,11 +921,9 @@ def label_frames(
 
     starts = speech.starts
     # Exact clustering works in float64 (a copy of at most cluster_chunk_windows rows); chunked
-    # clustering converts chunk by chunk, so a long recording is never copied whole (a transform
-    # makes one float32 copy).
-    plain = (speech.embeddings.astype(np.float64) if len(starts) <= options.cluster_chunk_windows
-             else speech.embeddings)
-    embeddings = transform_embeddings(plain, options.embedding_transform)
+    # clustering converts chunk by chunk, so a long recording is never copied whole.
+    embeddings = (speech.embeddings.astype(np.float64) if len(starts) <= options.cluster_chunk_windows
+                  else speech.embeddings)
     frames = len(speech.frame_times)
     labels = None
     if speech.cluster_embeddings is not None and options.cluster_window_s is not None:
@@ -1060,9 +980,9 @@ def label_frames(
                 centre = start + (end - start) // 2
                 path[max(0, centre - hop // 2) : centre + (hop + 1) // 2] = k
     turns = _runs(speech.frame_times, path)
-    voices = speaker_embeddings(speech, plain, labels, path)
+    voices = speaker_embeddings(speech, embeddings, labels, path)
     if options.overlap_detector and speech.overlap is not None and overlap_detector is not None and len(voices) > 1:
-        turns += _overlap_turns(speech, plain, voices, path, overlap_detector, options.overlap_threshold, facts)
+        turns += _overlap_turns(speech, embeddings, voices, path, overlap_detector, options.overlap_threshold, facts)
     if options.overlap_margin > 0 and len(centroids) > 1:
         for lo, hi in blocks:
             scores = _frame_scores(speech, similarity, lo, hi)
@@ -1121,7 +1041,6 @@ def _cluster_long_windows(speech: SpeechEmbeddings, options: EmbeddedOptions, nu
     long = speech.cluster_embeddings
     if len(long) <= options.cluster_chunk_windows:
         long = long.astype(np.float64)
-    long = transform_embeddings(long, options.embedding_transform)
     hop = options.cluster_hop_s or options.hop_s
     weights = np.full(len(long), min(hop, options.cluster_window_s))
     long_labels, facts = cluster(long, weights, options, num_speakers, min_speakers, max_speakers)
