@@ -308,9 +308,11 @@ def test_markup_in_a_transcript_renders_as_text(example_workflow, browser, tmp_p
     assert browser.find_element(By.CSS_SELECTOR, f'.spk[data-speaker="{merged["speakers"][0]["id"]}"]').text == "<b>Boss</b>"
 
 
-def _subtitle_words(srt: str) -> list[str]:
-    """The words of an SRT's cue texts in order (cue numbers and time lines left out)."""
-    return [word for block in srt.strip().split("\n\n") for line in block.splitlines()[2:] for word in line.split()]
+def _subtitle_words(text: str) -> list[str]:
+    """The words of an SRT's cue texts in order (parsed by the ``srt`` package, as test_exports does)."""
+    import srt
+
+    return [word for cue in srt.parse(text) for word in cue.content.split()]
 
 
 @pytest.mark.slow

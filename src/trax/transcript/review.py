@@ -63,8 +63,8 @@ def encode_audio(wav_path: str, output_path: str, settings: Mapping[str, Any] | 
     """The ``review_audio`` rule: ``audio.wav`` → Opus in WebM, byte-identical on every run.
 
     Encoded in this process with PyAV's libopus, streamed frame by frame (memory stays flat for
-    hours of audio): the same libopus settings as the ffmpeg 6.0 binary took 2.6 times the CPU
-    there (``bench/opus_level.py``), and this job shares the cores with transcription. The
+    hours of audio): the same libopus settings as the ffmpeg 6.0 binary took more than twice the
+    CPU there (``bench/opus_level.py``), and this job shares the cores with transcription. The
     container and codec are ``bitexact`` (no encoder version string, no random ids) and libopus
     runs on one thread, so the same WAV always gives the same bytes.
     """
